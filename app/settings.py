@@ -1,0 +1,131 @@
+"""All configuration comes from the environment, parsed and validated once at start.
+
+A typo in a limit must stop the process at boot, not surface as a 500 later.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A setting is present but unusable."""
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(env: dict[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed view of the environment. Defaults are the safe ones."""
+
+    port: int = 4321
+    project_id: str | None = None
+    pdf_bucket: str | None = None
+    url_mode: str = "public"  # "public" or "signed"
+    signed_url_ttl_s: int = 3600
+    data_dir: Path = Path("data")
+    public_base_url: str = "http://localhost:4321"
+    sentry_dsn: str | None = None
+    sentry_traces_sample_rate: float = 0.0
+    environment: str = "development"
+    release: str | None = None
+    allow_private_source_urls: bool = False
+    max_source_bytes: int = 20 * MIB
+    max_image_pixels: int = 40_000_000
+    max_redirects: int = 3
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 5.0
+    total_timeout_s: float = 10.0
+    worker_memory_budget: int = 320 * MIB
+    retry_after_s: int = 2
+    allowed_ports: tuple[int, ...] = field(default=(80, 443))
+
+    @property
+    def storage_backend(self) -> str:
+        return "gcs" if self.pdf_bucket else "local"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        port = _int(env, "PORT", 4321, minimum=1)
+        url_mode = env.get("URL_MODE", "public").strip().lower() or "public"
+        if url_mode not in {"public", "signed"}:
+            raise SettingsError(f"URL_MODE must be 'public' or 'signed', got {url_mode!r}")
+        base = env.get("PUBLIC_BASE_URL", "").strip().rstrip("/") or f"http://localhost:{port}"
+        return cls(
+            port=port,
+            project_id=env.get("PROJECT_ID", "").strip() or None,
+            pdf_bucket=env.get("PDF_BUCKET", "").strip() or None,
+            url_mode=url_mode,
+            signed_url_ttl_s=_int(env, "SIGNED_URL_TTL", 3600, minimum=60),
+            data_dir=Path(env.get("DATA_DIR", "").strip() or "data"),
+            public_base_url=base,
+            sentry_dsn=env.get("SENTRY_DSN", "").strip() or None,
+            sentry_traces_sample_rate=_float(env, "SENTRY_TRACES_SAMPLE_RATE", 0.0),
+            environment=env.get("ENVIRONMENT", "").strip() or "development",
+            release=env.get("RELEASE", "").strip() or _git_sha(),
+            allow_private_source_urls=_bool(env, "ALLOW_PRIVATE_SOURCE_URLS"),
+            max_source_bytes=_int(env, "MAX_SOURCE_BYTES", 20 * MIB, minimum=1024),
+            max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000, minimum=1),
+            max_redirects=_int(env, "MAX_REDIRECTS", 3),
+            connect_timeout_s=_float(env, "SOURCE_CONNECT_TIMEOUT", 3.0, minimum=0.1),
+            read_timeout_s=_float(env, "SOURCE_READ_TIMEOUT", 5.0, minimum=0.1),
+            total_timeout_s=_float(env, "SOURCE_TOTAL_TIMEOUT", 10.0, minimum=0.1),
+            worker_memory_budget=_int(env, "WORKER_MEMORY_BUDGET", 320 * MIB, minimum=16 * MIB),
+            retry_after_s=_int(env, "RETRY_AFTER", 2, minimum=1),
+        )

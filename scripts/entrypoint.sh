@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Start the service: `dev` (uvicorn, reload, PORT default 4321) or `prod` (gunicorn).
+# On a fresh clone it builds .venv from config/requirements.txt first, so this one
+# command is all a newcomer needs. Settings come from the environment (README).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+mode="${1:-dev}"
+VENV="${VENV:-$ROOT/.venv}"
+if [[ ! -x "$VENV/bin/gunicorn" ]]; then
+  ensure_venv "$VENV" "$(find_service_python)" "$ROOT/config/requirements.txt"
+fi
+cd "$ROOT"
+
+# glibc keeps freed arenas: without these a worker's RSS climbs far above its live data.
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
+export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-131072}"
+export PYTHONUNBUFFERED=1
+
+case "$mode" in
+  dev)
+    export PORT="${PORT:-4321}"
+    exec "$VENV/bin/uvicorn" app.main:create_app --factory --reload --reload-dir app \
+      --host "${HOST:-127.0.0.1}" --port "$PORT"
+    ;;
+  prod)
+    export PORT="${PORT:-8080}"
+    exec "$VENV/bin/gunicorn" -c config/gunicorn.py "app.main:create_app()"
+    ;;
+  *)
+    die "usage: $0 dev|prod"
+    ;;
+esac

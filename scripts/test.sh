@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The one test command: installs everything the tests need (apt packages, the
+# service venv, the ansible controller venv), lints, then runs every suite.
+#   scripts/test.sh                 # everything (what CI runs)
+#   scripts/test.sh unit service    # a subset, for quick local loops
+# Suites: lint unit service deploy provision cd
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+ALL_SUITES=(lint unit service provision deploy cd)
+if [[ $# -gt 0 ]]; then SUITES=("$@"); else SUITES=("${ALL_SUITES[@]}"); fi
+
+APT_PACKAGES=(
+  poppler-utils qpdf shellcheck curl rsync openssh-client openssh-server
+  debootstrap systemd-container iproute2 acl
+)
+
+install_os_packages() {
+  local missing=() pkg
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    log "apt-get install ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then die "root (or sudo) is needed to install: ${missing[*]}"; fi
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+install_os_packages
+ensure_venv "$ROOT/.venv" "$(find_service_python)" config/requirements.txt config/requirements-dev.txt
+ensure_venv "$ROOT/.venv-ansible" "$(find_controller_python)" config/requirements-ansible.txt
+export PATH="$ROOT/.venv/bin:$ROOT/.venv-ansible/bin:$PATH"
+export ANSIBLE_VENV="$ROOT/.venv-ansible"
+
+declare -A RESULT=()
+failed=0
+
+run_lint() {
+  ruff check app tests scripts &&
+    ruff format --check app tests scripts &&
+    shellcheck scripts/*.sh .ci/run &&
+    yamllint -s . &&
+    (cd "$ROOT" && ansible-lint --profile production ansible/) &&
+    if compgen -G ".github/workflows/*.yml" >/dev/null; then actionlint .github/workflows/*.yml; fi
+}
+
+run_pytest_suite() {
+  local suite="$1"
+  [[ -d "tests/$suite" ]] || { echo "no tests/$suite"; return 1; }
+  python -m pytest -p no:cacheprovider "tests/$suite"
+}
+
+for suite in "${SUITES[@]}"; do
+  log "suite: $suite"
+  start=$SECONDS
+  if [[ "$suite" == lint ]]; then
+    if run_lint; then RESULT[$suite]="ok"; else RESULT[$suite]="FAILED"; failed=1; fi
+  else
+    if run_pytest_suite "$suite"; then RESULT[$suite]="ok"; else RESULT[$suite]="FAILED"; failed=1; fi
+  fi
+  RESULT[$suite]+=" ($((SECONDS - start))s)"
+done
+
+echo
+echo "== summary =="
+for suite in "${SUITES[@]}"; do printf '%-10s %s\n' "$suite" "${RESULT[$suite]}"; done
+exit "$failed"
