@@ -56,3 +56,10 @@ class Busy(ApiError):
 
     def __init__(self, retry_after_s: int, detail: str | None = None):
         super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
+class StorageUnavailable(ApiError):
+    status, code, detail = 503, "storage_unavailable", "Storing the PDF failed; retry shortly."
+
+    def __init__(self, retry_after_s: int, detail: str | None = None):
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})

@@ -93,6 +93,8 @@ class Settings:
     total_timeout_s: float = 10.0
     worker_memory_budget: int = 320 * MIB
     retry_after_s: int = 2
+    admission_wait_s: float = 1.0
+    convert_threads: int = 2
     allowed_ports: tuple[int, ...] = field(default=(80, 443))
 
     @property
@@ -128,4 +130,6 @@ class Settings:
             total_timeout_s=_float(env, "SOURCE_TOTAL_TIMEOUT", 10.0, minimum=0.1),
             worker_memory_budget=_int(env, "WORKER_MEMORY_BUDGET", 320 * MIB, minimum=16 * MIB),
             retry_after_s=_int(env, "RETRY_AFTER", 2, minimum=1),
+            admission_wait_s=_float(env, "ADMISSION_WAIT", 1.0),
+            convert_threads=_int(env, "CONVERT_THREADS", 2, minimum=1),
         )

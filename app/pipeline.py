@@ -1,0 +1,77 @@
+"""One conversion, start to finish: admit, fetch, inspect, convert, store.
+
+Plain functions over a `Services` bundle so tests and other entry points
+(uploads, batches) reuse exactly the path the API takes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import anyio
+
+from app.admission import Admission, Reservation
+from app.convert import ImageInfo, convert_to_pdf, estimate_peak_bytes, inspect_image
+from app.errors import ApiError, StorageUnavailable
+from app.fetch import FetchPolicy, fetch_source
+from app.settings import Settings
+from app.storage import Storage, download_filename, new_pdf_name
+
+log = logging.getLogger("img2pdf.pipeline")
+
+
+@dataclass
+class Services:
+    """What a request needs, built once per worker process at start."""
+
+    settings: Settings
+    policy: FetchPolicy
+    admission: Admission
+    storage: Storage
+    convert_limiter: anyio.CapacityLimiter
+
+
+async def image_to_pdf(data: bytes, held: Reservation, svc: Services) -> bytes:
+    """Convert bytes already in memory, growing the reservation to the job's peak first."""
+    info: ImageInfo = await anyio.to_thread.run_sync(
+        inspect_image, data, svc.settings.max_image_pixels
+    )
+    await held.resize(len(data) + estimate_peak_bytes(info, len(data)))
+    return await anyio.to_thread.run_sync(
+        convert_to_pdf, data, info, limiter=svc.convert_limiter
+    )
+
+
+async def store_pdf(pdf: bytes, source_name: str, svc: Services) -> str:
+    """Store under a fresh uuid name; an outage is a retryable 503, and reported."""
+    name = new_pdf_name()
+    try:
+        return await anyio.to_thread.run_sync(
+            svc.storage.save_pdf, pdf, name, download_filename(source_name)
+        )
+    except ApiError:
+        raise
+    except Exception as exc:  # any backend failure: the client may retry
+        log.exception("storing %s failed", name)
+        _report(exc)
+        raise StorageUnavailable(svc.settings.retry_after_s) from None
+
+
+async def convert_source_url(source_url: str, svc: Services) -> str:
+    """The API's main path: returns the converted PDF's URL."""
+    async with svc.admission.reserve(svc.settings.max_source_bytes) as held:
+        fetched = await fetch_source(source_url, svc.policy)
+        await held.resize(len(fetched.data))
+        pdf = await image_to_pdf(fetched.data, held, svc)
+        del fetched
+        await held.resize(len(pdf))
+        return await store_pdf(pdf, source_url, svc)
+
+
+def _report(exc: BaseException) -> None:
+    try:
+        import sentry_sdk
+    except ImportError:  # pragma: no cover - sentry-sdk is a runtime dependency
+        return
+    sentry_sdk.capture_exception(exc)

@@ -1,0 +1,132 @@
+"""Where PDFs go: a GCS bucket in the cloud, a local folder everywhere else.
+
+Both backends answer the same question: store these bytes under this name and
+tell me the URL a client downloads them from. The route never knows which.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote
+
+from app.settings import Settings
+
+PDF_NAME_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\.pdf$")
+CACHE_CONTROL = "public, max-age=86400"
+
+
+def new_pdf_name() -> str:
+    return f"{uuid.uuid4()}.pdf"
+
+
+def is_pdf_name(name: str) -> bool:
+    """Only names we mint are ever served: no paths, no traversal, no guessing."""
+    return bool(PDF_NAME_RE.fullmatch(name))
+
+
+def download_filename(source_url: str) -> str:
+    """A friendly `cat.pdf` from `https://host/x/cat.png`, safe for a header."""
+    path = source_url.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0] if "/" in path else ""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[:80]
+    return f"{stem or 'converted'}.pdf"
+
+
+def content_disposition(filename: str) -> str:
+    return f"inline; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}"
+
+
+class Storage(Protocol):
+    def save_pdf(self, pdf: bytes, name: str, filename: str) -> str:
+        """Store `pdf` as `name` and return the URL clients download it from."""
+        ...
+
+
+class LocalStorage:
+    """The embedded default: files under DATA_DIR, served by the app at /files/."""
+
+    def __init__(self, data_dir: Path, public_base_url: str):
+        self.data_dir = data_dir
+        self.public_base_url = public_base_url.rstrip("/")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def save_pdf(self, pdf: bytes, name: str, filename: str) -> str:
+        if not is_pdf_name(name):
+            raise ValueError(f"refusing to store {name!r}")
+        # Write then rename: a reader never sees half a file.
+        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(pdf)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.data_dir / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return f"{self.public_base_url}/files/{name}"
+
+    def path_for(self, name: str) -> Path | None:
+        if not is_pdf_name(name):
+            return None
+        path = self.data_dir / name
+        return path if path.is_file() else None
+
+
+class GCSStorage:
+    """A uniform-access bucket whose objects are public-read through bucket IAM.
+
+    One client per process (created at start, reused by every request). Objects
+    are created with `if_generation_match=0`, so nothing is ever overwritten.
+    """
+
+    PUBLIC_BASE = "https://storage.googleapis.com"
+
+    def __init__(self, bucket: str, project: str | None, url_mode: str, signed_ttl_s: int):
+        from google.cloud import storage  # imported here: local mode never pays for it
+
+        self.client = storage.Client(project=project)
+        self.bucket = self.client.bucket(bucket)
+        self.url_mode = url_mode
+        self.signed_ttl_s = signed_ttl_s
+
+    def save_pdf(self, pdf: bytes, name: str, filename: str) -> str:
+        blob = self.bucket.blob(name)
+        blob.content_disposition = content_disposition(filename)
+        blob.cache_control = CACHE_CONTROL
+        blob.upload_from_string(
+            pdf, content_type="application/pdf", if_generation_match=0, timeout=30
+        )
+        if self.url_mode == "signed":
+            return self._signed_url(blob)
+        return f"{self.PUBLIC_BASE}/{self.bucket.name}/{name}"
+
+    def _signed_url(self, blob) -> str:
+        """V4 signed URL; on GCE this signs through IAM signBlob (no key file)."""
+        creds = self.client._credentials
+        kwargs = {}
+        if not hasattr(creds, "sign_bytes") or getattr(creds, "token", None) is None:
+            import google.auth.transport.requests
+
+            creds.refresh(google.auth.transport.requests.Request())
+        if getattr(creds, "service_account_email", None) and getattr(creds, "token", None):
+            kwargs = {"service_account_email": creds.service_account_email, "access_token": creds.token}
+        return blob.generate_signed_url(
+            version="v4",
+            expiration=dt.timedelta(seconds=self.signed_ttl_s),
+            method="GET",
+            **kwargs,
+        )
+
+
+def make_storage(settings: Settings) -> Storage:
+    if settings.pdf_bucket:
+        return GCSStorage(
+            settings.pdf_bucket, settings.project_id, settings.url_mode, settings.signed_url_ttl_s
+        )
+    return LocalStorage(settings.data_dir, settings.public_base_url)
