@@ -13,7 +13,7 @@ import tempfile
 import uuid
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from app.settings import Settings
 
@@ -32,8 +32,8 @@ def is_pdf_name(name: str) -> bool:
 
 def download_filename(source_url: str) -> str:
     """A friendly `cat.pdf` from `https://host/x/cat.png`, safe for a header."""
-    path = source_url.split("?", 1)[0].split("#", 1)[0].rstrip("/")
-    stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0] if "/" in path else ""
+    path = urlsplit(source_url).path if "://" in source_url else source_url
+    stem = path.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[:80]
     return f"{stem or 'converted'}.pdf"
 

@@ -1,0 +1,106 @@
+import asyncio
+
+import pytest
+
+from app.admission import Admission
+from app.errors import Busy, ImageTooLarge
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_reserve_and_release_returns_budget():
+    async def scenario():
+        adm = Admission(100, wait_s=0.1)
+        async with adm.reserve(60) as held:
+            assert adm.in_use == 60
+            await held.resize(90)
+            assert adm.in_use == 90
+            await held.resize(10)
+            assert adm.in_use == 10
+        assert adm.in_use == 0
+        assert adm.peak_in_use == 90
+
+    run(scenario())
+
+
+def test_job_that_never_fits_is_413_at_once():
+    async def scenario():
+        adm = Admission(100, wait_s=5)
+        with pytest.raises(ImageTooLarge):
+            async with adm.reserve(101):
+                pass
+        async with adm.reserve(10) as held:
+            with pytest.raises(ImageTooLarge):
+                await held.resize(101)
+        assert adm.in_use == 0
+
+    run(scenario())
+
+
+def test_over_budget_waits_then_503_with_retry_after():
+    async def scenario():
+        adm = Admission(100, wait_s=0.2, retry_after_s=7)
+        async with adm.reserve(80):
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            with pytest.raises(Busy) as err:
+                async with adm.reserve(30):
+                    pass
+            assert 0.15 <= loop.time() - t0 < 2
+            assert err.value.headers["Retry-After"] == "7"
+            assert err.value.status == 503
+        assert adm.in_use == 0
+        assert adm.rejected == 1
+
+    run(scenario())
+
+
+def test_waiter_is_admitted_when_room_frees():
+    async def scenario():
+        adm = Admission(100, wait_s=2)
+        order = []
+
+        async def first():
+            async with adm.reserve(80):
+                order.append("first in")
+                await asyncio.sleep(0.1)
+            order.append("first out")
+
+        async def second():
+            await asyncio.sleep(0.01)
+            async with adm.reserve(50):
+                order.append("second in")
+                assert adm.in_use == 50
+
+        await asyncio.gather(first(), second())
+        assert order == ["first in", "first out", "second in"]
+        assert adm.in_use == 0
+
+    run(scenario())
+
+
+def test_many_concurrent_jobs_never_exceed_budget():
+    async def scenario():
+        adm = Admission(100, wait_s=0.05)
+        outcomes = {"ok": 0, "busy": 0}
+
+        async def job(n):
+            try:
+                async with adm.reserve(30) as held:
+                    assert adm.in_use <= 100
+                    await asyncio.sleep(0.01)
+                    await held.resize(20 + n % 15)
+                    assert adm.in_use <= 100
+                    await asyncio.sleep(0.01)
+                outcomes["ok"] += 1
+            except Busy:
+                outcomes["busy"] += 1
+
+        await asyncio.gather(*(job(i) for i in range(60)))
+        assert adm.in_use == 0
+        assert adm.peak_in_use <= 100
+        assert outcomes["ok"] > 0 and outcomes["ok"] + outcomes["busy"] == 60
+
+    run(scenario())

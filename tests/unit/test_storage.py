@@ -1,0 +1,68 @@
+import re
+import uuid
+
+import pytest
+
+from app.storage import (
+    LocalStorage,
+    content_disposition,
+    download_filename,
+    is_pdf_name,
+    new_pdf_name,
+)
+
+
+def test_new_names_are_uuid4_pdfs():
+    names = {new_pdf_name() for _ in range(100)}
+    assert len(names) == 100
+    for name in names:
+        assert is_pdf_name(name)
+        assert uuid.UUID(name[:-4]).version == 4
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../etc/passwd",
+        "x.pdf",
+        f"{uuid.uuid4()}.PDF",
+        f"{uuid.uuid4()}.pdf/..",
+        f"../{uuid.uuid4()}.pdf",
+        f"{uuid.uuid1()}.pdf",
+        f"{uuid.uuid4()}.pdf\n",
+        "",
+    ],
+)
+def test_only_minted_names_are_accepted(name):
+    assert not is_pdf_name(name)
+
+
+def test_local_storage_writes_and_serves_only_its_names(tmp_path):
+    store = LocalStorage(tmp_path / "data", "http://localhost:9999/")
+    name = new_pdf_name()
+    url = store.save_pdf(b"%PDF-1.7 test", name, "cat.pdf")
+    assert url == f"http://localhost:9999/files/{name}"
+    assert (tmp_path / "data" / name).read_bytes() == b"%PDF-1.7 test"
+    assert store.path_for(name) == tmp_path / "data" / name
+    assert store.path_for("../" + name) is None
+    assert store.path_for(new_pdf_name()) is None
+    assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".upload-")]
+    with pytest.raises(ValueError):
+        store.save_pdf(b"x", "../evil.pdf", "evil.pdf")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://example.com/images/cat.png", "cat.pdf"),
+        ("https://example.com/a/b/holiday photo.jpeg?x=1#frag", "holiday_photo.pdf"),
+        ("https://example.com/", "converted.pdf"),
+        ("https://example.com", "converted.pdf"),
+        ('https://example.com/"quote";.png', "quote.pdf"),
+        ("https://example.com/%E2%98%83.png", "E2_98_83.pdf"),
+    ],
+)
+def test_download_filename_is_friendly_and_header_safe(url, expected):
+    assert download_filename(url) == expected
+    header = content_disposition(download_filename(url))
+    assert re.fullmatch(r'inline; filename="[A-Za-z0-9._-]+"; filename\*=UTF-8\'\'[^\s"]+', header)
