@@ -20,6 +20,9 @@ accesslog = None  # the app writes JSON access lines itself
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 proc_name = "img2pdf"
+# gunicorn 27's runtime control socket lives under $HOME by default; the service
+# user has no home and nothing here needs runtime control.
+control_socket_disable = True
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 logconfig_dict = {
