@@ -1,0 +1,231 @@
+"""Test images made in memory, so no binary fixtures live in the repo.
+
+Every helper returns the encoded file as bytes. Images are small unless sizes
+are passed; colours are flat so lossy codecs keep them recognisable.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import zlib
+
+from PIL import Image
+
+RED = (255, 0, 0)
+GREEN = (0, 160, 0)
+BLUE = (0, 0, 255)
+WHITE = (255, 255, 255)
+
+
+def _save(im: Image.Image, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def _marked(w: int, h: int, mode: str = "RGB") -> Image.Image:
+    """Blue image with a red block in the top-left quarter: shows orientation."""
+    im = Image.new("RGB", (w, h), BLUE)
+    im.paste(RED, (0, 0, max(1, w // 2), max(1, h // 2)))
+    return im.convert(mode) if mode != "RGB" else im
+
+
+def _half_transparent(w: int, h: int) -> Image.Image:
+    """RGBA: opaque red left half, fully transparent (black RGB) right half.
+
+    The transparent pixels carry black colour on purpose: a converter that
+    drops alpha shows them black, one that honours it shows the page (white).
+    """
+    im = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    im.paste((*RED, 255), (0, 0, max(1, w // 2), h))
+    return im
+
+
+def jpeg(w: int = 64, h: int = 48, *, mode: str = "RGB", quality: int = 90) -> bytes:
+    return _save(_marked(w, h, mode), "JPEG", quality=quality)
+
+
+def cmyk_jpeg(w: int = 64, h: int = 48) -> bytes:
+    return _save(Image.new("RGB", (w, h), RED).convert("CMYK"), "JPEG", quality=95)
+
+
+def jpeg_with_orientation(n: int, w: int = 64, h: int = 32) -> bytes:
+    """Landscape JPEG (stored pixels) with EXIF Orientation=n; red block top-left."""
+    exif = Image.Exif()
+    exif[0x0112] = n
+    return _save(_marked(w, h), "JPEG", quality=95, exif=exif.tobytes())
+
+
+def png(w: int = 64, h: int = 48, mode: str = "RGB", **params) -> bytes:
+    return _save(_marked(w, h, mode), "PNG", **params)
+
+
+def alpha_png(w: int = 64, h: int = 48) -> bytes:
+    return _save(_half_transparent(w, h), "PNG")
+
+
+def la_png(w: int = 64, h: int = 48) -> bytes:
+    im = Image.new("LA", (w, h), (0, 0))
+    im.paste((80, 255), (0, 0, w // 2, h))
+    return _save(im, "PNG")
+
+
+def palette_transparent_png(w: int = 64, h: int = 48) -> bytes:
+    """Palette PNG (tRNS): index 0 transparent black, index 1 opaque red."""
+    im = Image.new("P", (w, h), 0)
+    im.putpalette([0, 0, 0, *RED, *BLUE])  # a short palette: stored with 2-bit indices
+    im.paste(1, (0, 0, w // 2, h))
+    return _save(im, "PNG", transparency=0)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_raw(
+    w: int, h: int, depth: int, color_type: int, rows: list[bytes], interlace: int = 0
+) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, interlace)
+    idat = zlib.compress(b"".join(b"\x00" + row for row in rows))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def png16(w: int = 32, h: int = 24) -> bytes:
+    """16-bit RGB PNG: red left half, blue right half."""
+    left, right = struct.pack(">HHH", 65535, 0, 0), struct.pack(">HHH", 0, 0, 65535)
+    row = left * (w // 2) + right * (w - w // 2)
+    return _png_raw(w, h, 16, 2, [row] * h)
+
+
+def png16_gray(w: int = 32, h: int = 24) -> bytes:
+    """16-bit greyscale PNG (Pillow mode I;16): black left half, white right half."""
+    row = struct.pack(">H", 0) * (w // 2) + struct.pack(">H", 65535) * (w - w // 2)
+    return _png_raw(w, h, 16, 0, [row] * h)
+
+
+def png16_alpha(w: int = 32, h: int = 24) -> bytes:
+    """16-bit RGBA PNG: opaque red left half, transparent black right half."""
+    left, right = struct.pack(">HHHH", 65535, 0, 0, 65535), struct.pack(">HHHH", 0, 0, 0, 0)
+    row = left * (w // 2) + right * (w - w // 2)
+    return _png_raw(w, h, 16, 6, [row] * h)
+
+
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2))
+_ADAM7 += ((0, 1, 1, 2),)
+
+
+def png_interlaced(w: int = 64, h: int = 48) -> bytes:
+    """Adam7-interlaced 8-bit RGB PNG (Pillow cannot write one), red block top-left."""
+    im = _marked(w, h)
+    rows = []
+    for x0, y0, dx, dy in _ADAM7:
+        xs = range(x0, w, dx)
+        for y in range(y0, h, dy):
+            if xs:
+                rows.append(b"".join(bytes(im.getpixel((x, y))) for x in xs))
+    return _png_raw(w, h, 8, 2, rows, interlace=1)
+
+
+def pixel_bomb_png(w: int = 20000, h: int = 20000) -> bytes:
+    """A few hundred bytes whose header claims w x h pixels (data is one short row)."""
+    return _png_raw(w, h, 8, 2, [b"\x00" * 30])
+
+
+def gif(w: int = 64, h: int = 48) -> bytes:
+    return _save(_marked(w, h).convert("P"), "GIF")
+
+
+def gif_transparent(w: int = 64, h: int = 48) -> bytes:
+    im = Image.new("P", (w, h), 0)
+    im.putpalette([0, 0, 0, *RED] + [0] * (256 - 2) * 3)
+    im.paste(1, (0, 0, w // 2, h))
+    return _save(im, "GIF", transparency=0)
+
+
+def gif_animated(w: int = 64, h: int = 48, frames: int = 3) -> bytes:
+    """Frame 0 is red; later frames are blue, green, ... so frame 0 is identifiable."""
+    colours = [RED, BLUE, GREEN]
+    ims = [Image.new("RGB", (w, h), colours[i % 3]).convert("P") for i in range(frames)]
+    return _save(ims[0], "GIF", save_all=True, append_images=ims[1:], duration=100, loop=0)
+
+
+def tiff(w: int = 64, h: int = 48, mode: str = "RGB", **params) -> bytes:
+    return _save(_marked(w, h, mode), "TIFF", **params)
+
+
+def tiff_alpha(w: int = 64, h: int = 48) -> bytes:
+    return _save(_half_transparent(w, h), "TIFF")
+
+
+def tiff16(w: int = 32, h: int = 24) -> bytes:
+    """16-bit greyscale TIFF: black left half, white right half."""
+    im = Image.new("I;16", (w, h), 65535)
+    im.paste(0, (0, 0, w // 2, h))
+    return _save(im, "TIFF")
+
+
+def tiff_multipage(w: int = 64, h: int = 48) -> bytes:
+    ims = [Image.new("RGB", (w, h), c) for c in (RED, BLUE)]
+    return _save(ims[0], "TIFF", save_all=True, append_images=ims[1:])
+
+
+def webp(w: int = 64, h: int = 48) -> bytes:
+    return _save(_marked(w, h), "WEBP", lossless=True)
+
+
+def webp_alpha(w: int = 64, h: int = 48) -> bytes:
+    return _save(_half_transparent(w, h), "WEBP", lossless=True)
+
+
+def webp_animated(w: int = 64, h: int = 48) -> bytes:
+    ims = [Image.new("RGB", (w, h), c) for c in (RED, BLUE)]
+    return _save(ims[0], "WEBP", save_all=True, append_images=ims[1:], lossless=True)
+
+
+def bmp(w: int = 64, h: int = 48, mode: str = "RGB") -> bytes:
+    return _save(_marked(w, h, mode), "BMP")
+
+
+def jp2(w: int = 64, h: int = 48) -> bytes:
+    """JPEG 2000 (jp2 container); needs Pillow built with OpenJPEG."""
+    return _save(_marked(w, h), "JPEG2000")
+
+
+def truncated_jpeg(w: int = 256, h: int = 192) -> bytes:
+    """A valid header and the first ~60% of the entropy-coded data, no EOI."""
+    im = Image.effect_noise((w, h), 64).convert("RGB")
+    data = _save(im, "JPEG", quality=90)
+    return data[: int(len(data) * 0.6)]
+
+
+def truncated_png(w: int = 64, h: int = 48) -> bytes:
+    data = _save(Image.effect_noise((w, h), 64).convert("RGB"), "PNG")
+    return data[: int(len(data) * 0.6)]
+
+
+def svg() -> bytes:
+    return (
+        b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+        b'<rect width="10" height="10" fill="red"/></svg>\n'
+    )
+
+
+def pdf() -> bytes:
+    return _save(Image.new("RGB", (8, 8), RED), "PDF")
+
+
+def random_bytes(n: int = 4096, seed: int = 1) -> bytes:
+    """Deterministic noise that matches no image signature."""
+    data = random.Random(seed).randbytes(n)
+    return b"\x00\x01" + data if data[:1] in {b"\xff", b"\x89", b"G", b"I", b"M", b"B"} else data
+
+
+def non_image() -> bytes:
+    return b"<!doctype html><html><body>not an image</body></html>\n"
