@@ -120,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Per process: one storage client, one admission budget.
+        configure_logging()
         app.state.services = build_services(settings)
         log.info(
             "started",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -34,7 +35,8 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"), default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str | None = None) -> None:
+    level = (level or os.environ.get("LOG_LEVEL", "INFO")).upper()
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -45,6 +47,10 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).propagate = True
     # Our middleware writes the access log; the servers' own would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
+    # Servers reconfigure the root logger after import; pin our own level.
+    app_logger = logging.getLogger("img2pdf")
+    app_logger.setLevel(level)
+    app_logger.disabled = False
 
 
 def init_sentry(settings: Settings) -> bool:

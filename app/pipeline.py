@@ -38,9 +38,7 @@ async def image_to_pdf(data: bytes, held: Reservation, svc: Services) -> bytes:
         inspect_image, data, svc.settings.max_image_pixels
     )
     await held.resize(len(data) + estimate_peak_bytes(info, len(data)))
-    return await anyio.to_thread.run_sync(
-        convert_to_pdf, data, info, limiter=svc.convert_limiter
-    )
+    return await anyio.to_thread.run_sync(convert_to_pdf, data, info, limiter=svc.convert_limiter)
 
 
 async def store_pdf(pdf: bytes, source_name: str, svc: Services) -> str:

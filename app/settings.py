@@ -78,6 +78,7 @@ class Settings:
     pdf_bucket: str | None = None
     url_mode: str = "public"  # "public" or "signed"
     signed_url_ttl_s: int = 3600
+    storage_timeout_s: float = 10.0
     data_dir: Path = Path("data")
     public_base_url: str = "http://localhost:4321"
     sentry_dsn: str | None = None
@@ -115,6 +116,7 @@ class Settings:
             pdf_bucket=env.get("PDF_BUCKET", "").strip() or None,
             url_mode=url_mode,
             signed_url_ttl_s=_int(env, "SIGNED_URL_TTL", 3600, minimum=60),
+            storage_timeout_s=_float(env, "STORAGE_TIMEOUT", 10.0, minimum=1.0),
             data_dir=Path(env.get("DATA_DIR", "").strip() or "data"),
             public_base_url=base,
             sentry_dsn=env.get("SENTRY_DSN", "").strip() or None,

@@ -17,7 +17,9 @@ from urllib.parse import quote, urlsplit
 
 from app.settings import Settings
 
-PDF_NAME_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\.pdf$")
+PDF_NAME_RE = re.compile(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\.pdf$"
+)
 CACHE_CONTROL = "public, max-age=86400"
 
 
@@ -87,8 +89,19 @@ class GCSStorage:
 
     PUBLIC_BASE = "https://storage.googleapis.com"
 
-    def __init__(self, bucket: str, project: str | None, url_mode: str, signed_ttl_s: int):
+    def __init__(
+        self,
+        bucket: str,
+        project: str | None,
+        url_mode: str,
+        signed_ttl_s: int,
+        timeout_s: float = 10.0,
+    ):
         from google.cloud import storage  # imported here: local mode never pays for it
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        self.timeout_s = timeout_s
+        self._retry = DEFAULT_RETRY.with_timeout(timeout_s)
 
         self.client = storage.Client(project=project)
         self.bucket = self.client.bucket(bucket)
@@ -99,8 +112,14 @@ class GCSStorage:
         blob = self.bucket.blob(name)
         blob.content_disposition = content_disposition(filename)
         blob.cache_control = CACHE_CONTROL
+        # Safe to retry: the precondition makes a repeated create a no-op 412.
+        # The whole upload must end well inside the load balancer's 30 s.
         blob.upload_from_string(
-            pdf, content_type="application/pdf", if_generation_match=0, timeout=30
+            pdf,
+            content_type="application/pdf",
+            if_generation_match=0,
+            timeout=self.timeout_s,
+            retry=self._retry,
         )
         if self.url_mode == "signed":
             return self._signed_url(blob)
@@ -115,7 +134,10 @@ class GCSStorage:
 
             creds.refresh(google.auth.transport.requests.Request())
         if getattr(creds, "service_account_email", None) and getattr(creds, "token", None):
-            kwargs = {"service_account_email": creds.service_account_email, "access_token": creds.token}
+            kwargs = {
+                "service_account_email": creds.service_account_email,
+                "access_token": creds.token,
+            }
         return blob.generate_signed_url(
             version="v4",
             expiration=dt.timedelta(seconds=self.signed_ttl_s),
@@ -127,6 +149,10 @@ class GCSStorage:
 def make_storage(settings: Settings) -> Storage:
     if settings.pdf_bucket:
         return GCSStorage(
-            settings.pdf_bucket, settings.project_id, settings.url_mode, settings.signed_url_ttl_s
+            settings.pdf_bucket,
+            settings.project_id,
+            settings.url_mode,
+            settings.signed_url_ttl_s,
+            settings.storage_timeout_s,
         )
     return LocalStorage(settings.data_dir, settings.public_base_url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
+import time
 
 import pytest
 
@@ -64,9 +65,10 @@ def test_each_format_converts_to_a_downloadable_one_page_pdf(service, source, ki
     pdf = http("GET", body["converted_url"])
     assert pdf.status == 200
     assert pdf.headers["content-type"] == "application/pdf"
-    assert f'filename="{body["converted_url"].rsplit("/", 1)[1]}"' in pdf.headers[
-        "content-disposition"
-    ]
+    assert (
+        f'filename="{body["converted_url"].rsplit("/", 1)[1]}"'
+        in pdf.headers["content-disposition"]
+    )
     assert len(open_pdf(pdf.body).pages) == 1
 
 
@@ -184,8 +186,12 @@ def test_twenty_parallel_requests(service, source):
 
 @pytest.mark.parametrize(
     "path",
-    ["/files/nope.pdf", "/files/..%2f..%2fetc%2fpasswd", "/files/../app/main.py",
-     "/files/00000000-0000-4000-8000-000000000000.pdf"],
+    [
+        "/files/nope.pdf",
+        "/files/..%2f..%2fetc%2fpasswd",
+        "/files/../app/main.py",
+        "/files/00000000-0000-4000-8000-000000000000.pdf",
+    ],
 )
 def test_files_serves_only_existing_uuid_names(service, path):
     resp = http("GET", service.base + path)
@@ -207,8 +213,14 @@ def test_openapi_and_docs(service):
 
 
 def test_access_log_is_json_lines_with_request_id(service):
-    http("GET", service.base + "/ping", headers={"X-Request-Id": "trace-me-123"})
-    lines = [json.loads(line) for line in service.log().splitlines() if line.startswith("{")]
-    access = [e for e in lines if e.get("msg") == "request"]
+    resp = http("GET", service.base + "/ping", headers={"X-Request-Id": "trace-me-123"})
+    assert resp.headers["x-request-id"] == "trace-me-123"
+    access: list[dict] = []
+    for _ in range(50):  # the line is written just after the response is sent
+        lines = [json.loads(ln) for ln in service.log().splitlines() if ln.startswith("{")]
+        access = [e for e in lines if e.get("msg") == "request"]
+        if any(e["request_id"] == "trace-me-123" for e in access):
+            break
+        time.sleep(0.1)
     assert any(e["request_id"] == "trace-me-123" and e["status"] == 200 for e in access)
     assert all({"method", "path", "status", "duration_ms"} <= e.keys() for e in access)

@@ -24,10 +24,25 @@ def gcs(tmp_path_factory):
     binary = _get_binary_path()
     binary.chmod(0o755)
     proc = subprocess.Popen(
-        [str(binary), "-backend", "memory", "-scheme", "http", "-host", "127.0.0.1",
-         "-port", str(port), "-public-host", f"127.0.0.1:{port}", "-data", str(data),
-         "-log-level", "warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(binary),
+            "-backend",
+            "memory",
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-public-host",
+            f"127.0.0.1:{port}",
+            "-data",
+            str(data),
+            "-log-level",
+            "warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):

@@ -18,8 +18,18 @@ def strict_service(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "host",
-    ["127.0.0.1", "localhost", "[::1]", "[::ffff:127.0.0.1]", "2130706433", "0x7f000001",
-     "169.254.169.254", "10.0.0.1", "192.168.1.1", "0.0.0.0"],
+    [
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "2130706433",
+        "0x7f000001",
+        "169.254.169.254",
+        "10.0.0.1",
+        "192.168.1.1",
+        "0.0.0.0",
+    ],
 )
 def test_loopback_private_and_metadata_addresses_are_refused(strict_service, source, host):
     source.add_bytes("/private.png", images.png())

@@ -60,8 +60,12 @@ def receiver():
 def sentry_service(receiver, tmp_path):
     svc = Service(
         tmp_path,
-        env={"SENTRY_DSN": receiver.dsn, "RELEASE": "test-release-1", "ENVIRONMENT": "ci",
-             "WEB_CONCURRENCY": "1"},
+        env={
+            "SENTRY_DSN": receiver.dsn,
+            "RELEASE": "test-release-1",
+            "ENVIRONMENT": "ci",
+            "WEB_CONCURRENCY": "1",
+        },
     ).start()
     yield svc
     svc.stop()

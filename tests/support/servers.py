@@ -162,8 +162,13 @@ class Response:
         return json.loads(self.body)
 
 
-def http(method: str, url: str, body: object | None = None, timeout: float = 60.0,
-         headers: dict[str, str] | None = None) -> Response:
+def http(
+    method: str,
+    url: str,
+    body: object | None = None,
+    timeout: float = 60.0,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """A tiny HTTP client that never raises on 4xx/5xx (tests assert on them)."""
     data = None
     hdrs = dict(headers or {})
@@ -250,8 +255,9 @@ class Service:
 
 
 @contextlib.contextmanager
-def running_service(tmp: Path, mode: str = "prod", env: dict[str, str] | None = None
-                    ) -> Iterator[Service]:
+def running_service(
+    tmp: Path, mode: str = "prod", env: dict[str, str] | None = None
+) -> Iterator[Service]:
     svc = Service(tmp, mode, env).start()
     try:
         yield svc
