@@ -151,6 +151,7 @@ def test_deploy_workflow_only_wires_inputs_into_the_script(deploy):
     assert "workflow_run.head_sha" in job["env"]["RELEASE"]
     checkout = next(s for s in _steps(deploy) if s.get("uses", "").startswith("actions/checkout@"))
     assert checkout["with"]["ref"] == "${{ env.RELEASE }}"
+    assert checkout["with"]["fetch-depth"] == 0, "rollback needs the previous release's commit"
 
 
 @pytest.mark.parametrize("name", ["ci.yml", "deploy.yml"])

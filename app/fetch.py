@@ -1,0 +1,387 @@
+"""Download a user-supplied source URL without letting it reach anything internal.
+
+This is the service's SSRF guard. Every hop (the first request and each redirect)
+goes through the same steps, in this order:
+
+1. `check_url`: scheme http/https, no userinfo, a host, a port in the policy.
+   IP literals in any IPv4 spelling (``2130706433``, ``0x7f.1``, ``127.1``) are
+   normalised here, as browsers do, so they cannot dodge the address check.
+2. Resolve the host once. Reject the hop if ANY answer is not a public address:
+   an attacker who controls DNS could otherwise mix one public and one private
+   answer and let the connection pick the private one.
+3. Connect to one of exactly those checked addresses. The Host header and the TLS
+   SNI keep the hostname and the certificate is verified against the hostname,
+   so nothing (a second lookup, DNS rebinding, a proxy variable) can swap the
+   address between the check and the connection.
+
+Redirects are not followed by httpx; each Location (301/302/303/307/308, relative
+ones resolved against the current URL) goes back to step 1. More than
+`max_redirects` hops is the source misbehaving, so it is a 502
+(`SourceHttpError`), not a 400: the URL the client sent was fine. Other 3xx, and
+redirects without a Location, are upstream errors too.
+
+The body is streamed with the byte cap on the wire bytes (we ask for identity
+encoding and never decompress, so a gzip answer fails the sniff as 415) and the
+type is sniffed from the first bytes, so a huge or non-image source costs at
+most one read past the point we know.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import socket
+import ssl
+import string
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+import certifi
+import httpx
+
+from app.errors import (
+    SourceHttpError,
+    SourceTimeout,
+    SourceTooLarge,
+    SourceUnreachable,
+    UnsupportedImage,
+    UrlNotAllowed,
+)
+from app.sniff import SNIFF_BYTES, enough_to_sniff, sniff_image_type
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+USER_AGENT = "img2pdf-service/1"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_ACCEPT = "image/jpeg,image/png,image/gif,image/tiff,image/bmp,image/webp,image/jp2,*/*;q=0.1"
+
+# Special-purpose ranges that must never be fetched, whatever `is_global` says.
+# `ipaddress.is_global` alone is not enough (Python 3.11 calls multicast, NAT64,
+# 6to4, IPv4-compatible and 192.0.0.0/24 addresses "global"), so this table is
+# checked first and `is_global` then catches the rest of the IANA registries.
+_BLOCKED_NETWORKS: tuple[tuple[str, str], ...] = (
+    ("0.0.0.0/8", "this network"),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "carrier-grade NAT"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local, cloud metadata (169.254.169.254)"),
+    ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "IETF protocol assignments"),
+    ("192.0.2.0/24", "documentation (TEST-NET-1)"),
+    ("192.88.99.0/24", "6to4 relay anycast"),
+    ("192.168.0.0/16", "private"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation (TEST-NET-2)"),
+    ("203.0.113.0/24", "documentation (TEST-NET-3)"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved, includes broadcast 255.255.255.255"),
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("::/96", "IPv4-compatible (deprecated)"),
+    ("64:ff9b::/96", "NAT64: would reach the embedded IPv4 address"),
+    ("64:ff9b:1::/48", "local-use NAT64"),
+    ("100::/64", "discard-only"),
+    ("2001::/23", "IETF protocol assignments, includes Teredo"),
+    ("2001:db8::/32", "documentation"),
+    ("2002::/16", "6to4: would reach the embedded IPv4 address"),
+    ("3fff::/20", "documentation"),
+    ("fc00::/7", "unique local"),
+    ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local (deprecated)"),
+    ("ff00::/8", "multicast"),
+)
+_BLOCKED = tuple(ipaddress.ip_network(net) for net, _why in _BLOCKED_NETWORKS)
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Limits for one download. `allow_private` lifts ONLY the address and port checks."""
+
+    allow_private: bool = False
+    allowed_ports: tuple[int, ...] = (80, 443)
+    max_bytes: int = 20 * 1024 * 1024
+    max_redirects: int = 3
+    connect_timeout: float = 3.0
+    read_timeout: float = 5.0
+    total_timeout: float = 10.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> FetchPolicy:
+        return cls(
+            allow_private=s.allow_private_source_urls,
+            allowed_ports=tuple(s.allowed_ports),
+            max_bytes=s.max_source_bytes,
+            max_redirects=s.max_redirects,
+            connect_timeout=s.connect_timeout_s,
+            read_timeout=s.read_timeout_s,
+            total_timeout=s.total_timeout_s,
+        )
+
+
+@dataclass(frozen=True)
+class Fetched:
+    data: bytes
+    kind: str
+    final_url: str
+
+
+@dataclass(frozen=True)
+class ParsedTarget:
+    """One hop's URL after the syntactic checks: what to resolve and what to send."""
+
+    url: str  # normalised, fragment dropped
+    scheme: str
+    host: str  # ASCII (IDNA) name, or the canonical address for IP literals
+    port: int  # explicit or implied by the scheme
+    ip: str | None  # the address when the host is an IP literal, else None
+    target: str  # path + query, percent-encoded
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
+
+    def pinned_url(self, ip: str) -> str:
+        """The same request aimed at one checked address instead of the name."""
+        addr = f"[{ip}]" if ":" in ip else ip
+        return f"{self.scheme}://{addr}:{self.port}{self.target}"
+
+
+def is_public_address(ip: str) -> bool:
+    """True only for a globally routable unicast address we are willing to connect to."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        # ::ffff:a.b.c.d is a.b.c.d on a dual-stack socket.
+        return is_public_address(str(addr.ipv4_mapped))
+    if any(addr in net for net in _BLOCKED if net.version == addr.version):
+        return False
+    return addr.is_global
+
+
+def _parse_ipv4_number(part: str) -> int | None:
+    """One dotted part the way inet_aton and browsers read it: 0x hex, 0 octal, decimal."""
+    try:
+        if part[:2].lower() == "0x":
+            return int(part[2:] or "0", 16)
+        if len(part) > 1 and part.startswith("0"):
+            return int(part[1:], 8)
+        return int(part, 10) if part.isascii() and part.isdigit() else None
+    except ValueError:
+        return None
+
+
+def _legacy_ipv4(host: str) -> str | None:
+    """Canonical address for any IPv4 spelling; None if the host is a plain name.
+
+    Follows the URL Standard: a host whose last label is a number is an IPv4
+    address (``2130706433``, ``0x7f.1``, ``127.1``), and one that does not parse
+    as such is rejected outright rather than handed to the resolver.
+    """
+    parts = host.removesuffix(".").split(".")
+    last = parts[-1]
+    is_hex = last[:2].lower() == "0x" and all(c in string.hexdigits for c in last[2:])
+    if not (last.isascii() and last.isdigit()) and not is_hex:
+        return None
+    numbers = [_parse_ipv4_number(p) for p in parts]
+    if len(parts) > 4 or any(n is None for n in numbers):
+        raise UrlNotAllowed("The URL's host is not a valid address.")
+    *head, tail = [n or 0 for n in numbers]
+    if any(n > 255 for n in head) or tail >= 256 ** (5 - len(parts)):
+        raise UrlNotAllowed("The URL's host is not a valid address.")
+    value = tail + sum(n << (8 * (3 - i)) for i, n in enumerate(head))
+    return str(ipaddress.IPv4Address(value))
+
+
+def _check_address(ip: str, policy: FetchPolicy) -> None:
+    if not policy.allow_private and not is_public_address(ip):
+        raise UrlNotAllowed("The URL's host is not a public address.")
+
+
+def check_url(url: str, policy: FetchPolicy) -> ParsedTarget:
+    """Syntactic checks that need no network: scheme, userinfo, host, port, IP literals."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise UrlNotAllowed("The URL is not valid.") from None
+    scheme = parsed.scheme
+    if scheme not in _DEFAULT_PORTS:
+        raise UrlNotAllowed("Only http and https URLs are allowed.")
+    authority = url.split("//", 1)[-1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if parsed.userinfo or "@" in authority:
+        raise UrlNotAllowed("URLs with credentials are not allowed.")
+    host = parsed.raw_host.decode("ascii")
+    if not host or "%" in host:
+        raise UrlNotAllowed("The URL has no valid host.")
+    port = parsed.port if parsed.port is not None else _DEFAULT_PORTS[scheme]
+    if not 0 < port < 65536:
+        raise UrlNotAllowed("The URL's port is not valid.")
+    if not policy.allow_private and port not in policy.allowed_ports:
+        raise UrlNotAllowed("The URL's port is not allowed.")
+    ip: str | None
+    if ":" in host:
+        try:
+            ip = str(ipaddress.IPv6Address(host))
+        except ValueError:
+            raise UrlNotAllowed("The URL has no valid host.") from None
+    else:
+        ip = _legacy_ipv4(host)
+    if ip is not None:
+        _check_address(ip, policy)
+        host = ip
+    parsed = parsed.copy_with(fragment=None)
+    return ParsedTarget(
+        url=str(parsed),
+        scheme=scheme,
+        host=host,
+        port=port,
+        ip=ip,
+        target=parsed.raw_path.decode("ascii"),
+    )
+
+
+async def _system_resolver(host: str, port: int) -> list[str]:
+    """The event loop's getaddrinfo (in a worker thread), answers in its order."""
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def _resolve(target: ParsedTarget, policy: FetchPolicy, resolver: Resolver) -> list[str]:
+    if target.ip is not None:
+        return [target.ip]
+    try:
+        answers = await resolver(target.host, target.port)
+    except OSError:
+        raise SourceUnreachable("The source host could not be resolved.") from None
+    try:
+        # Canonical form, scope ids dropped: the string checked is the one connected to.
+        ips = [str(ipaddress.ip_address(a.split("%", 1)[0])) for a in answers]
+    except ValueError:
+        ips = []
+    if not ips:
+        raise SourceUnreachable("The source host could not be resolved.")
+    for ip in ips:
+        _check_address(ip, policy)
+    return ips
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """Verifying context (certifi roots) shared by all fetches; hostname checks on."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _client(policy: FetchPolicy) -> httpx.AsyncClient:
+    """A fresh client per hop: no proxies from the environment, no connection reuse.
+
+    Reuse is off because the pool keys connections by address, and a TLS connection
+    verified for one hostname must never carry a request for another.
+    """
+    return httpx.AsyncClient(
+        trust_env=False,
+        follow_redirects=False,
+        verify=_tls_context(),
+        timeout=httpx.Timeout(
+            connect=policy.connect_timeout,
+            read=policy.read_timeout,
+            write=policy.read_timeout,
+            pool=policy.connect_timeout,
+        ),
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
+    )
+
+
+async def _send(client: httpx.AsyncClient, target: ParsedTarget, ips: list[str]) -> httpx.Response:
+    """Try the checked addresses in resolver order; never look the name up again."""
+    headers = {
+        "Host": target.host_header,
+        "User-Agent": USER_AGENT,
+        "Accept": _ACCEPT,
+        "Accept-Encoding": "identity",
+        "Connection": "close",
+    }
+    extensions = {} if target.ip is not None else {"sni_hostname": target.host}
+    for ip in ips:
+        request = client.build_request(
+            "GET", target.pinned_url(ip), headers=headers, extensions=extensions
+        )
+        try:
+            return await client.send(request, stream=True)
+        except httpx.ConnectError:
+            continue
+    raise SourceUnreachable()
+
+
+async def _read_body(response: httpx.Response, policy: FetchPolicy) -> tuple[bytes, str]:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > policy.max_bytes:
+        raise SourceTooLarge()
+    body = bytearray()
+    kind: str | None = None
+    async for chunk in response.aiter_raw():
+        body += chunk
+        if kind is None:
+            head = bytes(body[:SNIFF_BYTES])
+            kind = sniff_image_type(head)
+            if kind is None and enough_to_sniff(head):
+                raise UnsupportedImage()
+        if len(body) > policy.max_bytes:
+            raise SourceTooLarge()
+    if kind is None:
+        raise UnsupportedImage()
+    return bytes(body), kind
+
+
+def _redirect_target(current: ParsedTarget, location: str) -> str:
+    try:
+        return str(httpx.URL(current.url).join(location).copy_with(fragment=None))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise UrlNotAllowed("The source redirected to a URL that is not allowed.") from None
+
+
+async def _fetch(url: str, policy: FetchPolicy, resolver: Resolver) -> Fetched:
+    for _hop in range(policy.max_redirects + 1):
+        target = check_url(url, policy)
+        ips = await _resolve(target, policy, resolver)
+        async with _client(policy) as client:
+            response = await _send(client, target, ips)
+            try:
+                status = response.status_code
+                if status in _REDIRECT_STATUSES:
+                    location = response.headers.get("location", "").strip()
+                    if not location:
+                        raise SourceHttpError("The source URL redirected nowhere.")
+                    url = _redirect_target(target, location)
+                    continue
+                if not 200 <= status < 300:
+                    raise SourceHttpError()
+                data, kind = await _read_body(response, policy)
+                return Fetched(data=data, kind=kind, final_url=target.url)
+            finally:
+                await response.aclose()
+    raise SourceHttpError("The source URL redirected too many times.")
+
+
+async def fetch_source(url: str, policy: FetchPolicy, resolver: Resolver | None = None) -> Fetched:
+    """Fetch an image from `url` under `policy`; every failure is an `ApiError`.
+
+    `resolver` maps (host, port) to IP strings; it defaults to getaddrinfo and is
+    injectable so tests can point names at the loopback test servers.
+    """
+    try:
+        with anyio.fail_after(policy.total_timeout):
+            return await _fetch(url, policy, resolver or _system_resolver)
+    except TimeoutError:
+        raise SourceTimeout() from None
+    except httpx.TimeoutException:
+        raise SourceTimeout() from None
+    except httpx.HTTPError:
+        raise SourceUnreachable() from None

@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# Deploy one release to the app hosts, smoke-test it, roll back if unhealthy.
+# What .github/workflows/deploy.yml runs, and what tests/cd runs against a
+# local systemd machine: the same script, only the configuration differs.
+#
+#   scripts/deploy.sh [extra ansible-playbook args...]
+#
+# Configuration (environment):
+#   RELEASE            git commit to deploy (default: HEAD). Its code is what is
+#                      checked out here; the role names the release after it and
+#                      writes RELEASE into the service's env file (Sentry's release).
+#   DEPLOY_TRANSPORT   iap  (default with CI=true): find the VM with the gcp_compute
+#                           inventory, SSH through an IAP tunnel as the OS Login
+#                           user of the active gcloud account (the deployer SA);
+#                      ssh  use DEPLOY_INVENTORY as it is (tests: a local machine).
+#   DEPLOY_INVENTORY   inventory (default ansible/inventory/gcp.yml)
+#   GCP_PROJECT        project (iap transport); rewrites the inventory's projects
+#   BASE_URL           the service's public URL (default: ansible/.lb-url, else the
+#                      load balancer's address as http://<ip>.nip.io/)
+#   SMOKE_SOURCE_URL   a known image the service can fetch (default on GitHub: this
+#                      repository's tests/cd/data/smoke.png at RELEASE)
+#   SMOKE_WAIT         seconds the smoke test waits for readiness (default 120)
+#   SENTRY_DSN         passed through to the role (never printed)
+#   GITHUB_STEP_SUMMARY, GITHUB_OUTPUT  written when set (GitHub Actions)
+# Exit status: 0 live and healthy; 1 failed (the previous release serves again,
+# or there was none); 2 usage/setup error; 3 smoke test inconclusive (the
+# source image was unreachable; the new release stays, nothing was judged).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+# The app role's interface (ansible/roles/app/defaults/main.yml).
+RELEASE_VAR="${DEPLOY_RELEASE_VAR:-app_release}"
+CURRENT_LINK="${DEPLOY_CURRENT_LINK:-/opt/img2pdf/current}"
+HOST_GROUP="${DEPLOY_HOST_GROUP:-img2pdf_app}"
+LB_ADDRESS_NAME="${LB_ADDRESS_NAME:-img2pdf-ip}"
+
+if [[ "${CI:-}" == true ]]; then default_transport=iap; else default_transport=ssh; fi
+TRANSPORT="${DEPLOY_TRANSPORT:-$default_transport}"
+INVENTORY="${DEPLOY_INVENTORY:-$ROOT/ansible/inventory/gcp.yml}"
+SMOKE_WAIT="${SMOKE_WAIT:-120}"
+EXTRA_ARGS=("$@")
+TRANSPORT_ARGS=()
+
+WORK="$(mktemp -d)"
+ROLLBACK_TREE=""
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() {
+  if [[ -n "$ROLLBACK_TREE" ]]; then
+    git worktree remove --force "$ROLLBACK_TREE" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+started=$SECONDS
+declare -a TIMINGS=()
+phase_start=$SECONDS
+phase() { # phase NAME: record how long the previous phase took
+  TIMINGS+=("$1 $((SECONDS - phase_start))s")
+  phase_start=$SECONDS
+}
+
+RELEASE="$(git rev-parse --verify "${RELEASE:-HEAD}^{commit}")" || die "RELEASE is not a commit here"
+export RELEASE
+SHORT="${RELEASE:0:12}"
+
+summary() { # summary STATUS DETAIL: the job summary on GitHub, a plain block elsewhere
+  local status="$1" detail="$2"
+  {
+    echo "### Deploy ${status}"
+    echo
+    echo "| | |"
+    echo "|---|---|"
+    echo "| URL | ${BASE_URL:-?} |"
+    echo "| Release | \`${RELEASE}\` |"
+    echo "| Previous release | \`${PREVIOUS:-none}\` |"
+    echo "| Result | ${detail} |"
+    echo "| Duration | $((SECONDS - started))s (${TIMINGS[*]:-}) |"
+  } >"$WORK/summary.md"
+  if [[ -n "${GITHUB_STEP_SUMMARY:-}" ]]; then cat "$WORK/summary.md" >>"$GITHUB_STEP_SUMMARY"; fi
+  sed 's/^/  /' "$WORK/summary.md" >&2
+}
+
+# --- the controller ------------------------------------------------------------
+if ! command -v ansible-playbook >/dev/null 2>&1; then
+  ensure_venv "$ROOT/.venv-ansible" "$(find_controller_python)" config/requirements-ansible.txt
+  export PATH="$ROOT/.venv-ansible/bin:$PATH"
+fi
+PYTHON="$(command -v python3)"
+if [[ -x "$ROOT/.venv-ansible/bin/python" ]]; then PYTHON="$ROOT/.venv-ansible/bin/python"; fi
+# The tests' inventories are plain YAML; ansible.cfg may enable only gcp_compute.
+export ANSIBLE_INVENTORY_ENABLED="${ANSIBLE_INVENTORY_ENABLED:-google.cloud.gcp_compute,yaml,ini}"
+
+# --- the transport ---------------------------------------------------------------
+setup_iap() {
+  command -v gcloud >/dev/null 2>&1 || die "the iap transport needs gcloud (google-github-actions/setup-gcloud)"
+  [[ -n "${GCP_PROJECT:-}" ]] || die "the iap transport needs GCP_PROJECT"
+  log "transport: IAP SSH as the OS Login user of $(gcloud config get-value account 2>/dev/null)"
+  # The dynamic inventory cannot template its project: write a copy with ours.
+  "$PYTHON" - "$INVENTORY" "$WORK/inventory.gcp.yml" "$GCP_PROJECT" <<'PY'
+import sys, yaml
+src, dst, project = sys.argv[1:]
+inv = yaml.safe_load(open(src))
+inv["projects"] = [project]
+yaml.safe_dump(inv, open(dst, "w"))
+PY
+  INVENTORY="$WORK/inventory.gcp.yml"
+  # A throwaway key, registered with OS Login for one hour only.
+  ssh-keygen -q -t ed25519 -N '' -C "deploy-${SHORT}" -f "$WORK/id_deploy"
+  gcloud compute os-login ssh-keys add --project "$GCP_PROJECT" \
+    --key-file "$WORK/id_deploy.pub" --ttl 1h >/dev/null
+  local user
+  user="$(gcloud compute os-login describe-profile --project "$GCP_PROJECT" \
+    --format='value(posixAccounts[0].username)')"
+  [[ -n "$user" ]] || die "no OS Login user for the active account"
+  export ANSIBLE_REMOTE_USER="$user"
+  export ANSIBLE_PRIVATE_KEY_FILE="$WORK/id_deploy"
+  # %h is the instance name (the inventory's ansible_host: no external IP);
+  # the zone is a host variable, so the option goes in as a (templated) var.
+  "$PYTHON" - "$WORK/iap.json" "$GCP_PROJECT" "$WORK/known_hosts" <<'PY'
+import json, sys
+dst, project, known_hosts = sys.argv[1:]
+proxy = (
+    "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --verbosity=warning"
+    f" --project={project} --zone={{{{ gcp_instance_zone }}}}"
+)
+args = (
+    f"-o ProxyCommand=\"{proxy}\" -o StrictHostKeyChecking=accept-new"
+    f" -o UserKnownHostsFile={known_hosts}"
+)
+json.dump({"ansible_ssh_common_args": args}, open(dst, "w"))
+PY
+  TRANSPORT_ARGS=(-e "@$WORK/iap.json")
+  if [[ -z "${BASE_URL:-}" && ! -s ansible/.lb-url ]]; then
+    local ip
+    ip="$(gcloud compute addresses describe "$LB_ADDRESS_NAME" --global --project "$GCP_PROJECT" \
+      --format='value(address)')"
+    [[ -n "$ip" ]] || die "no global address $LB_ADDRESS_NAME: run provision.yml first"
+    BASE_URL="http://${ip}.nip.io/"
+  fi
+}
+
+case "$TRANSPORT" in
+  iap) setup_iap ;;
+  ssh) log "transport: SSH with the inventory $INVENTORY" ;;
+  *) die "DEPLOY_TRANSPORT must be iap or ssh, got $TRANSPORT" ;;
+esac
+
+if [[ -z "${BASE_URL:-}" && -s ansible/.lb-url ]]; then BASE_URL="$(<ansible/.lb-url)"; fi
+[[ -n "${BASE_URL:-}" ]] || die "BASE_URL is unknown: set it, or run provision.yml (writes ansible/.lb-url)"
+if [[ -z "${SMOKE_SOURCE_URL:-}" && -n "${GITHUB_REPOSITORY:-}" ]]; then
+  SMOKE_SOURCE_URL="https://raw.githubusercontent.com/${GITHUB_REPOSITORY}/${RELEASE}/tests/cd/data/smoke.png"
+fi
+[[ -n "${SMOKE_SOURCE_URL:-}" ]] || die "SMOKE_SOURCE_URL is unknown: a known image the service can fetch"
+if [[ -n "${GITHUB_OUTPUT:-}" ]]; then echo "url=${BASE_URL}" >>"$GITHUB_OUTPUT"; fi
+phase setup
+
+# --- what runs now ---------------------------------------------------------------
+# The release the hosts serve before this deploy: the one to go back to.
+current_release() {
+  ansible "$HOST_GROUP" -i "$INVENTORY" -o -m ansible.builtin.command \
+    -a "readlink -e $CURRENT_LINK" "${TRANSPORT_ARGS[@]}" 2>/dev/null |
+    sed -n 's/.*(stdout) \(.*\)$/\1/p' | head -n1 | xargs -r basename
+}
+PREVIOUS="$(current_release || true)"
+log "release ${RELEASE} replaces ${PREVIOUS:-nothing}"
+phase inspect
+
+playbook() { # playbook TREE RELEASE: the app role from TREE's checkout, as RELEASE
+  local tree="$1" release="$2"
+  (cd "$tree" && RELEASE="$release" ansible-playbook -i "$INVENTORY" ansible/deploy.yml \
+    -e "${RELEASE_VAR}=${release}" "${TRANSPORT_ARGS[@]}" "${EXTRA_ARGS[@]}")
+}
+
+smoke() { # smoke RELEASE
+  "$PYTHON" "$ROOT/scripts/smoke_test.py" "$BASE_URL" --source-url "$SMOKE_SOURCE_URL" \
+    --expect-release "$1" --wait "$SMOKE_WAIT"
+}
+
+rollback() { # back to PREVIOUS, with PREVIOUS's own code and playbook
+  if [[ -z "${PREVIOUS:-}" || "$PREVIOUS" == "$RELEASE" ]]; then
+    log "no previous release to roll back to"
+    return 1
+  fi
+  if ! git cat-file -e "${PREVIOUS}^{commit}" 2>/dev/null; then
+    log "previous release $PREVIOUS is not a commit in this clone (fetch-depth: 0?)"
+    return 1
+  fi
+  log "rolling back to $PREVIOUS"
+  ROLLBACK_TREE="$WORK/rollback"
+  git worktree add --detach "$ROLLBACK_TREE" "$PREVIOUS" >/dev/null 2>&1
+  playbook "$ROLLBACK_TREE" "$PREVIOUS" && smoke "$PREVIOUS"
+}
+
+# --- deploy, check, and go back if unhealthy ---------------------------------------
+log "deploying $RELEASE"
+if ! playbook "$ROOT" "$RELEASE"; then
+  phase deploy
+  # The role switches back by itself when the new release fails its health check.
+  summary "failed" "ansible-playbook failed; the app role keeps or restores ${PREVIOUS:-the previous release}"
+  exit 1
+fi
+phase deploy
+
+log "smoke test against $BASE_URL"
+set +e
+smoke "$RELEASE"
+smoke_rc=$?
+set -e
+phase smoke
+
+case "$smoke_rc" in
+  0)
+    summary "succeeded" "release ${SHORT} is live and passed the smoke test"
+    exit 0
+    ;;
+  3)
+    summary "inconclusive" "release ${SHORT} is live; the smoke test's source image was unreachable"
+    exit 3
+    ;;
+esac
+
+log "smoke test FAILED for $RELEASE"
+if rollback; then
+  phase rollback
+  summary "rolled back" "release ${SHORT} failed the smoke test; ${PREVIOUS:0:12} serves again"
+else
+  phase rollback
+  summary "failed" "release ${SHORT} failed the smoke test and could not be rolled back"
+fi
+exit 1

@@ -1,0 +1,896 @@
+"""The SSRF guard in app.fetch, against real HTTP(S) servers on 127.0.0.1.
+
+No test may send a packet anywhere but loopback: the autouse `loopback_only`
+tripwire fails any test that connects to a non-loopback address or asks the
+system resolver about a real name. So every "would have connected" bug shows
+up as a failure here, never as traffic.
+
+How redirect re-checking is tested: the test servers live on 127.0.0.1, which
+the real address table rightly blocks, so a first hop cannot pass the address
+check while still being reachable. `allow_private=True` is no help (it lifts the
+very checks under test). Instead the `loopback_is_public` fixture wraps
+`is_public_address` so that exactly 127.0.0.1 counts as public, every other
+address still goes through the real table, and the port allow-list is set to
+the test server's port. The first hop then stands in for a public host and the
+redirect targets (a name resolving to 10.0.0.1, the metadata IP, port 22,
+other schemes, userinfo) must each be rejected on their own merits.
+"""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import trustme
+
+from app import fetch
+from app.errors import (
+    ApiError,
+    SourceHttpError,
+    SourceTimeout,
+    SourceTooLarge,
+    SourceUnreachable,
+    UnsupportedImage,
+    UrlNotAllowed,
+)
+from app.fetch import FetchPolicy, check_url, fetch_source, is_public_address
+from app.settings import Settings
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
+UPSTREAM_SECRET = "upstream-secret-text 10.9.8.7"
+IP_PATTERN = re.compile(r"\d{1,3}(\.\d{1,3}){3}|[0-9a-f]{0,4}::[0-9a-f]{0,4}", re.IGNORECASE)
+
+# One address (or more) from every range that must never be fetched.
+BLOCKED = [
+    "0.0.0.0",
+    "0.1.2.3",
+    "10.0.0.1",
+    "100.64.0.1",
+    "100.127.255.254",
+    "127.0.0.1",
+    "127.255.255.254",
+    "169.254.169.254",
+    "169.254.0.1",
+    "172.16.0.1",
+    "172.31.255.254",
+    "192.0.0.9",
+    "192.0.0.170",
+    "192.0.2.1",
+    "192.88.99.1",
+    "192.168.1.1",
+    "198.18.0.1",
+    "198.19.255.254",
+    "198.51.100.7",
+    "203.0.113.9",
+    "224.0.0.1",
+    "239.255.255.250",
+    "240.0.0.1",
+    "255.255.255.255",
+    "::",
+    "::1",
+    "::127.0.0.1",
+    "::8.8.8.8",
+    "::ffff:127.0.0.1",
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",
+    "64:ff9b::808:808",
+    "64:ff9b::a9fe:a9fe",
+    "64:ff9b:1::1",
+    "2002:808:808::1",
+    "2002:7f00:1::1",
+    "fc00::1",
+    "fd12:3456::1",
+    "fe80::1",
+    "fec0::1",
+    "ff02::1",
+    "ff0e::1",
+    "2001:db8::1",
+    "100::1",
+    "2001::1",
+    "2001:1::1",
+    "2001:2::1",
+    "3fff::1",
+]
+PUBLIC = [
+    "8.8.8.8",
+    "1.1.1.1",
+    "93.184.215.14",
+    "172.32.0.1",
+    "100.128.0.1",
+    "192.169.0.1",
+    "2001:4860:4860::8888",
+    "2606:4700:4700::1111",
+    "::ffff:8.8.8.8",
+]
+# Every spelling of 127.0.0.1 a URL parser or inet_aton accepts.
+LOOPBACK_SPELLINGS = [
+    "2130706433",
+    "017700000001",
+    "0x7f000001",
+    "0x7F000001",
+    "0x7f.0.0.1",
+    "0x7f.0x0.0x0.0x1",
+    "0x7f.1",
+    "0177.1",
+    "0177.0.1",
+    "127.1",
+    "127.0.1",
+    "127.0.0.1.",
+]
+ODD_LITERALS = [
+    *LOOPBACK_SPELLINGS,
+    "0177.0.0.1",
+    "0x0",
+    "0",
+    "0xa9.0xfe.0xa9.0xfe",
+    "2852039166",
+    "[::ffff:127.0.0.1]",
+    "[::ffff:7f00:1]",
+    "[0:0:0:0:0:ffff:127.0.0.1]",
+    "[::127.0.0.1]",
+    "[::1]",
+]
+
+
+# --- the loopback-only tripwire --------------------------------------------
+
+
+class ForbiddenTraffic(AssertionError):
+    pass
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host == "localhost"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Fail the test if anything connects off-box or queries real DNS."""
+    violations: list[str] = []
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def guard(address: object) -> None:
+        if isinstance(address, tuple) and not _is_loopback(str(address[0])):
+            violations.append(f"connect {address!r}")
+            raise ForbiddenTraffic(f"connect to {address!r}")
+
+    def connect(self: socket.socket, address: object) -> None:
+        guard(address)
+        return real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: object) -> int:
+        guard(address)
+        return real_connect_ex(self, address)
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if not _is_loopback(name):
+            violations.append(f"getaddrinfo {name!r}")
+            raise ForbiddenTraffic(f"resolving {name!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield violations
+    assert not violations, violations
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# --- test servers -------------------------------------------------------------
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: LocalServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _start_stream(self, content_type: str = "application/octet-stream") -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.flush()
+
+    def _stream(self, first: bytes, more: bytes, pause: float = 0.0, seconds: float = 10) -> None:
+        deadline = time.monotonic() + seconds
+        try:
+            self.wfile.write(first)
+            while time.monotonic() < deadline:
+                self.wfile.write(more)
+                self.wfile.flush()
+                if pause:
+                    time.sleep(pause)
+        except OSError:
+            pass
+
+    def do_GET(self) -> None:
+        self.server.requests.append((self.path, dict(self.headers.items())))
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        parts = url.path.strip("/").split("/")
+        route = parts[0]
+        if route == "img.png":
+            # Content-Type lies on purpose: the type comes from the bytes.
+            self._send(200, PNG, {"Content-Type": "text/plain"})
+        elif route == "redirect":
+            status = int(query.get("status", "302"))
+            self._send(status, b"", {"Location": query["to"]})
+        elif route == "noloc":
+            self._send(302)
+        elif route == "hop":
+            n = int(parts[1])
+            if n == 0:
+                self._send(200, PNG)
+            elif n % 2:
+                self._send(302, b"", {"Location": str(n - 1)})  # relative to /hop/
+            else:
+                self._send(301, b"", {"Location": f"/hop/{n - 1}"})
+        elif route == "status":
+            self._send(int(parts[1]), UPSTREAM_SECRET.encode(), {"Content-Type": "text/plain"})
+        elif route == "html":
+            self._send(200, b"<!doctype html><html><body>" + b"x" * 100, {})
+        elif route == "endless-html":
+            self._start_stream("image/png")
+            self._stream(b"<!doctype html><html>", b"<p>hello</p>" * 1000)
+        elif route == "endless-image":
+            self._start_stream("image/png")
+            self._stream(PNG, b"\x00" * 65536)
+        elif route == "huge-length":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**10))
+            self.end_headers()
+            self._stream(PNG, b"", pause=0.05, seconds=3)
+        elif route == "trickle":
+            self._start_stream("image/png")
+            self._stream(PNG, b"\x00", pause=0.05, seconds=6)
+        elif route == "stall":
+            self._start_stream("image/png")
+            time.sleep(3)
+        elif route == "silent":
+            time.sleep(3)
+        else:
+            self._send(404)
+
+
+class LocalServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.tls = tls
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.sni: list[str | None] = []
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def finish_request(self, request: socket.socket, client_address: object) -> None:
+        # TLS handshake in the worker thread, so a failed one cannot stall the server.
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        try:
+            wrapped = self.tls.wrap_socket(request, server_side=True)
+        except OSError:
+            return
+        try:
+            super().finish_request(wrapped, client_address)
+        finally:
+            wrapped.close()
+
+
+def _serve(server: LocalServer) -> Iterator[LocalServer]:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def module_server() -> Iterator[LocalServer]:
+    yield from _serve(LocalServer())
+
+
+@pytest.fixture
+def server(module_server: LocalServer) -> LocalServer:
+    module_server.requests.clear()
+    return module_server
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def tls_server(ca: trustme.CA) -> Iterator[LocalServer]:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("images.test").configure_cert(ctx)
+    server = LocalServer(tls=ctx)
+    ctx.sni_callback = lambda _sock, name, _ctx: server.sni.append(name)  # type: ignore[assignment,misc]
+    yield from _serve(server)
+
+
+@pytest.fixture
+def trust_test_ca(monkeypatch: pytest.MonkeyPatch, ca: trustme.CA) -> None:
+    """Make the fetcher trust the test CA instead of the public roots."""
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    monkeypatch.setattr(fetch, "_tls_context", lambda: ctx)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+class FakeDns:
+    """Injected resolver: a fixed name -> answers table that records each lookup."""
+
+    def __init__(self, table: dict[str, list[str]] | None = None, *answers: list[str]) -> None:
+        self.table = table or {}
+        self.sequence = list(answers)  # if set, successive lookups get these in turn
+        self.calls: list[tuple[str, int]] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.calls.append((host, port))
+        if self.sequence:
+            return self.sequence.pop(0) if len(self.sequence) > 1 else self.sequence[0]
+        if host not in self.table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return self.table[host]
+
+
+async def no_dns(host: str, port: int) -> list[str]:
+    raise AssertionError(f"resolver must not be called for {host!r}")
+
+
+def assert_clean(exc: ApiError, *also_absent: str) -> None:
+    """Client-visible text must carry no addresses and nothing from upstream."""
+    for text in (str(exc), exc.detail):
+        assert not IP_PATTERN.search(text), text
+        assert "upstream-secret" not in text
+        for needle in also_absent:
+            assert needle not in text
+
+
+def private(**kw: object) -> FetchPolicy:
+    return FetchPolicy(allow_private=True, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def loopback_is_public(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let exactly 127.0.0.1 stand in for a public host; see the module docstring."""
+    real = fetch.is_public_address
+    monkeypatch.setattr(fetch, "is_public_address", lambda ip: ip == "127.0.0.1" or real(ip))
+
+
+# --- the address table ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("ip", BLOCKED)
+def test_blocked_addresses_are_not_public(ip: str) -> None:
+    assert not is_public_address(ip)
+
+
+@pytest.mark.parametrize("ip", PUBLIC)
+def test_global_unicast_addresses_are_public(ip: str) -> None:
+    assert is_public_address(ip)
+
+
+@pytest.mark.parametrize("junk", ["", "localhost", "1.2.3", "fe80::1%eth0", "::ffff:999.0.0.1"])
+def test_non_addresses_and_scoped_link_local_are_not_public(junk: str) -> None:
+    assert not is_public_address(junk)
+
+
+# --- syntactic checks -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://images.test/a.png",
+        "file:///etc/passwd",
+        "gopher://images.test:70/_GET",
+        "data:image/png;base64,iVBORw0KGgo=",
+        "javascript:alert(1)",
+        "ws://images.test/",
+        "//images.test/a.png",
+        "images.test/a.png",
+        "",
+        "http://",
+        "http:///a.png",
+    ],
+)
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_only_http_and_https_urls_with_a_host(url: str, allow_private: bool) -> None:
+    with pytest.raises(UrlNotAllowed) as info:
+        check_url(url, FetchPolicy(allow_private=allow_private))
+    assert_clean(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:secret@images.test/a.png",
+        "http://user@images.test/a.png",
+        "http://:@images.test/a.png",
+        "http://@images.test/a.png",
+        "https://images.test\\@127.0.0.1/",
+    ],
+)
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_userinfo_rejected_even_when_private_allowed(url: str, allow_private: bool) -> None:
+    with pytest.raises(UrlNotAllowed) as info:
+        check_url(url, FetchPolicy(allow_private=allow_private))
+    assert_clean(info.value, "secret")
+
+
+@pytest.mark.parametrize("url", ["http://images.test:22/", "https://images.test:8443/"])
+def test_ports_outside_the_allow_list_rejected(url: str) -> None:
+    with pytest.raises(UrlNotAllowed):
+        check_url(url, FetchPolicy())
+    assert check_url(url, private()).host == "images.test"  # allow_private lifts it
+
+
+@pytest.mark.parametrize("url", ["http://images.test:0/", "http://images.test:99999/"])
+def test_impossible_ports_rejected_even_when_private_allowed(url: str) -> None:
+    with pytest.raises(UrlNotAllowed):
+        check_url(url, private())
+
+
+def test_implied_and_explicit_default_ports_pass() -> None:
+    assert check_url("http://images.test/a.png?x=1#frag", FetchPolicy()).port == 80
+    target = check_url("https://images.test:443/a.png?x=1#frag", FetchPolicy())
+    assert (target.port, target.target, target.url) == (
+        443,
+        "/a.png?x=1",
+        "https://images.test/a.png?x=1",
+    )
+    assert target.host_header == "images.test"
+
+
+@pytest.mark.parametrize("host", ODD_LITERALS)
+def test_odd_ip_spellings_are_blocked_without_dns(host: str) -> None:
+    with pytest.raises(UrlNotAllowed) as info:
+        check_url(f"http://{host}/", FetchPolicy())
+    assert_clean(info.value)
+
+
+@pytest.mark.parametrize("host", ["1.2.3.4.5", "images.123", "256.1", "1.0x100.1", "08.1"])
+def test_hosts_ending_in_a_number_that_are_no_address_rejected(host: str) -> None:
+    with pytest.raises(UrlNotAllowed):
+        check_url(f"http://{host}/", private())
+
+
+@pytest.mark.parametrize("ip", BLOCKED)
+def test_blocked_ip_literal_hosts_rejected(ip: str) -> None:
+    host = f"[{ip}]" if ":" in ip else ip
+    with pytest.raises(UrlNotAllowed) as info:
+        check_url(f"http://{host}/", FetchPolicy())
+    assert_clean(info.value)
+
+
+def test_policy_from_settings() -> None:
+    assert FetchPolicy.from_settings(Settings()) == FetchPolicy()
+    s = Settings.from_env(
+        {
+            "ALLOW_PRIVATE_SOURCE_URLS": "1",
+            "MAX_SOURCE_BYTES": "4096",
+            "MAX_REDIRECTS": "1",
+            "SOURCE_CONNECT_TIMEOUT": "1.5",
+            "SOURCE_READ_TIMEOUT": "2.5",
+            "SOURCE_TOTAL_TIMEOUT": "7",
+            "RELEASE": "test",
+        }
+    )
+    assert FetchPolicy.from_settings(s) == FetchPolicy(
+        allow_private=True,
+        allowed_ports=(80, 443),
+        max_bytes=4096,
+        max_redirects=1,
+        connect_timeout=1.5,
+        read_timeout=2.5,
+        total_timeout=7.0,
+    )
+
+
+# --- fetching: address checks after resolution ----------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("ip", BLOCKED)
+async def test_names_resolving_to_blocked_addresses_rejected(ip: str) -> None:
+    dns = FakeDns({"images.test": [ip]})
+    with pytest.raises(UrlNotAllowed) as info:
+        await fetch_source("http://images.test/a.png", FetchPolicy(), dns)
+    assert dns.calls == [("images.test", 80)]
+    assert_clean(info.value, ip)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("host", ODD_LITERALS)
+async def test_odd_ip_spellings_blocked_by_fetch(host: str) -> None:
+    with pytest.raises(UrlNotAllowed) as info:
+        await fetch_source(f"http://{host}/a.png", FetchPolicy(), no_dns)
+    assert_clean(info.value)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("host", LOOPBACK_SPELLINGS)
+async def test_odd_ip_spellings_mean_what_the_os_thinks(host: str, server: LocalServer) -> None:
+    """With address checks lifted each spelling reaches 127.0.0.1, so the blocks above
+    come from decoding it right, not from refusing odd syntax."""
+    got = await fetch_source(f"http://{host}:{server.port}/img.png", private(), no_dns)
+    assert got.data == PNG
+    assert server.requests[-1][1]["Host"] == f"127.0.0.1:{server.port}"
+
+
+@pytest.mark.anyio
+async def test_any_non_public_answer_rejects_the_name() -> None:
+    """A DNS answer mixing a public and a private address must not get through."""
+    for answers in (["8.8.8.8", "127.0.0.1"], ["127.0.0.1", "8.8.8.8"], ["1.1.1.1", "::1"]):
+        with pytest.raises(UrlNotAllowed) as info:
+            await fetch_source(
+                "https://images.test/a.png", FetchPolicy(), FakeDns({"images.test": answers})
+            )
+        assert_clean(info.value)
+
+
+@pytest.mark.anyio
+async def test_metadata_server_by_name_and_by_address_rejected() -> None:
+    dns = FakeDns({"metadata.google.internal": ["169.254.169.254"]})
+    for url in ("http://metadata.google.internal/computeMetadata/v1/", "http://169.254.169.254/"):
+        with pytest.raises(UrlNotAllowed):
+            await fetch_source(url, FetchPolicy(), dns)
+
+
+@pytest.mark.anyio
+async def test_localhost_via_system_resolver_rejected(server: LocalServer) -> None:
+    policy = FetchPolicy(allowed_ports=(server.port,))
+    with pytest.raises(UrlNotAllowed):
+        await fetch_source(f"http://localhost:{server.port}/img.png", policy)
+    assert server.requests == []
+
+
+@pytest.mark.anyio
+async def test_system_resolver_used_by_default(server: LocalServer) -> None:
+    got = await fetch_source(f"http://localhost:{server.port}/img.png", private())
+    assert got.data == PNG
+
+
+@pytest.mark.anyio
+async def test_unresolvable_host_is_unreachable_not_a_bad_url() -> None:
+    for dns in (FakeDns({}), FakeDns({"images.test": []}), FakeDns({"images.test": ["junk"]})):
+        with pytest.raises(SourceUnreachable) as info:
+            await fetch_source("http://images.test/a.png", private(), dns)
+        assert_clean(info.value, "images.test", "not known")
+
+
+# --- fetching: pinning ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_connects_to_the_resolved_address_and_keeps_the_name(server: LocalServer) -> None:
+    """The name is unknown to the system resolver (the tripwire would fail the test
+    if httpx looked it up), so the request can only arrive through the pinned IP."""
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    got = await fetch_source(f"http://images.test:{server.port}/img.png?a=1", private(), dns)
+    assert (got.data, got.kind) == (PNG, "png")
+    assert got.final_url == f"http://images.test:{server.port}/img.png?a=1"
+    assert dns.calls == [("images.test", server.port)]
+    path, headers = server.requests[-1]
+    assert path == "/img.png?a=1"
+    assert headers["Host"] == f"images.test:{server.port}"
+    assert headers["User-Agent"] == "img2pdf-service/1"
+    assert headers["Accept-Encoding"] == "identity"
+
+
+@pytest.mark.anyio
+async def test_falls_back_to_the_next_checked_address(server: LocalServer) -> None:
+    dns = FakeDns({"images.test": ["::1", "127.0.0.2", "127.0.0.1"]})
+    got = await fetch_source(f"http://images.test:{server.port}/img.png", private(), dns)
+    assert got.data == PNG
+    assert len(dns.calls) == 1
+
+
+@pytest.mark.anyio
+async def test_rebinding_between_hops_is_caught(
+    server: LocalServer, loopback_is_public: None
+) -> None:
+    """Each hop resolves afresh and checks again: a name that turns into the
+    metadata address on the second lookup is stopped there."""
+    dns = FakeDns(None, ["127.0.0.1"], ["169.254.169.254"])
+    to = f"http://images.test:{server.port}/img.png"
+    url = f"http://images.test:{server.port}/redirect?to={to}"
+    with pytest.raises(UrlNotAllowed) as info:
+        await fetch_source(url, FetchPolicy(allowed_ports=(server.port,)), dns)
+    assert len(dns.calls) == 2
+    assert [p for p, _ in server.requests] == [f"/redirect?to={to}"]
+    assert_clean(info.value)
+
+
+@pytest.mark.anyio
+async def test_tls_uses_sni_and_verifies_the_hostname(
+    tls_server: LocalServer, trust_test_ca: None
+) -> None:
+    """The certificate names images.test and has no IP in it: this only succeeds if
+    the handshake carries the name while the socket goes to the pinned IP."""
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    got = await fetch_source(f"https://images.test:{tls_server.port}/img.png", private(), dns)
+    assert got.data == PNG
+    assert tls_server.sni[-1] == "images.test"
+    assert tls_server.requests[-1][1]["Host"] == f"images.test:{tls_server.port}"
+
+
+@pytest.mark.anyio
+async def test_tls_certificate_for_another_name_rejected(
+    tls_server: LocalServer, trust_test_ca: None
+) -> None:
+    dns = FakeDns({"evil.test": ["127.0.0.1"]})
+    with pytest.raises(SourceUnreachable) as info:
+        await fetch_source(f"https://evil.test:{tls_server.port}/img.png", private(), dns)
+    assert_clean(info.value, "certificate", "evil.test")
+
+
+@pytest.mark.anyio
+async def test_tls_with_public_roots_rejects_a_self_made_certificate(
+    tls_server: LocalServer,
+) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    with pytest.raises(SourceUnreachable):
+        await fetch_source(f"https://images.test:{tls_server.port}/img.png", private(), dns)
+
+
+@pytest.mark.anyio
+async def test_proxy_environment_is_ignored(
+    server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = f"http://127.0.0.1:{closed_port()}"
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
+        monkeypatch.setenv(name, proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    got = await fetch_source(f"http://images.test:{server.port}/img.png", private(), dns)
+    assert got.data == PNG
+
+
+# --- fetching: redirects ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("hops", [0, 1, 2, 3])
+async def test_up_to_three_redirects_followed_including_relative(
+    hops: int, server: LocalServer
+) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    got = await fetch_source(f"http://images.test:{server.port}/hop/{hops}", private(), dns)
+    assert got.data == PNG
+    assert got.final_url == f"http://images.test:{server.port}/hop/0"
+    assert [p for p, _ in server.requests] == [f"/hop/{n}" for n in range(hops, -1, -1)]
+    assert len(dns.calls) == hops + 1  # one lookup per hop
+
+
+@pytest.mark.anyio
+async def test_more_than_max_redirects_is_an_upstream_error(server: LocalServer) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    with pytest.raises(SourceHttpError) as info:
+        await fetch_source(f"http://images.test:{server.port}/hop/4", private(), dns)
+    assert len(server.requests) == 4
+    assert_clean(info.value)
+    with pytest.raises(SourceHttpError):
+        await fetch_source(f"http://images.test:{server.port}/hop/1", private(max_redirects=0), dns)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_every_redirect_status_followed(status: int, server: LocalServer) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    url = f"http://images.test:{server.port}/redirect?status={status}&to=/img.png"
+    assert (await fetch_source(url, private(), dns)).data == PNG
+
+
+@pytest.mark.anyio
+async def test_redirect_without_location_is_an_upstream_error(server: LocalServer) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    with pytest.raises(SourceHttpError):
+        await fetch_source(f"http://images.test:{server.port}/noloc", private(), dns)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://internal.test:{port}/img.png",  # resolves to 10.0.0.1
+        "http://169.254.169.254/computeMetadata/v1/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://2852039166/latest/meta-data/",  # 169.254.169.254
+        "http://0x7f.0.0.2:{port}/img.png",
+        "http://images.test:22/",
+        "ftp://images.test/img.png",
+        "file:///etc/passwd",
+        "gopher://images.test:{port}/_x",
+        "http://user:pw@images.test:{port}/img.png",
+    ],
+)
+async def test_redirect_targets_are_checked_again(
+    target: str, server: LocalServer, loopback_is_public: None
+) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"], "internal.test": ["10.0.0.1"]})
+    policy = FetchPolicy(allowed_ports=(server.port,))
+    to = target.format(port=server.port)
+    with pytest.raises(UrlNotAllowed) as info:
+        await fetch_source(f"http://images.test:{server.port}/redirect?to={to}", policy, dns)
+    assert len(server.requests) == 1
+    assert_clean(info.value, "internal.test")
+    if "internal.test" in target:
+        assert dns.calls[-1] == ("internal.test", server.port)
+
+
+@pytest.mark.anyio
+async def test_redirect_check_baseline_passes(
+    server: LocalServer, loopback_is_public: None
+) -> None:
+    """Control for the test above: an allowed redirect target does get fetched."""
+    dns = FakeDns({"images.test": ["127.0.0.1"], "cdn.test": ["127.0.0.1"]})
+    policy = FetchPolicy(allowed_ports=(server.port,))
+    to = f"http://cdn.test:{server.port}/img.png"
+    got = await fetch_source(f"http://images.test:{server.port}/redirect?to={to}", policy, dns)
+    assert got.final_url == to
+    assert server.requests[-1][1]["Host"] == f"cdn.test:{server.port}"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "to", ["ftp://images.test/x", "http://u:p@images.test/x", "file:///etc/passwd"]
+)
+async def test_redirects_to_bad_schemes_or_userinfo_rejected_even_when_private_allowed(
+    to: str, server: LocalServer
+) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    with pytest.raises(UrlNotAllowed):
+        await fetch_source(f"http://images.test:{server.port}/redirect?to={to}", private(), dns)
+
+
+# --- fetching: caps, timeouts, upstream errors -----------------------------------------
+
+
+@pytest.mark.anyio
+async def test_declared_length_over_cap_rejected_before_reading(server: LocalServer) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    started = time.monotonic()
+    with pytest.raises(SourceTooLarge):
+        await fetch_source(f"http://images.test:{server.port}/huge-length", private(), dns)
+    assert time.monotonic() - started < 1.0  # the server is still "sending" for 3 s
+
+
+@pytest.mark.anyio
+async def test_endless_body_stopped_at_the_cap(server: LocalServer) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    started = time.monotonic()
+    with pytest.raises(SourceTooLarge):
+        await fetch_source(
+            f"http://images.test:{server.port}/endless-image", private(max_bytes=1 << 20), dns
+        )
+    assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.anyio
+async def test_body_exactly_at_the_cap_accepted(server: LocalServer) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    url = f"http://images.test:{server.port}/img.png"
+    assert (await fetch_source(url, private(max_bytes=len(PNG)), dns)).data == PNG
+    with pytest.raises(SourceTooLarge):
+        await fetch_source(url, private(max_bytes=len(PNG) - 1), dns)
+
+
+@pytest.mark.anyio
+async def test_slow_source_stopped_by_the_total_timeout(server: LocalServer) -> None:
+    """Bytes keep arriving (so no read timeout fires) but the whole fetch is capped."""
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    policy = private(total_timeout=1.0, read_timeout=5.0)
+    started = time.monotonic()
+    with pytest.raises(SourceTimeout) as info:
+        await fetch_source(f"http://images.test:{server.port}/trickle", policy, dns)
+    assert time.monotonic() - started < policy.total_timeout + 1.0
+    assert_clean(info.value)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("route", ["stall", "silent"])
+async def test_read_timeout_before_and_after_headers(route: str, server: LocalServer) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    started = time.monotonic()
+    with pytest.raises(SourceTimeout):
+        await fetch_source(
+            f"http://images.test:{server.port}/{route}", private(read_timeout=0.3), dns
+        )
+    assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.anyio
+async def test_closed_port_is_unreachable() -> None:
+    port = closed_port()
+    with pytest.raises(SourceUnreachable) as info:
+        await fetch_source(
+            f"http://images.test:{port}/", private(), FakeDns({"images.test": ["127.0.0.1"]})
+        )
+    assert_clean(info.value, str(port), "refused")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [400, 403, 404, 410, 500, 503])
+async def test_upstream_errors_never_echo_the_body(status: int, server: LocalServer) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    with pytest.raises(SourceHttpError) as info:
+        await fetch_source(f"http://images.test:{server.port}/status/{status}", private(), dns)
+    assert_clean(info.value, str(status))
+
+
+@pytest.mark.anyio
+async def test_non_image_rejected_by_its_bytes(server: LocalServer) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    with pytest.raises(UnsupportedImage):
+        await fetch_source(f"http://images.test:{server.port}/html", private(), dns)
+
+
+@pytest.mark.anyio
+async def test_non_image_stream_abandoned_after_the_first_bytes(server: LocalServer) -> None:
+    """An endless HTML body labelled image/png: 415 (not 413) proves we stopped
+    at the sniff point instead of reading on to the 1 MiB cap."""
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    started = time.monotonic()
+    with pytest.raises(UnsupportedImage):
+        await fetch_source(
+            f"http://images.test:{server.port}/endless-html", private(max_bytes=1 << 20), dns
+        )
+    assert time.monotonic() - started < 1.0
