@@ -18,7 +18,7 @@
 #   BASE_URL           the service's public URL (default: ansible/.lb-url, else the
 #                      load balancer's address as http://<ip>.nip.io/)
 #   SMOKE_SOURCE_URL   a known image the service can fetch (default on GitHub: this
-#                      repository's tests/cd/data/smoke.png at RELEASE)
+#                      repository's tests/cd/fixtures/smoke.png at RELEASE)
 #   SMOKE_WAIT         seconds the smoke test waits for readiness (default 120)
 #   SENTRY_DSN         passed through to the role (never printed)
 #   GITHUB_STEP_SUMMARY, GITHUB_OUTPUT  written when set (GitHub Actions)
@@ -151,7 +151,7 @@ esac
 if [[ -z "${BASE_URL:-}" && -s ansible/.lb-url ]]; then BASE_URL="$(<ansible/.lb-url)"; fi
 [[ -n "${BASE_URL:-}" ]] || die "BASE_URL is unknown: set it, or run provision.yml (writes ansible/.lb-url)"
 if [[ -z "${SMOKE_SOURCE_URL:-}" && -n "${GITHUB_REPOSITORY:-}" ]]; then
-  SMOKE_SOURCE_URL="https://raw.githubusercontent.com/${GITHUB_REPOSITORY}/${RELEASE}/tests/cd/data/smoke.png"
+  SMOKE_SOURCE_URL="https://raw.githubusercontent.com/${GITHUB_REPOSITORY}/${RELEASE}/tests/cd/fixtures/smoke.png"
 fi
 [[ -n "${SMOKE_SOURCE_URL:-}" ]] || die "SMOKE_SOURCE_URL is unknown: a known image the service can fetch"
 if [[ -n "${GITHUB_OUTPUT:-}" ]]; then echo "url=${BASE_URL}" >>"$GITHUB_OUTPUT"; fi
