@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Measure the peak extra memory of app.convert per conversion route.
+
+Why a fresh subprocess per sample: ru_maxrss is a high-water mark for the whole
+process and sees C allocations (Pillow, zlib, qpdf) that tracemalloc cannot.
+Each child imports everything, reads its input, warms up on a tiny image, notes
+ru_maxrss, converts once and reports the growth. Two sizes per route give a
+slope (bytes per pixel) and show what does not scale with pixels.
+
+    .venv/bin/python scripts/measure_convert_memory.py [--mp 4 12]
+
+Prints one row per route; copy the slopes (plus margin) into app/convert.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CHILD = r"""
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from app.convert import convert_to_pdf, estimate_peak_bytes, inspect_image
+from tests.support import images
+
+def status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+data = open(sys.argv[1], "rb").read()
+warm = images.alpha_png(8, 8)
+convert_to_pdf(warm, inspect_image(warm, 10**9))
+# ru_maxrss/VmHWM start at the parent's peak (Linux copies it over fork+exec);
+# "5" to clear_refs resets this process's high-water mark to its current RSS.
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status("VmRSS")
+info = inspect_image(data, 10**9)
+pdf = convert_to_pdf(data, info)
+peak = status("VmHWM")
+print(json.dumps({"route": info.route, "pixels": info.width * info.height,
+                  "source": len(data), "pdf": len(pdf), "delta": peak - before,
+                  "estimate": estimate_peak_bytes(info, len(data))}))
+"""
+
+
+def _photo(w: int, h: int, mode: str = "RGB"):
+    """Noisy gradient: compresses like a photo, not like a flat test card."""
+    from PIL import Image
+
+    base = Image.linear_gradient("L").resize((w, h))
+    noise = Image.effect_noise((w, h), 48)
+    bands = [Image.blend(base, noise, 0.5), noise, base.transpose(Image.Transpose.ROTATE_180)]
+    im = Image.merge("RGB", bands)
+    if mode == "RGBA":
+        alpha = base.point(lambda v: 0 if v < 96 else 255)
+        im.putalpha(alpha)
+        return im
+    return im.convert(mode) if mode != "RGB" else im
+
+
+def _save(im, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def _png16_rgba(w: int, h: int) -> bytes:
+    import struct
+    import zlib
+
+    from tests.support.images import _png_chunk
+
+    rows = []
+    for y in range(h):
+        a = 0 if y < h // 3 else 65535
+        px = struct.pack(">HHHH", (y * 37) & 0xFFFF, 20000, 40000, a)
+        rows.append(b"\x00" + px * w)
+    idat = zlib.compress(b"".join(rows), 6)
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _mirrored_jpeg(w: int, h: int) -> bytes:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 5
+    return _save(_photo(w, h), "JPEG", quality=90, exif=exif.tobytes())
+
+
+def _mirrored_png(mode: str):
+    def make(w: int, h: int) -> bytes:
+        from PIL import Image
+
+        exif = Image.Exif()
+        exif[0x0112] = 2
+        return _save(_photo(w, h, mode), "PNG", exif=exif.tobytes())
+
+    return make
+
+
+SAMPLES = {
+    "jpeg (embed)": lambda w, h: _save(_photo(w, h), "JPEG", quality=90),
+    "jpeg progressive (embed)": lambda w, h: _save(
+        _photo(w, h), "JPEG", quality=90, progressive=True
+    ),
+    "png rgb (embed)": lambda w, h: _save(_photo(w, h), "PNG"),
+    "png rgba (img2pdf alpha)": lambda w, h: _save(_photo(w, h, "RGBA"), "PNG"),
+    "png16 rgba (pillow flatten)": _png16_rgba,
+    "tiff rgb (img2pdf decode)": lambda w, h: _save(_photo(w, h), "TIFF", compression="tiff_lzw"),
+    "tiff16 gray (pillow)": lambda w, h: _save(_photo(w, h, "L").convert("I;16"), "TIFF"),
+    "gif (img2pdf decode)": lambda w, h: _save(_photo(w, h, "P"), "GIF"),
+    "webp rgba (pillow flatten)": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", quality=80),
+    "webp rgb (img2pdf decode)": lambda w, h: _save(_photo(w, h), "WEBP", quality=80),
+    "jpeg orientation 5 (pillow jpeg)": _mirrored_jpeg,
+    "png rgb orientation 2 (pillow)": _mirrored_png("RGB"),
+    "png rgba orientation 2 (flatten)": _mirrored_png("RGBA"),
+    "bmp rgb (img2pdf decode)": lambda w, h: _save(_photo(w, h), "BMP"),
+}
+
+
+def _measure(path: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mp", type=float, nargs=2, default=(4.0, 12.0), metavar=("SMALL", "BIG"))
+    parser.add_argument("--only", help="substring of a sample name")
+    args = parser.parse_args()
+    sizes = [(int((mp * 1e6 * 4 / 3) ** 0.5), int((mp * 1e6 * 3 / 4) ** 0.5)) for mp in args.mp]
+    print(
+        f"{'sample':34} {'route':15} {'MP':>5} {'src MB':>7} {'peak MB':>8} "
+        f"{'B/px':>6} {'slope B/px':>10} {'est MB':>7}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, make in SAMPLES.items():
+            if args.only and args.only not in name:
+                continue
+            rows = []
+            for w, h in sizes:
+                path = Path(tmp) / "sample"
+                path.write_bytes(make(w, h))
+                rows.append(_measure(path))
+            small, big = rows
+            slope = (big["delta"] - small["delta"]) / (big["pixels"] - small["pixels"])
+            for row in rows:
+                print(
+                    f"{name:34} {row['route']:15} {row['pixels'] / 1e6:5.1f} "
+                    f"{row['source'] / 1e6:7.1f} {row['delta'] / 1e6:8.1f} "
+                    f"{row['delta'] / row['pixels']:6.2f} {slope:10.2f} "
+                    f"{row['estimate'] / 1e6:7.1f}"
+                    + ("  UNDER" if row["estimate"] < row["delta"] else "")
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
