@@ -26,7 +26,7 @@ case "$mode" in
     ;;
   prod)
     export PORT="${PORT:-8080}"
-    exec "$VENV/bin/gunicorn" -c config/gunicorn.py "app.main:create_app()"
+    exec "$VENV/bin/gunicorn" -c config/gunicorn.py "${APP_MODULE:-app.main:create_app()}"
     ;;
   *)
     die "usage: $0 dev|prod"

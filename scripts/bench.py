@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Benchmark the service against a naive Pillow baseline, both measured in this run.
+
+Starts both behind the same gunicorn config on loopback, serves source images
+from a local server, and prints req/s, p50/p95 latency and the ratio to the
+baseline for a 12 MP JPEG, a 2 MP PNG and an alpha PNG at c=1 and c=4; then a
+worst-case burst to compare each worker's peak RSS with idle RSS + budget.
+Usage: .venv/bin/python scripts/bench.py [--requests N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from PIL import Image  # noqa: E402
+
+from tests.support.servers import Service, SourceServer, http, hwm_kib, rss_kib  # noqa: E402
+
+MIB = 1024 * 1024
+
+
+def photo(w: int, h: int, mode: str = "RGB") -> Image.Image:
+    """Noise over a gradient: compresses like a photo, not like a flat test card."""
+    noise = Image.effect_noise((w, h), 40).convert("L")
+    grad = Image.linear_gradient("L").resize((w, h))
+    im = Image.merge("RGB", (noise, grad, Image.blend(noise, grad, 0.5)))
+    if mode == "RGBA":
+        im.putalpha(grad)
+    return im
+
+
+def encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def run_case(base: str, url: str, concurrency: int, n: int) -> dict:
+    def one(_):
+        t0 = time.perf_counter()
+        r = http("POST", base + "/image_to_pdf", {"source_url": url}, timeout=120)
+        return r.status, time.perf_counter() - t0, r
+
+    http("POST", base + "/image_to_pdf", {"source_url": url}, timeout=120)  # warm up
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, range(n)))
+    wall = time.perf_counter() - t0
+    lat = sorted(d for s, d, _ in results if s == 200)
+    ok = len(lat)
+    return {
+        "ok": ok,
+        "errors": n - ok,
+        "rps": ok / wall if wall else 0.0,
+        "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
+        "p95_ms": 1000 * lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else float("nan"),
+        "last": results[-1][2],
+    }
+
+
+def worker_pids(svc: Service) -> list[int]:
+    master = svc.proc.pid if svc.proc else 0
+    pids = [p for p in svc.pids() if p != master]
+    # entrypoint.sh execs gunicorn, so the group leader is the master
+    return [p for p in pids if Path(f"/proc/{p}/status").exists()]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=12, help="requests per case and concurrency")
+    ap.add_argument("--quick", action="store_true", help="smaller images, fewer requests")
+    args = ap.parse_args()
+    scale = 0.25 if args.quick else 1.0
+    n = 4 if args.quick else args.requests
+
+    def dims(mp: float) -> tuple[int, int]:
+        w = int((mp * 1e6 * scale * 4 / 3) ** 0.5)
+        return w, int(w * 3 / 4)
+
+    print("generating images…", file=sys.stderr)
+    jpeg12 = encode(photo(*dims(12)), "JPEG", quality=85)
+    png2 = encode(photo(*dims(2)), "PNG", compress_level=6)
+    alpha2 = encode(photo(*dims(2), "RGBA"), "PNG", compress_level=6)
+    worst = encode(photo(*dims(20), "RGBA"), "PNG", compress_level=1)
+
+    source = SourceServer()
+    urls = {
+        "jpeg 12MP": source.add_bytes("/j.jpg", jpeg12),
+        "png 2MP": source.add_bytes("/p.png", png2),
+        "alpha png 2MP": source.add_bytes("/a.png", alpha2),
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="img2pdf-bench-"))
+    budget = int(os.environ.get("WORKER_MEMORY_BUDGET", str(320 * MIB)))
+    env = {"WEB_CONCURRENCY": "2", "WORKER_MEMORY_BUDGET": str(budget), "ADMISSION_WAIT": "30"}
+    ours = Service(tmp / "ours", env=env)
+    (tmp / "ours").mkdir()
+    base_env = {**env, "DATA_DIR": str(tmp / "baseline-data")}
+    baseline = Service(tmp / "baseline", env=base_env)
+    (tmp / "baseline").mkdir()
+    baseline.env["APP_MODULE"] = "scripts.bench_baseline:create_app()"
+    rows = []
+    try:
+        ours.start()
+        baseline.start()
+        idle = {p: rss_kib(p) for p in worker_pids(ours)}
+        print(
+            f"\n{'case':<16}{'c':>3} {'ours rps':>9} {'p50':>7} {'p95':>7}"
+            f" {'base rps':>9} {'p50':>7} {'p95':>7} {'ratio':>7}"
+        )
+        for name, url in urls.items():
+            for c in (1, 4):
+                a = run_case(ours.base, url, c, n)
+                b = run_case(baseline.base, url, c, n)
+                ratio = a["rps"] / b["rps"] if b["rps"] else float("inf")
+                rows.append({"case": name, "c": c, "ours": a, "baseline": b, "ratio": ratio})
+                print(
+                    f"{name:<16}{c:>3} {a['rps']:>9.2f} {a['p50_ms']:>7.0f} {a['p95_ms']:>7.0f}"
+                    f" {b['rps']:>9.2f} {b['p50_ms']:>7.0f} {b['p95_ms']:>7.0f} {ratio:>6.1f}x"
+                    + ("" if a["errors"] == 0 else f"  ours errors={a['errors']}")
+                )
+        # Lossless check: the JPEG's bytes appear unchanged in our PDF.
+        pdf = http(
+            "GET", run_case(ours.base, urls["jpeg 12MP"], 1, 1)["last"].json()["converted_url"]
+        ).body
+        print(f"\nJPEG embedded byte for byte: {jpeg12 in pdf}")
+        # Worst case burst: many large alpha PNGs at once.
+        worst_url = source.add_bytes("/worst.png", worst)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = list(
+                pool.map(
+                    lambda _: (
+                        http(
+                            "POST",
+                            ours.base + "/image_to_pdf",
+                            {"source_url": worst_url},
+                            timeout=300,
+                        ).status
+                    ),
+                    range(8),
+                )
+            )
+        print(
+            f"worst-case burst (8 x {len(worst) // MIB} MiB alpha PNG,"
+            f" {dims(20)[0]}x{dims(20)[1]}): statuses {sorted(statuses)}"
+        )
+        for pid, idle_kib in idle.items():
+            peak = hwm_kib(pid)
+            limit = idle_kib + budget // 1024
+            verdict = "OK" if peak <= limit else "OVER"
+            print(
+                f"worker {pid}: idle {idle_kib / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB,"
+                f" idle+budget {limit / 1024:.0f} MiB -> {verdict}"
+            )
+    finally:
+        ours.stop()
+        baseline.stop()
+        source.close()
+    summary = {r["case"] + f" c={r['c']}": round(r["ratio"], 2) for r in rows}
+    print("\nthroughput ratio ours/baseline:", json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""The naive baseline the benchmark compares against: Pillow decode + save(PDF).
+
+Same server stack (gunicorn + uvicorn workers), same download client, same local
+storage; only the conversion differs. Not part of the service.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from pathlib import Path
+
+import anyio
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from PIL import Image
+from pydantic import BaseModel
+
+DATA = Path(os.environ.get("DATA_DIR", "data-baseline"))
+BASE = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8080")
+
+
+class Body(BaseModel):
+    source_url: str
+
+
+def _convert(data: bytes) -> bytes:
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    if im.mode not in ("RGB", "L", "CMYK"):
+        im = im.convert("RGB")
+    out = io.BytesIO()
+    im.save(out, format="PDF")
+    return out.getvalue()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI()
+    DATA.mkdir(parents=True, exist_ok=True)
+
+    @app.get("/ping")
+    async def ping():
+        return {"ping": "pong"}
+
+    @app.post("/image_to_pdf")
+    async def convert(body: Body):
+        async with httpx.AsyncClient(trust_env=False) as client:
+            data = (await client.get(body.source_url)).content
+        pdf = await anyio.to_thread.run_sync(_convert, data)
+        name = f"{uuid.uuid4()}.pdf"
+        (DATA / name).write_bytes(pdf)
+        return {"source_url": body.source_url, "converted_url": f"{BASE}/files/{name}"}
+
+    @app.get("/files/{name}")
+    async def files(name: str):
+        return FileResponse(DATA / Path(name).name, media_type="application/pdf")
+
+    return app
