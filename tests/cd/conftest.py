@@ -42,3 +42,7 @@ def free_port() -> int:
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+# The offline fake GCP API (tests/provision owns it), for bootstrap-ci.yml.
+from tests.provision.conftest import fake_gcp  # noqa: E402, F401
