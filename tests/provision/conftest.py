@@ -1,0 +1,169 @@
+"""The fake GCP fixture for provisioning tests.
+
+`fake_gcp` starts, once per session, a CONNECT proxy on 127.0.0.1 that
+terminates TLS for the Google API hosts (certificates from a local trustme CA)
+and answers with an in-memory fake of Compute, Storage, IAM, Resource Manager,
+Service Usage and IAM Credentials, validated against Google's discovery
+documents. Ansible reaches it through `fake_gcp.env`:
+
+    result = run_playbook("ansible/provision.yml", "-e", "gcp_auth_kind=accesstoken",
+                          "-e", "gcp_access_token=fake", env=fake_gcp.env)
+
+State keys (what `get`, `list` and `resources` speak) are REST paths without
+the host, prefixed by the API name:
+
+    compute/v1/projects/img2pdf-test/global/networks/NAME
+    compute/v1/projects/img2pdf-test/regions/us-central1/subnetworks/NAME
+    compute/v1/projects/img2pdf-test/zones/us-central1-b/instances/NAME
+    storage/v1/b/BUCKET                 storage/v1/b/BUCKET/o/OBJECT
+    iam/v1/projects/img2pdf-test/serviceAccounts/EMAIL
+    iam/v1/projects/123456789012/locations/global/workloadIdentityPools/ID[/providers/ID]
+
+IAM policies (not counted by `resources()`):
+
+    storage/v1/b/BUCKET/iam
+    cloudresourcemanager/v1/projects/img2pdf-test:iamPolicy   (alias v1/projects/P:iamPolicy)
+    iam/v1/projects/img2pdf-test/serviceAccounts/EMAIL:iamPolicy
+
+`get` also accepts a full https URL (selfLink). `list` takes a collection,
+either a full key prefix or the short forms "compute/global/firewalls",
+"compute/regions/us-central1/subnetworks", "compute/zones/ZONE/instances",
+"storage/b", "storage/b/BUCKET/o", "iam/serviceAccounts",
+"iam/workloadIdentityPools", "iam/workloadIdentityPools/POOL/providers".
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.provision.fakegcp import FakeGcpServer, FakeGcpState
+from tests.support.ansible_run import PlaybookResult, run_playbook
+
+__all__ = ["FakeGcp", "PlaybookResult", "fake_gcp", "run_playbook"]
+
+PROJECT = "img2pdf-test"
+PROJECT_NUMBER = "123456789012"
+
+
+class FakeGcp:
+    """Handle on the running fake: its env for subprocesses and its state."""
+
+    def __init__(self, server: FakeGcpServer):
+        self._server = server
+        self._state: FakeGcpState = server.state
+        self.project: str = self._state.project
+        self.project_number: str = self._state.project_number
+        self.ca_path: Path = server.ca_path
+        self.proxy_url: str = server.proxy_url
+        env = dict(os.environ)
+        env.update(server.env_overrides())
+        self.env: dict[str, str] = env
+
+    # ---------------------------------------------------------------- keys
+    def _key(self, path: str) -> str:
+        path = re.sub(r"^https://[^/]+/", "", path.strip()).split("?")[0].strip("/")
+        if re.match(r"^v\d+/projects/[^/]+:iamPolicy$", path):
+            path = "cloudresourcemanager/" + path
+        m = re.match(r"^iam/v1/projects/([^/]+)/locations/", path)
+        if m and m.group(1) == self.project:
+            path = path.replace(f"projects/{self.project}/", f"projects/{self.project_number}/", 1)
+        if path.startswith("v1/projects/") and "/serviceAccounts/" in path:
+            path = "iam/" + path
+        return path
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        """A stored resource or IAM policy by key (or selfLink); None if absent."""
+        key = self._key(path)
+        with self._state.lock:
+            if key.startswith("cloudresourcemanager/") and key.endswith(":iamPolicy"):
+                from tests.provision.fakegcp.others import crm_policy_key
+
+                project = key.split("/")[3].split(":")[0]
+                key = crm_policy_key(self._state, project)
+            res = self._state.store.get(key) or self._state.policies.get(key)
+            return copy.deepcopy(res)
+
+    def list(self, collection: str) -> list[dict[str, Any]]:
+        """Resources directly inside a collection (see the module docstring for names)."""
+        prefix = self._collection_key(collection)
+        with self._state.lock:
+            return [
+                copy.deepcopy(r)
+                for k, r in sorted(self._state.store.items())
+                if k.rsplit("/", 1)[0] == prefix
+            ]
+
+    def _collection_key(self, collection: str) -> str:
+        c = collection.strip("/")
+        p, n = self.project, self.project_number
+        if c.startswith("compute/") and not c.startswith("compute/v1/"):
+            return f"compute/v1/projects/{p}/" + c.removeprefix("compute/")
+        if c.startswith("storage/") and not c.startswith("storage/v1/"):
+            return "storage/v1/" + c.removeprefix("storage/")
+        if c == "iam/serviceAccounts":
+            return f"iam/v1/projects/{p}/serviceAccounts"
+        if c.startswith("iam/workloadIdentityPools"):
+            return f"iam/v1/projects/{n}/locations/global/" + c.removeprefix("iam/")
+        return self._key(c)
+
+    def resources(self) -> list[str]:
+        """Every live stored resource key (soft-deleted workload identity pools excluded)."""
+        with self._state.lock:
+            return sorted(k for k, r in self._state.store.items() if r.get("state") != "DELETED")
+
+    def requests_log(self) -> list[dict[str, Any]]:
+        """Every request: method, host, path (with leading /), query (dict), status,
+        id (discovery method id, e.g. compute.networks.insert, or None), body (parsed)."""
+        with self._state.lock:
+            return copy.deepcopy(self._state.log)
+
+    def write_requests(self) -> list[dict[str, Any]]:
+        """Logged requests that can change state (not GET, nor read-only POST verbs)."""
+        read_only = ("getIamPolicy", "listInstances", "testIamPermissions", "wait")
+        return [
+            e
+            for e in self.requests_log()
+            if e["method"] in ("POST", "PUT", "PATCH", "DELETE")
+            and not (e["id"] or "").endswith(read_only)
+        ]
+
+    def unknown_routes(self) -> list[str]:
+        """Requests no discovery method matched (or the fake does not implement)."""
+        with self._state.lock:
+            return list(self._state.unknown)
+
+    def refused_connects(self) -> list[str]:
+        """CONNECT targets the proxy refused (anything but the Google API hosts)."""
+        return self._server.refused
+
+    def clear_log(self) -> None:
+        with self._state.lock:
+            self._state.log.clear()
+            self._state.unknown.clear()
+
+    def put_object(self, bucket: str, name: str, data: bytes = b"") -> dict[str, Any]:
+        """Store an object in a bucket (e.g. to prove 'bucket not empty')."""
+        with self._state.lock:
+            return copy.deepcopy(self._state.put_object(bucket, name, data))
+
+    def reset(self) -> None:
+        """Forget every resource, policy, operation and logged request."""
+        self._state.reset()
+
+
+@pytest.fixture(scope="session")
+def fake_gcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcp]:
+    server = FakeGcpServer(
+        tmp_path_factory.mktemp("fake-gcp"), FakeGcpState(PROJECT, PROJECT_NUMBER)
+    ).start()
+    try:
+        yield FakeGcp(server)
+    finally:
+        server.stop()

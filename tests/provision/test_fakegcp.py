@@ -1,0 +1,235 @@
+"""Tests of the fake GCP API itself: real google.cloud modules and direct requests
+through the proxy, so that provisioning tests can trust what it answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.provision.conftest import FakeGcp
+from tests.support.ansible_run import run_playbook
+
+P = "img2pdf-test"
+C = f"https://compute.googleapis.com/compute/v1/projects/{P}"
+
+
+@pytest.fixture
+def gcp(fake_gcp: FakeGcp) -> Iterator[FakeGcp]:
+    fake_gcp.reset()
+    yield fake_gcp
+    fake_gcp.reset()
+
+
+def call(
+    gcp: FakeGcp, method: str, url: str, body: Any = None, token: str | None = "fake", **kw: Any
+) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.request(
+        method,
+        url,
+        json=body,
+        headers=headers,
+        proxies={"https": gcp.proxy_url},
+        verify=str(gcp.ca_path),
+        timeout=10,
+        **kw,
+    )
+
+
+def ok(resp: requests.Response) -> dict[str, Any]:
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def test_modules_create_rerun_unchanged_and_delete(gcp: FakeGcp) -> None:
+    play = "tests/provision/playbooks/smoke.yml"
+    first = run_playbook(play, env=gcp.env)
+    assert first.recap["localhost"]["changed"] == 3
+    net = gcp.get(f"compute/v1/projects/{P}/global/networks/smoke-vpc")
+    assert net is not None
+    assert (
+        net["selfLink"]
+        == f"https://www.googleapis.com/compute/v1/projects/{P}/global/networks/smoke-vpc"
+    )
+    assert net["routingConfig"]["routingMode"] == "REGIONAL"
+    assert net["subnetworks"] == [
+        f"https://www.googleapis.com/compute/v1/projects/{P}/regions/us-central1/subnetworks/smoke-subnet"
+    ]
+    (fw,) = gcp.list("compute/global/firewalls")
+    assert fw["direction"] == "INGRESS" and fw["priority"] == 1000
+    assert fw["network"] == net["selfLink"]
+    (sub,) = gcp.list("compute/regions/us-central1/subnetworks")
+    assert sub["gatewayAddress"] == "10.10.0.1" and sub["privateIpGoogleAccess"] is True
+
+    gcp.clear_log()
+    second = run_playbook(play, env=gcp.env)
+    assert second.changed_total == 0
+    assert gcp.write_requests() == []
+
+    run_playbook(play, "-e", "smoke_state=absent", env=gcp.env)
+    assert gcp.resources() == []
+    again = run_playbook(play, "-e", "smoke_state=absent", env=gcp.env)
+    assert again.changed_total == 0
+    assert gcp.unknown_routes() == []
+
+
+def _network(gcp: FakeGcp, name: str = "n1") -> dict[str, Any]:
+    op = ok(
+        call(gcp, "POST", f"{C}/global/networks", {"name": name, "autoCreateSubnetworks": False})
+    )
+    assert op["kind"] == "compute#operation" and op["status"] == "DONE"
+    assert op["targetLink"].endswith(f"/global/networks/{name}")
+    assert ok(call(gcp, "GET", op["selfLink"]))["status"] == "DONE"
+    return ok(call(gcp, "GET", op["targetLink"]))
+
+
+def test_unknown_field_and_bad_enum_are_rejected(gcp: FakeGcp) -> None:
+    r = call(gcp, "POST", f"{C}/global/networks", {"name": "n1", "autoCreateSubnet": False})
+    assert r.status_code == 400
+    assert 'Unknown name "autoCreateSubnet"' in r.json()["error"]["message"]
+    _network(gcp)
+    r = call(
+        gcp,
+        "POST",
+        f"{C}/global/firewalls",
+        {
+            "name": "f1",
+            "network": "global/networks/n1",
+            "direction": "INBOUND",
+            "allowed": [{"IPProtocol": "tcp"}],
+        },
+    )
+    assert r.status_code == 400 and "INBOUND" in r.json()["error"]["message"]
+    r = call(gcp, "GET", f"{C}/global/networks", params={"filtr": "name=n1"})
+    assert r.status_code == 400
+    r = call(
+        gcp,
+        "POST",
+        f"{C}/zones/us-central1-a/instances/x/setDeletionProtection?deletionProtection=None",
+        {},
+    )
+    assert r.status_code == 400
+    assert gcp.get(f"compute/v1/projects/{P}/global/firewalls/f1") is None
+
+
+def test_missing_conflict_and_auth(gcp: FakeGcp) -> None:
+    r = call(gcp, "GET", f"{C}/global/networks/nope")
+    assert r.status_code == 404
+    err = r.json()["error"]
+    assert err["code"] == 404 and err["errors"][0]["reason"] == "notFound"
+    _network(gcp)
+    r = call(gcp, "POST", f"{C}/global/networks", {"name": "n1", "autoCreateSubnetworks": False})
+    assert r.status_code == 409 and r.json()["error"]["errors"][0]["reason"] == "alreadyExists"
+    assert call(gcp, "GET", f"{C}/global/networks/n1", token=None).status_code == 401
+    r = call(gcp, "GET", f"{C}/global/nosuchthings/x")
+    assert r.status_code == 404
+    assert any("nosuchthings" in u for u in gcp.unknown_routes())
+
+
+def test_stale_fingerprint_is_412(gcp: FakeGcp) -> None:
+    _network(gcp)
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{C}/regions/us-central1/subnetworks",
+            {"name": "s1", "network": "global/networks/n1", "ipCidrRange": "10.0.0.0/24"},
+        )
+    )
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{C}/zones/us-central1-b/instanceGroups",
+            {"name": "g1", "namedPorts": [{"name": "http", "port": 8080}]},
+        )
+    )
+    group = ok(call(gcp, "GET", f"{C}/zones/us-central1-b/instanceGroups/g1"))
+    url = f"{C}/zones/us-central1-b/instanceGroups/g1/setNamedPorts"
+    body = {"namedPorts": [{"name": "http", "port": 8081}], "fingerprint": "c3RhbGU="}
+    r = call(gcp, "POST", url, body)
+    assert r.status_code == 412 and r.json()["error"]["errors"][0]["reason"] == "conditionNotMet"
+    ok(call(gcp, "POST", url, {**body, "fingerprint": group["fingerprint"]}))
+    assert call(gcp, "POST", url, {**body, "fingerprint": group["fingerprint"]}).status_code == 412
+    assert gcp.get(f"compute/v1/projects/{P}/zones/us-central1-b/instanceGroups/g1")[
+        "namedPorts"
+    ] == [{"name": "http", "port": 8081}]
+
+
+def test_delete_in_use_is_refused(gcp: FakeGcp) -> None:
+    _network(gcp)
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{C}/regions/us-central1/subnetworks",
+            {"name": "s1", "network": "global/networks/n1", "ipCidrRange": "10.0.0.0/24"},
+        )
+    )
+    r = call(gcp, "DELETE", f"{C}/global/networks/n1")
+    assert r.status_code == 400
+    assert r.json()["error"]["errors"][0]["reason"] == "resourceInUseByAnotherResource"
+    ok(call(gcp, "DELETE", f"{C}/regions/us-central1/subnetworks/s1"))
+    ok(call(gcp, "DELETE", f"{C}/global/networks/n1"))
+    assert gcp.resources() == []
+
+
+def test_bucket_and_iam_policy_etags(gcp: FakeGcp) -> None:
+    s = "https://storage.googleapis.com/storage/v1"
+    b = ok(
+        call(
+            gcp,
+            "POST",
+            f"{s}/b?project={P}",
+            {
+                "name": "bkt-1",
+                "location": "us-central1",
+                "iamConfiguration": {"uniformBucketLevelAccess": {"enabled": True}},
+            },
+        )
+    )
+    assert b["location"] == "US-CENTRAL1" and b["metageneration"] == "1"
+    pol = ok(call(gcp, "GET", f"{s}/b/bkt-1/iam"))
+    pol["bindings"].append({"role": "roles/storage.legacyObjectReader", "members": ["allUsers"]})
+    new = ok(call(gcp, "PUT", f"{s}/b/bkt-1/iam", pol))
+    assert call(gcp, "PUT", f"{s}/b/bkt-1/iam", pol).status_code == 412  # stale etag
+    assert gcp.get("storage/v1/b/bkt-1/iam")["etag"] == new["etag"]
+    gcp.put_object("bkt-1", "a.pdf", b"%PDF")
+    assert call(gcp, "DELETE", f"{s}/b/bkt-1").status_code == 409
+    crm = "https://cloudresourcemanager.googleapis.com/v1/projects"
+    p1 = ok(call(gcp, "POST", f"{crm}/{P}:getIamPolicy", {}))
+    p1["bindings"].append(
+        {
+            "role": "roles/logging.logWriter",
+            "members": [f"serviceAccount:x-vm-sa@{P}.iam.gserviceaccount.com"],
+        }
+    )
+    r = call(gcp, "POST", f"{crm}/{P}:setIamPolicy", {"policy": p1})
+    assert r.status_code == 400  # that service account does not exist
+    iam = f"https://iam.googleapis.com/v1/projects/{P}/serviceAccounts"
+    sa = ok(
+        call(gcp, "POST", iam, {"accountId": "x-vm-sa", "serviceAccount": {"displayName": "x"}})
+    )
+    assert sa["email"] == f"x-vm-sa@{P}.iam.gserviceaccount.com"
+    ok(call(gcp, "POST", f"{crm}/{P}:setIamPolicy", {"policy": p1}))
+    r = call(gcp, "POST", f"{crm}/{P}:setIamPolicy", {"policy": p1})
+    assert r.status_code == 409  # stale etag
+    assert (
+        gcp.get(f"v1/projects/{P}:iamPolicy")["bindings"][-1]["role"] == "roles/logging.logWriter"
+    )
+
+
+def test_connect_to_other_hosts_is_refused(gcp: FakeGcp) -> None:
+    with pytest.raises(requests.exceptions.ProxyError):
+        requests.get(
+            "https://example.com/",
+            proxies={"https": gcp.proxy_url},
+            verify=str(gcp.ca_path),
+            timeout=10,
+        )
+    assert "example.com:443" in gcp.refused_connects()
+    r = requests.get("http://example.com/", proxies={"http": gcp.proxy_url}, timeout=10)
+    assert r.status_code == 403
