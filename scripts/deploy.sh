@@ -41,7 +41,6 @@ TRANSPORT="${DEPLOY_TRANSPORT:-$default_transport}"
 INVENTORY="${DEPLOY_INVENTORY:-$ROOT/ansible/inventory/gcp.yml}"
 SMOKE_WAIT="${SMOKE_WAIT:-120}"
 EXTRA_ARGS=("$@")
-TRANSPORT_ARGS=()
 
 WORK="$(mktemp -d)"
 ROLLBACK_TREE=""
@@ -99,6 +98,8 @@ setup_iap() {
   [[ -n "${GCP_PROJECT:-}" ]] || die "the iap transport needs GCP_PROJECT"
   log "transport: IAP SSH as the OS Login user of $(gcloud config get-value account 2>/dev/null)"
   # The dynamic inventory cannot template its project: write a copy with ours.
+  local inv_dir
+  inv_dir="$(cd "$(dirname "$INVENTORY")" && pwd)"
   "$PYTHON" - "$INVENTORY" "$WORK/inventory.gcp.yml" "$GCP_PROJECT" <<'PY'
 import sys, yaml
 src, dst, project = sys.argv[1:]
@@ -117,22 +118,10 @@ PY
   [[ -n "$user" ]] || die "no OS Login user for the active account"
   export ANSIBLE_REMOTE_USER="$user"
   export ANSIBLE_PRIVATE_KEY_FILE="$WORK/id_deploy"
-  # %h is the instance name (the inventory's ansible_host: no external IP);
-  # the zone is a host variable, so the option goes in as a (templated) var.
-  "$PYTHON" - "$WORK/iap.json" "$GCP_PROJECT" "$WORK/known_hosts" <<'PY'
-import json, sys
-dst, project, known_hosts = sys.argv[1:]
-proxy = (
-    "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --verbosity=warning"
-    f" --project={project} --zone={{{{ gcp_instance_zone }}}}"
-)
-args = (
-    f"-o ProxyCommand=\"{proxy}\" -o StrictHostKeyChecking=accept-new"
-    f" -o UserKnownHostsFile={known_hosts}"
-)
-json.dump({"ansible_ssh_common_args": args}, open(dst, "w"))
-PY
-  TRANSPORT_ARGS=(-e "@$WORK/iap.json")
+  # The IAP ProxyCommand and the app settings are group_vars next to the
+  # inventory (ansible/inventory/group_vars/img2pdf_app.yml): keep them beside the copy.
+  if [[ -d "$inv_dir/group_vars" ]]; then ln -s "$inv_dir/group_vars" "$WORK/group_vars"; fi
+  mkdir -p "$HOME/.ssh"
   if [[ -z "${BASE_URL:-}" && ! -s ansible/.lb-url ]]; then
     local ip
     ip="$(gcloud compute addresses describe "$LB_ADDRESS_NAME" --global --project "$GCP_PROJECT" \
@@ -160,8 +149,8 @@ phase setup
 # --- what runs now ---------------------------------------------------------------
 # The release the hosts serve before this deploy: the one to go back to.
 current_release() {
-  ansible "$HOST_GROUP" -i "$INVENTORY" -o -m ansible.builtin.command \
-    -a "readlink -e $CURRENT_LINK" "${TRANSPORT_ARGS[@]}" 2>/dev/null |
+  ansible "$HOST_GROUP" -i "$INVENTORY" --playbook-dir "$ROOT/ansible" -o -m ansible.builtin.command \
+    -a "readlink -e $CURRENT_LINK" 2>/dev/null |
     sed -n 's/.*(stdout) \(.*\)$/\1/p' | head -n1 | xargs -r basename
 }
 PREVIOUS="$(current_release || true)"
@@ -171,7 +160,7 @@ phase inspect
 playbook() { # playbook TREE RELEASE: the app role from TREE's checkout, as RELEASE
   local tree="$1" release="$2"
   (cd "$tree" && RELEASE="$release" ansible-playbook -i "$INVENTORY" ansible/deploy.yml \
-    -e "${RELEASE_VAR}=${release}" "${TRANSPORT_ARGS[@]}" "${EXTRA_ARGS[@]}")
+    -e "${RELEASE_VAR}=${release}" "${EXTRA_ARGS[@]}")
 }
 
 smoke() { # smoke RELEASE

@@ -9,11 +9,11 @@ same script against a real systemd machine is in test_deploy_machine.py.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +25,9 @@ DEPLOY = ROOT / "scripts" / "deploy.sh"
 ANSIBLE_PLAYBOOK_STUB = """#!/usr/bin/env bash
 # Record the call, then "deploy": the named release becomes the current one.
 { printf '%s\\n' "$*"; echo "cwd_commit=$(git rev-parse HEAD)"; echo "env_release=$RELEASE";
-  echo "remote_user=${ANSIBLE_REMOTE_USER:-}"; } >>"$STUB_STATE/playbook.log"
+  echo "remote_user=${ANSIBLE_REMOTE_USER:-}";
+  for a in "$@"; do [[ $a == *.gcp.yml ]] && echo "group_vars=$(dirname "$a")/group_vars" \
+    "$(ls "$(dirname "$a")/group_vars/")"; done; } >>"$STUB_STATE/playbook.log"
 for arg in "$@"; do
   case "$arg" in app_release=*) echo "${arg#app_release=}" >"$STUB_STATE/current" ;; esac
   case "$arg" in @*) cp "${arg#@}" "$STUB_STATE/extra_vars.json" ;; esac
@@ -231,10 +233,12 @@ def test_iap_transport_is_wired_from_configuration_only(stubs, fake_hosts):
     assert "remote_user=sa_1234567890" in calls
     inventory = re.search(r"-i (\S+)", calls).group(1)
     assert inventory.endswith(".gcp.yml")
-    extra = json.loads((state / "extra_vars.json").read_text())
-    proxy = extra["ansible_ssh_common_args"]
-    assert "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin" in proxy
-    assert "--project=my-proj" in proxy and "--zone={{ gcp_instance_zone }}" in proxy
+    # The IAP ProxyCommand lives in the inventory's group_vars: they stay beside the copy.
+    group_vars = Path(inventory).parent / "group_vars"
+    assert f"group_vars={group_vars}" in calls
+    assert "img2pdf_app.yml" in calls
+    adhoc = (state / "adhoc.log").read_text()
+    assert f"--playbook-dir {ROOT / 'ansible'}" in adhoc, "ad-hoc calls see group_vars/all.yml"
 
 
 def test_iap_inventory_copy_names_the_project(stubs, fake_hosts, tmp_path):
