@@ -54,6 +54,13 @@ def _bool(env: dict[str, str], name: str, default: bool = False) -> bool:
     raise SettingsError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
+def _choice(env: dict[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
 def _git_sha() -> str | None:
     try:
         out = subprocess.run(
@@ -96,6 +103,11 @@ class Settings:
     retry_after_s: int = 2
     admission_wait_s: float = 1.0
     convert_threads: int = 2
+    rate_limit_per_minute: float = 0.0  # off locally; the app role turns it on
+    rate_limit_burst: int = 10
+    client_ip_source: str = "peer"  # "peer" or "gclb" (behind the Google LB)
+    max_pages: int = 20  # images per request (URL lists and uploads)
+    max_upload_bytes: int = 50 * MIB  # total size of one multipart upload
     allowed_ports: tuple[int, ...] = field(default=(80, 443))
 
     @property
@@ -134,4 +146,9 @@ class Settings:
             retry_after_s=_int(env, "RETRY_AFTER", 2, minimum=1),
             admission_wait_s=_float(env, "ADMISSION_WAIT", 1.0),
             convert_threads=_int(env, "CONVERT_THREADS", 2, minimum=1),
+            rate_limit_per_minute=_float(env, "RATE_LIMIT_PER_MINUTE", 0.0),
+            rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 10, minimum=1),
+            client_ip_source=_choice(env, "CLIENT_IP_SOURCE", "peer", ("peer", "gclb")),
+            max_pages=_int(env, "MAX_PAGES", 20, minimum=1),
+            max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 50 * MIB, minimum=1024),
         )

@@ -1,0 +1,106 @@
+"""Per-client token buckets so one client cannot monopolise a 1 GB VM.
+
+Behind the Google load balancer the TCP peer is the LB itself; the client is
+the entry the LB appends to X-Forwarded-For: `<client>, <lb address>`, so the
+SECOND-TO-LAST entry. Anything before it was written by the client and is
+never trusted. Buckets live in each worker process (with N workers a client
+can get up to N times the rate); an LRU cap bounds their memory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+CONVERSION_PATHS = ("/image_to_pdf",)
+
+
+def client_address(scope: dict, source: str) -> str:
+    """The client's address as the configured front (`peer` or `gclb`) reports it."""
+    peer = (scope.get("client") or ("unknown", 0))[0]
+    if source != "gclb":
+        return peer
+    raw = b",".join(v for k, v in scope.get("headers") or [] if k == b"x-forwarded-for")
+    hops = [h.strip() for h in raw.decode("latin-1").split(",") if h.strip()]
+    if len(hops) < 2:
+        return peer  # not from the LB (health checks, local calls): use the peer
+    candidate = hops[-2]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return peer
+
+
+class TokenBuckets:
+    """`rate` tokens per second up to `burst`; one token per conversion request."""
+
+    def __init__(
+        self,
+        rate_per_s: float,
+        burst: int,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.rate = rate_per_s
+        self.burst = burst
+        self.max_clients = max_clients
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str) -> float:
+        """Take a token: 0.0 when allowed, else seconds until one is available."""
+        now = self.clock()
+        tokens, last = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate
+        self._buckets[key] = (tokens, now)
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+class RateLimitMiddleware:
+    """Answers 429 + Retry-After before any work (or download) starts."""
+
+    def __init__(self, app, buckets: TokenBuckets | None, client_ip_source: str = "peer"):
+        self.app = app
+        self.buckets = buckets
+        self.client_ip_source = client_ip_source
+
+    async def __call__(self, scope, receive, send):
+        if (
+            self.buckets is None
+            or scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or not scope.get("path", "").startswith(CONVERSION_PATHS)
+        ):
+            await self.app(scope, receive, send)
+            return
+        wait = self.buckets.take(client_address(scope, self.client_ip_source))
+        if wait <= 0:
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})["error_code"] = "rate_limited"
+        body = json.dumps(
+            {"detail": "Too many requests from your address; slow down.", "code": "rate_limited"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 429,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(max(1, math.ceil(wait))).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
