@@ -4,45 +4,124 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.admission import Admission
+from app.batch import convert_many, url_source
 from app.errors import ApiError
 from app.fetch import FetchPolicy
 from app.observability import AccessLogMiddleware, configure_logging, init_sentry
+from app.pages import PageSize
 from app.pipeline import Services, convert_source_url
 from app.settings import Settings
 from app.storage import LocalStorage, content_disposition, make_storage
+from app.uploads import UPLOAD_OPENAPI, read_upload
 
 log = logging.getLogger("img2pdf")
 
 EXAMPLE_SOURCE = "https://example.com/cat.png"
+EXAMPLE_SOURCES = ["https://example.com/page-1.jpg", "https://example.com/page-2.png"]
+EXAMPLE_PDF = "https://storage.googleapis.com/img2pdf-pdfs/0b7c6a52-3d1e-4f4e-9a7b-2f0c1d2e3f40.pdf"
+WEB_DIR = Path(__file__).resolve().parent / "web"
+PAGE_SIZE_HELP = (
+    "`image` (default): each page is the image's own size. `A4` or `Letter`: portrait"
+    " paper, the image scaled up or down to fit and centred."
+)
+SourceUrl = Annotated[str, Field(min_length=1, max_length=2048)]
 
 
 class ConvertRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"source_url": EXAMPLE_SOURCE}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"source_url": EXAMPLE_SOURCE},
+                {"source_urls": EXAMPLE_SOURCES, "page_size": "A4"},
+            ]
+        }
+    )
 
-    source_url: str = Field(
-        min_length=1,
-        max_length=2048,
+    source_url: SourceUrl | None = Field(
+        default=None,
         description="http(s) URL of a JPEG, PNG, GIF, TIFF, WebP, BMP or JPEG 2000 image.",
     )
+    source_urls: list[SourceUrl] | None = Field(
+        default=None,
+        min_length=1,
+        description="Instead of source_url: several image URLs (1 to MAX_PAGES, default 20)"
+        " -> one PDF with one page per image, in this order.",
+    )
+    page_size: PageSize = Field(default=PageSize.image, description=PAGE_SIZE_HELP)
+
+    @field_validator("page_size", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        if isinstance(value, str):
+            return {p.value.lower(): p for p in PageSize}.get(value.strip().lower(), value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ConvertRequest:
+        if (self.source_url is None) == (self.source_urls is None):
+            raise ValueError("send either source_url or source_urls")
+        return self
 
 
 class ConvertResponse(BaseModel):
-    source_url: str = Field(description="The source URL exactly as sent.")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"source_url": EXAMPLE_SOURCE, "converted_url": EXAMPLE_PDF},
+                {
+                    "source_url": EXAMPLE_SOURCES[0],
+                    "source_urls": EXAMPLE_SOURCES,
+                    "converted_url": EXAMPLE_PDF,
+                },
+            ]
+        }
+    )
+
+    source_url: str = Field(description="The source URL exactly as sent (the first of a list).")
+    source_urls: list[str] | None = Field(
+        default=None, description="Only for a list request: the URLs as sent, one page each."
+    )
     converted_url: str = Field(description="Where to download the PDF.")
+
+
+class UploadResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"source_files": ["page-1.jpg", "page-2.png"], "converted_url": EXAMPLE_PDF}
+            ]
+        }
+    )
+
+    source_files: list[str] = Field(description="The uploaded file names, one page each, in order.")
+    converted_url: str = Field(description="Where to download the PDF.")
+
+
+class Limits(BaseModel):
+    max_pages: int = Field(description="Images per request (URL list or upload).")
+    max_upload_bytes: int = Field(description="Total size of one upload.")
+    max_source_bytes: int = Field(description="Size of one image file.")
+    max_image_pixels: int = Field(description="Pixels of one image (width x height).")
 
 
 class ErrorBody(BaseModel):
     detail: str
     code: str
+    item: int | None = Field(
+        default=None, description="Which image (1-based) failed, when several were sent."
+    )
 
 
 ERROR_RESPONSES = {
@@ -58,6 +137,17 @@ ERROR_RESPONSES = {
     }.items()
 }
 
+# The page loads only its own files; previews of pasted URLs are plain <img> loads.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob: data: https: http:; object-src 'none';"
+        " base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
 _STATUS_CODES = {
     400: "bad_request",
     404: "not_found",
@@ -67,22 +157,38 @@ _STATUS_CODES = {
 }
 
 
-def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None):
-    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+def _error(
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    item: int | None = None,
+):
+    body: dict[str, object] = {"detail": detail, "code": code}
+    if item is not None:
+        body["item"] = item
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
         request.scope.setdefault("state", {})["error_code"] = exc.code
-        return _error(exc.status, exc.code, exc.detail, exc.headers)
+        return _error(exc.status, exc.code, exc.detail, exc.headers, getattr(exc, "item", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
         request.scope.setdefault("state", {})["error_code"] = "invalid_request"
         fields = sorted({".".join(str(p) for p in e.get("loc", ())[1:]) for e in exc.errors()})
         where = f" (check: {', '.join(f for f in fields if f)})" if any(fields) else ""
-        detail = 'Send JSON like {"source_url": "https://example.com/cat.png"}' + where + "."
+        if request.url.path.endswith("/upload"):
+            detail = 'Send multipart/form-data with image files in parts named "files"'
+        else:
+            detail = (
+                'Send JSON like {"source_url": "https://example.com/cat.png"},'
+                ' or "source_urls" with a list of such URLs'
+            )
+        detail += where + "."
         return _error(422, "invalid_request", detail)
 
     @app.exception_handler(StarletteHTTPException)
@@ -150,13 +256,62 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/image_to_pdf",
         response_model=ConvertResponse,
+        response_model_exclude_none=True,
         responses=ERROR_RESPONSES,
-        summary="Convert the image at source_url into a PDF",
+        summary="Convert the image at source_url (or several at source_urls) into a PDF",
     )
     async def image_to_pdf(body: ConvertRequest, request: Request) -> ConvertResponse:
+        """One image: `{"source_url"}`, answered `{"source_url", "converted_url"}`.
+
+        Several: `{"source_urls": [...]}` makes one PDF with a page per image, in order,
+        answered with the list too. If any image fails, nothing is stored and the
+        error's `item` (and its `detail`) says which one (1-based).
+        """
         svc: Services = request.app.state.services
-        url = await convert_source_url(body.source_url, svc)
-        return ConvertResponse(source_url=body.source_url, converted_url=url)
+        if body.source_url is not None:
+            if body.page_size == PageSize.image:
+                url = await convert_source_url(body.source_url, svc)
+            else:
+                url = await convert_many([url_source(body.source_url, svc)], body.page_size, svc)
+            return ConvertResponse(source_url=body.source_url, converted_url=url)
+        urls = body.source_urls or []
+        url = await convert_many([url_source(u, svc) for u in urls], body.page_size, svc)
+        return ConvertResponse(source_url=urls[0], source_urls=urls, converted_url=url)
+
+    @app.post(
+        "/image_to_pdf/upload",
+        response_model=UploadResponse,
+        responses=ERROR_RESPONSES,
+        summary="Convert uploaded image files into one PDF",
+        openapi_extra=UPLOAD_OPENAPI,
+    )
+    async def upload(request: Request) -> UploadResponse:
+        """`multipart/form-data` with one or more parts named `files` (one page each, in
+        order) and an optional `page_size` field. Same limits and checks as URLs, plus a
+        total size cap (MAX_UPLOAD_BYTES). Example:
+        `curl -F files=@page-1.jpg -F files=@page-2.png -F page_size=A4 .../image_to_pdf/upload`
+        """
+        svc: Services = request.app.state.services
+        async with read_upload(request, svc) as (sources, page_size):
+            url = await convert_many(sources, page_size, svc)
+            names = [s.name for s in sources]
+        return UploadResponse(source_files=names, converted_url=url)
+
+    @app.get("/limits", response_model=Limits, summary="Limits a client should check first")
+    async def limits(request: Request) -> Limits:
+        s: Settings = request.app.state.services.settings
+        return Limits(
+            max_pages=s.max_pages,
+            max_upload_bytes=s.max_upload_bytes,
+            max_source_bytes=s.max_source_bytes,
+            max_image_pixels=s.max_image_pixels,
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     @app.get("/files/{name}", summary="Download a converted PDF (local storage only)")
     async def download(name: str, request: Request):

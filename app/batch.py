@@ -1,0 +1,143 @@
+"""Several images (URLs or uploaded files) -> one PDF, one page per image, in order.
+
+Each image takes exactly the single-URL path (`pipeline.image_to_pdf`: sniffing,
+pixel limit, admission growth to its estimated peak, conversion); the pages
+are then joined by `app.pages`. Nothing is stored unless every image converted.
+
+Memory: one reservation covers the whole request and grows per image as it
+goes. While image k converts it holds the PDFs made so far plus image k's
+source and estimated peak; a finished image drops to the size of its PDF. The
+join reserves its own peak before it starts. A request whose running total can
+never fit the worker's budget is refused with 413 (`batch_too_large`) naming
+the image where it overflowed; a merely busy worker answers 503 as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+from starlette.datastructures import UploadFile
+
+from app.admission import Reservation
+from app.errors import ApiError, Busy, SourceTooLarge, StorageUnavailable
+from app.fetch import fetch_source
+from app.pages import PageSize, join_pages, join_peak_bytes
+from app.pipeline import Services, image_to_pdf, store_pdf
+
+log = logging.getLogger("img2pdf.batch")
+
+
+class BatchTooLarge(ApiError):
+    status, code = 413, "batch_too_large"
+    detail = "These images together need more memory than this service allows."
+
+
+class TooManyImages(ApiError):
+    status, code, detail = 413, "too_many_images", "Too many images in one request."
+
+
+class UploadTooLarge(ApiError):
+    status, code, detail = 413, "upload_too_large", "The upload is too large."
+
+
+class ItemFailed(ApiError):
+    """One image of several failed: the original status and code, and which one."""
+
+    def __init__(self, cause: ApiError, index: int, label: str = ""):
+        named = f' ("{label}")' if label else ""
+        super().__init__(f"Image {index}{named}: {cause.detail}", headers=cause.headers)
+        self.status = cause.status
+        self.code = cause.code
+        self.item = index
+
+
+@dataclass
+class Source:
+    """One image to convert. `load` returns its bytes (fetching or reading)."""
+
+    load: Callable[[], Awaitable[bytes]]
+    reserve_bytes: int  # held before `load` runs: its largest possible size
+    label: str = ""  # shown in errors (an upload's file name); URLs go by number
+    name: str = ""  # what the PDF's download name is made from
+
+
+def url_source(url: str, svc: Services) -> Source:
+    async def load() -> bytes:
+        return (await fetch_source(url, svc.policy)).data
+
+    return Source(load, svc.settings.max_source_bytes, name=url)
+
+
+def safe_label(filename: str | None) -> str:
+    """A client's file name, fit to quote in an error message."""
+    text = re.sub(r"[^\w .,()+-]+", "_", filename or "").strip()
+    return text[:60] + ("…" if len(text) > 60 else "")
+
+
+class _Offset:
+    """A view of the request's reservation for one image: `resize(n)` holds
+    `base + n`, where `base` is what earlier images still keep."""
+
+    def __init__(self, held: Reservation, base: int, budget: int):
+        self.held, self.base, self.budget = held, base, budget
+
+    async def resize(self, nbytes: int) -> None:
+        if self.base and self.base + nbytes > self.budget:
+            raise BatchTooLarge()
+        await self.held.resize(self.base + nbytes)
+
+
+async def _convert_one(source: Source, held: Reservation, base: int, svc: Services) -> bytes:
+    view = _Offset(held, base, svc.admission.budget)
+    await view.resize(source.reserve_bytes)
+    data = await source.load()
+    if len(data) > svc.settings.max_source_bytes:
+        raise SourceTooLarge()
+    await view.resize(len(data))
+    return await image_to_pdf(data, view, svc)  # type: ignore[arg-type]
+
+
+async def convert_many(sources: Sequence[Source], page_size: PageSize, svc: Services) -> str:
+    """Convert every source in order into one stored PDF; returns its URL."""
+    if not 1 <= len(sources) <= svc.settings.max_pages:
+        raise TooManyImages(f"Send 1 to {svc.settings.max_pages} images in one request.")
+    async with svc.admission.reserve(0) as held:
+        pdfs: list[bytes] = []
+        for index, source in enumerate(sources, start=1):
+            try:
+                pdfs.append(await _convert_one(source, held, sum(map(len, pdfs)), svc))
+            except (Busy, StorageUnavailable):
+                raise  # about the service, not this image
+            except ApiError as exc:
+                if len(sources) == 1 and not isinstance(exc, BatchTooLarge):
+                    raise
+                raise ItemFailed(exc, index, source.label) from None
+            await held.resize(sum(map(len, pdfs)))
+        sizes = [len(p) for p in pdfs]
+        if sum(sizes) + join_peak_bytes(sizes) > svc.admission.budget:
+            raise BatchTooLarge()
+        await held.resize(sum(sizes) + join_peak_bytes(sizes))
+        pdf = await anyio.to_thread.run_sync(
+            join_pages, pdfs, page_size, limiter=svc.convert_limiter
+        )
+        del pdfs
+        await held.resize(len(pdf))
+        return await store_pdf(pdf, sources[0].name or "converted", svc)
+
+
+def upload_source(file: UploadFile, svc: Services) -> Source:
+    """An uploaded file part; Starlette has spooled it (to disk past 1 MiB)."""
+    size = file.size or 0
+    cap = svc.settings.max_source_bytes
+
+    async def load() -> bytes:
+        if size > cap:
+            raise SourceTooLarge()
+        await file.seek(0)
+        return await file.read()
+
+    return Source(load, min(size, cap), safe_label(file.filename), file.filename or "upload")
