@@ -105,6 +105,31 @@ _WEBP_PER_PIXEL = 32.0
 _FIXED_OVERHEAD = 8 * 1024 * 1024  # pikepdf/img2pdf bookkeeping, buffers
 
 
+def _parse_png_linear(rawdata: bytes) -> tuple[bytes, bytes]:
+    """img2pdf.parse_png with the same result in linear time.
+
+    img2pdf 0.6.3 concatenates IDAT chunks with `bytes +=`, which is quadratic:
+    a 73 MB PNG in 64 KB chunks took 100 s. Joining once costs one copy.
+    """
+    idat: list[bytes] = []
+    palette: list[bytes] = []
+    i = 16
+    while i < len(rawdata):
+        (n,) = struct.unpack(">I", rawdata[i - 8 : i - 4])
+        if i + n > len(rawdata):
+            raise img2pdf.ImageOpenError("invalid png: truncated chunk")
+        kind = rawdata[i - 4 : i]
+        if kind == b"IDAT":
+            idat.append(rawdata[i : i + n])
+        elif kind == b"PLTE":
+            palette.append(rawdata[i : i + n])
+        i += n + 12
+    return b"".join(idat), b"".join(palette)
+
+
+img2pdf.parse_png = _parse_png_linear
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     kind: str  # jpeg/png/gif/tiff/bmp/webp/jp2 (app.sniff names)
@@ -248,7 +273,8 @@ def _facts(im: Image.Image, data: bytes, kind: str) -> _Facts:
         orientation = im.getexif().get(_ORIENTATION_TAG, 1)
     tiff_depth = 8
     if kind == "tiff":
-        tiff_depth = max(im.tag_v2.get(258, (1,)) or (1,))
+        bits = im.tag_v2.get(258, 1)  # BitsPerSample: one value per channel
+        tiff_depth = max(bits) if isinstance(bits, tuple) and bits else int(bits or 1)
     return _Facts(
         orientation=_valid_orientation(orientation),
         tiff_depth=tiff_depth,

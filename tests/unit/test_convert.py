@@ -314,3 +314,21 @@ def test_unknown_route_assumes_the_worst_for_the_kind():
     assert estimate_peak_bytes(guessed, 1000) > estimate_peak_bytes(embedded, 1000)
     # 64 MP RGBA through img2pdf's alpha path was measured at ~735 MB.
     assert estimate_peak_bytes(ImageInfo("png", 8000, 8000, "RGBA", 1), 0) > 735_000_000
+
+
+def test_png_split_into_many_idat_chunks_embeds_quickly_and_intact():
+    """img2pdf's own chunk joining is quadratic; app.convert swaps in a linear one."""
+    import struct
+    import zlib
+
+    data = images.png(300, 200)
+    start = data.index(b"IDAT") + 4
+    length = int.from_bytes(data[start - 8 : start - 4], "big")
+    idat = data[start : start + length]
+    pieces = [idat[i : i + 7] for i in range(0, len(idat), 7)]
+    chunks = b"".join(
+        struct.pack(">I", len(p)) + b"IDAT" + p + struct.pack(">I", zlib.crc32(b"IDAT" + p))
+        for p in pieces
+    )
+    split = data[: start - 8] + chunks + data[start + length + 4 :]
+    assert page_stream_bytes(convert(split)) == [idat]
