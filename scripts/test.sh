@@ -9,12 +9,12 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-ALL_SUITES=(lint unit service provision deploy cd)
+ALL_SUITES=(lint unit service web provision deploy cd)
 if [[ $# -gt 0 ]]; then SUITES=("$@"); else SUITES=("${ALL_SUITES[@]}"); fi
 
 APT_PACKAGES=(
   poppler-utils qpdf shellcheck curl rsync openssh-client openssh-server
-  debootstrap systemd-container iproute2 acl
+  debootstrap systemd-container iproute2 acl chromium
 )
 
 install_os_packages() {
