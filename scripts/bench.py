@@ -70,6 +70,26 @@ def run_case(base: str, url: str, concurrency: int, n: int) -> dict:
     }
 
 
+def conversion_only(images: dict[str, bytes], repeats: int) -> None:
+    """In-process: our inspect+convert vs the baseline's decode+save(PDF), no I/O."""
+    from app.convert import convert_to_pdf, inspect_image
+    from scripts.bench_baseline import _convert as baseline_convert
+
+    print(f"\n{'conversion only':<16}{'ours ms':>9} {'base ms':>9} {'speed-up':>9}")
+    for name, data in images.items():
+        ours, base = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            convert_to_pdf(data, inspect_image(data, 10**9))
+            t1 = time.perf_counter()
+            baseline_convert(data)
+            t2 = time.perf_counter()
+            ours.append(t1 - t0)
+            base.append(t2 - t1)
+        o, b = statistics.median(ours), statistics.median(base)
+        print(f"{name:<16}{1000 * o:>9.0f} {1000 * b:>9.0f} {b / o:>8.1f}x")
+
+
 def worker_pids(svc: Service) -> list[int]:
     master = svc.proc.pid if svc.proc else 0
     pids = [p for p in svc.pids() if p != master]
@@ -95,6 +115,9 @@ def main() -> int:
     alpha2 = encode(photo(*dims(2), "RGBA"), "PNG", compress_level=6)
     worst = encode(photo(*dims(20), "RGBA"), "PNG", compress_level=1)
 
+    conversion_only(
+        {"jpeg 12MP": jpeg12, "png 2MP": png2, "alpha png 2MP": alpha2}, 3 if args.quick else 5
+    )
     source = SourceServer()
     urls = {
         "jpeg 12MP": source.add_bytes("/j.jpg", jpeg12),
