@@ -22,6 +22,7 @@ from app.fetch import FetchPolicy
 from app.observability import AccessLogMiddleware, configure_logging, init_sentry
 from app.pages import PageSize
 from app.pipeline import Services, convert_source_url
+from app.ratelimit import RateLimitMiddleware, TokenBuckets
 from app.settings import Settings
 from app.storage import LocalStorage, content_disposition, make_storage
 from app.uploads import UPLOAD_OPENAPI, read_upload
@@ -205,6 +206,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal_error", "Internal error.")
 
 
+def make_buckets(settings: Settings) -> TokenBuckets | None:
+    if settings.rate_limit_per_minute <= 0:
+        return None  # RATE_LIMIT_PER_MINUTE=0 turns the limit off
+    return TokenBuckets(settings.rate_limit_per_minute / 60.0, settings.rate_limit_burst)
+
+
 def build_services(settings: Settings) -> Services:
     return Services(
         settings=settings,
@@ -247,6 +254,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     _install_error_handlers(app)
+    # Outermost last: the access log sees (and times) rate-limited answers too.
+    app.add_middleware(
+        RateLimitMiddleware,
+        buckets=make_buckets(settings),
+        client_ip_source=settings.client_ip_source,
+    )
     app.add_middleware(AccessLogMiddleware)
 
     @app.get("/ping", summary="Liveness check")
