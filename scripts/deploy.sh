@@ -43,12 +43,11 @@ SMOKE_WAIT="${SMOKE_WAIT:-120}"
 EXTRA_ARGS=("$@")
 
 WORK="$(mktemp -d)"
-ROLLBACK_TREE=""
+TREES=()
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
-  if [[ -n "$ROLLBACK_TREE" ]]; then
-    git worktree remove --force "$ROLLBACK_TREE" >/dev/null 2>&1 || true
-  fi
+  local tree
+  for tree in "${TREES[@]}"; do git worktree remove --force "$tree" >/dev/null 2>&1 || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -157,8 +156,18 @@ PREVIOUS="$(current_release || true)"
 log "release ${RELEASE} replaces ${PREVIOUS:-nothing}"
 phase inspect
 
-playbook() { # playbook TREE RELEASE: the app role from TREE's checkout, as RELEASE
-  local tree="$1" release="$2"
+# Each release ships from a clean checkout of its own commit (a worktree), never
+# from this working tree: what is deployed is exactly the commit named, and a
+# rollback runs the previous release's own playbook and code.
+playbook() { # playbook RELEASE
+  local release="$1" tree="$WORK/tree-${1:0:12}"
+  if [[ ! -d "$tree" ]]; then
+    git worktree add --detach "$tree" "$release" >/dev/null 2>&1 || {
+      log "cannot check out $release"
+      return 1
+    }
+    TREES+=("$tree")
+  fi
   (cd "$tree" && RELEASE="$release" ansible-playbook -i "$INVENTORY" ansible/deploy.yml \
     -e "${RELEASE_VAR}=${release}" "${EXTRA_ARGS[@]}")
 }
@@ -178,14 +187,12 @@ rollback() { # back to PREVIOUS, with PREVIOUS's own code and playbook
     return 1
   fi
   log "rolling back to $PREVIOUS"
-  ROLLBACK_TREE="$WORK/rollback"
-  git worktree add --detach "$ROLLBACK_TREE" "$PREVIOUS" >/dev/null 2>&1
-  playbook "$ROLLBACK_TREE" "$PREVIOUS" && smoke "$PREVIOUS"
+  playbook "$PREVIOUS" && smoke "$PREVIOUS"
 }
 
 # --- deploy, check, and go back if unhealthy ---------------------------------------
 log "deploying $RELEASE"
-if ! playbook "$ROOT" "$RELEASE"; then
+if ! playbook "$RELEASE"; then
   phase deploy
   # The role switches back by itself when the new release fails its health check.
   summary "failed" "ansible-playbook failed; the app role keeps or restores ${PREVIOUS:-the previous release}"

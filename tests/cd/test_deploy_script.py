@@ -153,6 +153,7 @@ def test_a_good_release_goes_live(stubs, fake_hosts):
     assert f"-i {state / 'inventory.yml'} ansible/deploy.yml -e app_release={new}" in calls
     assert "-e app_port=1234" in calls, "extra arguments reach ansible-playbook"
     assert f"env_release={new}" in calls
+    assert f"cwd_commit={new}" in calls, "the release ships from a checkout of its own commit"
     summary = (state / "summary.md").read_text()
     assert "Deploy succeeded" in summary and new in summary and base in summary
     assert f"| Previous release | `{old}` |" in summary
@@ -178,7 +179,7 @@ def test_a_release_failing_the_smoke_test_is_rolled_back(stubs, fake_hosts):
     worktrees = subprocess.run(
         ["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True
     )
-    assert "rollback" not in worktrees.stdout, "the rollback worktree is cleaned up"
+    assert "/tree-" not in worktrees.stdout, "the release worktrees are cleaned up"
 
 
 def test_a_failed_first_deploy_has_nothing_to_roll_back_to(stubs, fake_hosts):
