@@ -9,7 +9,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-ALL_SUITES=(lint unit service web provision deploy cd)
+ALL_SUITES=(lint unit service web load provision deploy cd)
 if [[ $# -gt 0 ]]; then SUITES=("$@"); else SUITES=("${ALL_SUITES[@]}"); fi
 
 APT_PACKAGES=(

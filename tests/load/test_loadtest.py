@@ -1,0 +1,81 @@
+"""The load test's short mode, under e2-micro limits: correctness under overload, not speed.
+
+Runs `scripts/loadtest.py --mode short` (about a minute: the realistic mix under,
+near and well past one VM's capacity, then the worst allowed inputs for memory)
+against the real service confined to cgroup v1 groups of 0.5 CPU and 1 GiB.
+Fails on any answer the contract does not allow for its input (a 5xx other than
+503, or 502 for a reachable image), any request that timed out or lost its
+connection, any OOM kill, or cgroups left behind. Asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _leftover_groups() -> list[Path]:
+    return [
+        p
+        for ctl in ("cpu", "cpuacct", "memory")
+        if (CGROUP_ROOT / ctl).is_dir()
+        for p in (CGROUP_ROOT / ctl).rglob("img2pdf-load*")
+    ]
+
+
+def test_short_load_run_under_e2_micro_limits(tmp_path):
+    assert (CGROUP_ROOT / "cpu" / "cgroup.procs").exists(), "cgroup v1 cpu controller missing"
+    assert (CGROUP_ROOT / "memory" / "cgroup.procs").exists(), "cgroup v1 memory controller missing"
+    report_path = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "loadtest.py"), "--mode", "short",
+         "--json", str(report_path), "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=170, cwd=ROOT,
+    )  # fmt: skip
+    print(proc.stdout[-6000:], proc.stderr[-4000:])
+    assert report_path.exists(), f"no report (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    report = json.loads(report_path.read_text())
+    run = report["runs"][0]
+    steps = run["steps"]
+
+    # The limits were set, read back, and held the whole service.
+    assert run["limits_read_back"] == {
+        "cpu.cfs_quota_us": 50_000,
+        "cpu.cfs_period_us": 100_000,
+        "memory.limit_in_bytes": 1024**3,
+    }
+    for key in ("confinement", "confinement_end"):
+        assert len(run[key]["service_pids"]) >= 3, run[key]  # master + 2 workers
+        assert not run[key]["outside_cpu"] and not run[key]["outside_memory"], run[key]
+    # The quota binds: at most 0.5 CPU per wall second (a little slack for sampling).
+    assert max(s["cpu_share"] for s in steps) <= 0.55, [s["cpu_share"] for s in steps]
+
+    # Overload was reached and answered the designed way: 503 + Retry-After.
+    overload = max(steps, key=lambda s: s["offered_per_s"] if s["label"] == "mix" else 0)
+    assert overload["statuses"].get("503", 0) > 0, overload["statuses"]
+    assert all(s["busy_without_retry_after"] == 0 for s in steps)
+    # ...and every step converted something (the worst-memory one too: admitted, not refused).
+    assert all(s["ok"] > 0 for s in steps), [(s["label"], s["statuses"]) for s in steps]
+
+    # No timeouts, resets or dropped connections; no answer outside the contract.
+    for s in steps:
+        where = f"{s['label']} @{s['offered_per_s']}/s"
+        assert s["client_failures"] == 0, f"{where}: {s['statuses']}"
+        assert s["unexpected_count"] == 0, f"{where}: {s['unexpected']}"
+        assert s["oom_kills"] == 0, where
+
+    # Nothing was killed, memory stayed under the limit, keep-alive outlived 5 s.
+    assert run["oom_kills_total"] == 0
+    assert run["sigkill_log_lines"] == []
+    assert max(s["max_usage"] for s in steps) < 1024**3
+    assert run["keepalive"]["reused"], run["keepalive"]
+    assert run["cgroups_removed"]
+    assert _leftover_groups() == []
+
+    assert report["violations"] == []
+    assert proc.returncode == 0, proc.stdout[-3000:]
