@@ -159,7 +159,7 @@ def check_ref(state: FakeGcpState, url: str, field: str) -> None:
 
 
 def resolve_image(url: str) -> Res:
-    m = re.match(r".*/projects/([^/]+)/global/images/(family/)?([^/]+)$", url)
+    m = re.match(r"(?:.*/)?projects/([^/]+)/global/images/(family/)?([^/]+)$", url)
     if not m:
         raise ApiError(400, f"Invalid value for field 'sourceImage': '{url}'.")
     project, family, name = m.groups()
@@ -828,7 +828,11 @@ def g_insert(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     _check_required(k.coll, body)
     for f in ("id", "selfLink", "creationTimestamp"):
         body.pop(f, None)
-    res = {**_core(state, key, _kind_for(req)), **body}
+    core = _core(state, key, _kind_for(req))
+    res = {**core, **body}
+    for f in ("zone", "region"):  # GCP answers these as URLs whatever the request said
+        if f in core:
+            res[f] = core[f]
     _check_refs_exist(
         state, {f: v for f, v in res.items() if f not in ("selfLink", "zone", "region")}
     )

@@ -91,8 +91,7 @@ ROLE_RE = re.compile(
 COMPUTE_REF_RE = re.compile(
     r"^(?:https://(?:www|compute)\.googleapis\.com/compute/(?:v1|beta|alpha)/)?"
     r"(?:projects/(?P<project>[^/\s]+)/)?"
-    r"(?P<rest>(?:global|regions/[a-z0-9-]+|zones/[a-z0-9-]+)(?:/[A-Za-z]+/[^/\s]+)*"
-    r"(?:/[A-Za-z]+/[^/\s]+)?)$"
+    r"(?P<rest>(?:global|regions/[a-z0-9-]+|zones/[a-z0-9-]+)(?:/[^/\s]+)*)$"
 )
 NO_NORMALISE_FIELDS = {"metadata", "labels", "description", "items", "sourceRanges"}
 
