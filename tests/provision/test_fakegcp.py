@@ -233,3 +233,205 @@ def test_connect_to_other_hosts_is_refused(gcp: FakeGcp) -> None:
     assert "example.com:443" in gcp.refused_connects()
     r = requests.get("http://example.com/", proxies={"http": gcp.proxy_url}, timeout=10)
     assert r.status_code == 403
+
+
+def test_vm_and_load_balancer_chain(gcp: FakeGcp) -> None:
+    z = f"{C}/zones/us-central1-b"
+    _network(gcp)
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{C}/regions/us-central1/subnetworks",
+            {"name": "s1", "network": "global/networks/n1", "ipCidrRange": "10.0.0.0/24"},
+        )
+    )
+    iam = f"https://iam.googleapis.com/v1/projects/{P}/serviceAccounts"
+    ok(call(gcp, "POST", iam, {"accountId": "vm-sa-1"}))
+    vm = {
+        "name": "vm1",
+        "machineType": "zones/us-central1-b/machineTypes/e2-micro",
+        "disks": [
+            {
+                "boot": True,
+                "initializeParams": {
+                    "sourceImage": "projects/debian-cloud/global/images/family/debian-12",
+                    "diskSizeGb": "30",
+                },
+            }
+        ],
+        "networkInterfaces": [{"subnetwork": "regions/us-central1/subnetworks/s1"}],
+        "serviceAccounts": [{"email": f"nobody-sa@{P}.iam.gserviceaccount.com", "scopes": []}],
+        "metadata": {"items": [{"key": "enable-oslogin", "value": "TRUE"}]},
+    }
+    assert call(gcp, "POST", f"{z}/instances", vm).status_code == 400  # unknown SA
+    vm["serviceAccounts"][0]["email"] = f"vm-sa-1@{P}.iam.gserviceaccount.com"
+    ok(call(gcp, "POST", f"{z}/instances", vm))
+    inst = ok(call(gcp, "GET", f"{z}/instances/vm1"))
+    nic = inst["networkInterfaces"][0]
+    assert nic["name"] == "nic0" and nic["networkIP"] == "10.0.0.2" and "accessConfigs" not in nic
+    assert nic["network"].endswith("/global/networks/n1")
+    assert inst["status"] == "RUNNING" and inst["shieldedInstanceConfig"]["enableVtpm"] is True
+    disk = gcp.get(inst["disks"][0]["source"])
+    assert disk["sourceImage"].endswith("/debian-cloud/global/images/debian-12-bookworm-v20250610")
+    assert disk["sizeGb"] == "30" and inst["disks"][0]["autoDelete"] is False
+
+    ok(call(gcp, "POST", f"{z}/instanceGroups", {"name": "g1"}))
+    add = {"instances": [{"instance": inst["selfLink"]}]}
+    ok(call(gcp, "POST", f"{z}/instanceGroups/g1/addInstances", add))
+    r = call(gcp, "POST", f"{z}/instanceGroups/g1/addInstances", add)
+    assert r.json()["error"]["errors"][0]["reason"] == "memberAlreadyExists"
+    listed = ok(call(gcp, "POST", f"{z}/instanceGroups/g1/listInstances", {"instanceState": "ALL"}))
+    assert [i["instance"] for i in listed["items"]] == [inst["selfLink"]]
+    assert call(gcp, "DELETE", f"{z}/instances/vm1").status_code == 400  # in the group
+
+    g = f"{C}/global"
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{g}/healthChecks",
+            {
+                "name": "hc",
+                "type": "HTTP",
+                "httpHealthCheck": {"port": 8080, "requestPath": "/ping"},
+            },
+        )
+    )
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{g}/backendServices",
+            {
+                "name": "be",
+                "healthChecks": ["global/healthChecks/hc"],
+                "backends": [{"group": "zones/us-central1-b/instanceGroups/g1"}],
+            },
+        )
+    )
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{g}/urlMaps",
+            {"name": "um", "defaultService": "global/backendServices/be"},
+        )
+    )
+    ok(call(gcp, "POST", f"{g}/targetHttpProxies", {"name": "px", "urlMap": "global/urlMaps/um"}))
+    addr = gcp.get(ok(call(gcp, "POST", f"{g}/addresses", {"name": "ip"}))["targetLink"])
+    assert addr["address"].startswith("34.120.") and addr["status"] == "RESERVED"
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{g}/forwardingRules",
+            {
+                "name": "fr",
+                "target": "global/targetHttpProxies/px",
+                "portRange": "80",
+                "IPAddress": addr["selfLink"],
+            },
+        )
+    )
+    fr = ok(call(gcp, "GET", f"{g}/forwardingRules/fr"))
+    assert fr["portRange"] == "80-80" and fr["IPAddress"] == addr["address"]
+    assert ok(call(gcp, "GET", f"{g}/addresses/ip"))["status"] == "IN_USE"
+    for url in (
+        f"{g}/addresses/ip",
+        f"{g}/healthChecks/hc",
+        f"{g}/backendServices/be",
+        f"{g}/urlMaps/um",
+        f"{g}/targetHttpProxies/px",
+        f"{z}/instanceGroups/g1",
+    ):
+        assert call(gcp, "DELETE", url).status_code == 400, url
+    be = ok(call(gcp, "GET", f"{g}/backendServices/be"))
+    assert call(gcp, "PATCH", f"{g}/backendServices/be", {"timeoutSec": 60}).status_code == 412
+    ok(
+        call(
+            gcp,
+            "PATCH",
+            f"{g}/backendServices/be",
+            {"timeoutSec": 60, "fingerprint": be["fingerprint"]},
+        )
+    )
+    md = inst["metadata"]
+    assert call(gcp, "POST", f"{z}/instances/vm1/setMetadata", {"items": []}).status_code == 412
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{z}/instances/vm1/setMetadata",
+            {"items": [], "fingerprint": md["fingerprint"]},
+        )
+    )
+
+    for url in (
+        f"{g}/forwardingRules/fr",
+        f"{g}/addresses/ip",
+        f"{g}/targetHttpProxies/px",
+        f"{g}/urlMaps/um",
+        f"{g}/backendServices/be",
+        f"{g}/healthChecks/hc",
+        f"{z}/instanceGroups/g1",
+        f"{z}/instances/vm1",
+    ):
+        ok(call(gcp, "DELETE", url))
+    # autoDelete was false: the boot disk outlives the VM, as on GCP
+    assert [d["name"] for d in gcp.list("compute/zones/us-central1-b/disks")] == ["vm1"]
+
+
+def test_inventory_listing_and_workload_identity(gcp: FakeGcp) -> None:
+    _network(gcp, "n2")
+    nets = ok(call(gcp, "GET", f"{C}/global/networks", params={"filter": "name = n2"}))
+    assert [n["name"] for n in nets["items"]] == ["n2"]
+    empty = ok(call(gcp, "GET", f"{C}/global/networks", params={"filter": "name = zz"}))
+    assert "items" not in empty
+    agg = ok(call(gcp, "GET", f"{C}/aggregated/instances", params={"filter": "labels.app = x"}))
+    assert agg["items"] == {}
+
+    base = f"https://iam.googleapis.com/v1/projects/{P}/locations/global/workloadIdentityPools"
+    op = ok(
+        call(gcp, "POST", base, {"displayName": "gh"}, params={"workloadIdentityPoolId": "ghub"})
+    )
+    assert op["done"] is True and op["response"]["state"] == "ACTIVE"
+    assert op["name"].startswith(f"projects/{gcp.project_number}/locations/global/")
+    assert ok(call(gcp, "GET", f"https://iam.googleapis.com/v1/{op['name']}"))["done"] is True
+    r = call(gcp, "POST", base, {}, params={"workloadIdentityPoolId": "ghub"})
+    assert r.status_code == 409
+    provider = {
+        "oidc": {"issuerUri": "https://token.actions.githubusercontent.com"},
+        "attributeMapping": {"google.subject": "assertion.sub"},
+        "attributeCondition": "attribute.repository == 'a/b'",
+    }
+    r = call(
+        gcp,
+        "POST",
+        f"{base}/ghub/providers",
+        provider,
+        params={"workloadIdentityPoolProviderId": "gh-oidc"},
+    )
+    assert r.status_code == 400  # the condition uses an unmapped attribute
+    provider["attributeMapping"]["attribute.repository"] = "assertion.repository"
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{base}/ghub/providers",
+            provider,
+            params={"workloadIdentityPoolProviderId": "gh-oidc"},
+        )
+    )
+    ok(call(gcp, "DELETE", f"{base}/ghub"))
+    assert ok(call(gcp, "GET", f"{base}/ghub"))["state"] == "DELETED"
+    assert not [k for k in gcp.resources() if "workloadIdentityPools" in k]
+    ok(call(gcp, "POST", f"{base}/ghub:undelete", {}))
+    assert (
+        gcp.get(f"iam/v1/projects/{P}/locations/global/workloadIdentityPools/ghub")["state"]
+        == "ACTIVE"
+    )
+
+    su = f"https://serviceusage.googleapis.com/v1/projects/{P}/services/compute.googleapis.com"
+    assert ok(call(gcp, "POST", f"{su}:enable", {}))["done"] is True
+    assert ok(call(gcp, "GET", su))["state"] == "ENABLED"
