@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import itertools
 import re
 import time
 import uuid
@@ -318,8 +319,6 @@ def _firewall(state: FakeGcpState, k: Key, res: Res, old: Res | None) -> None:
     res.setdefault("disabled", False)
     res.setdefault("logConfig", {"enable": False})
     if res["direction"] == "INGRESS":
-        if res.get("destinationRanges") and False:
-            pass
         if not (
             res.get("sourceRanges") or res.get("sourceTags") or res.get("sourceServiceAccounts")
         ):
@@ -419,6 +418,16 @@ def _health_check(state: FakeGcpState, k: Key, res: Res, old: Res | None) -> Non
                 raise ApiError(
                     400, f"Invalid value for field 'resource.{other}': health check type is {typ}."
                 )
+
+
+@defaults("httpHealthChecks", "httpsHealthChecks")
+def _legacy_health_check(state: FakeGcpState, k: Key, res: Res, old: Res | None) -> None:
+    res.setdefault("port", 443 if k.coll == "httpsHealthChecks" else 80)
+    res.setdefault("requestPath", "/")
+    res.setdefault("checkIntervalSec", 5)
+    res.setdefault("timeoutSec", 5)
+    res.setdefault("unhealthyThreshold", 2)
+    res.setdefault("healthyThreshold", 2)
 
 
 @defaults("backendServices")
@@ -745,16 +754,10 @@ def _alloc_ip(state: FakeGcpState, subnetwork: str | None) -> str:
         if r.get("kind") == "compute#instance"
         for nic in r.get("networkInterfaces", [])
     }
-    for host in itertools_islice(net.hosts(), 1, None):
+    for host in itertools.islice(net.hosts(), 1, None):  # .1 is the gateway
         if str(host) not in used:
             return str(host)
     raise ApiError(400, "IP_SPACE_EXHAUSTED")
-
-
-def itertools_islice(it, start, stop):  # small local helper; keeps imports tidy
-    import itertools
-
-    return itertools.islice(it, start, stop)
 
 
 def _fp_view(res: Res) -> Res:
