@@ -1,0 +1,251 @@
+"""The real playbook against a real Debian 12 systemd machine (tests/support/machine.py).
+
+The scenarios build on each other, in file order, on one machine:
+first deploy -> no-change rerun -> new commit -> broken release rolled back ->
+memory under a 1 GiB cap -> SIGKILL restart.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import json
+import re
+import time
+
+import httpx
+import pytest
+
+from tests.support import images
+from tests.support.servers import SourceServer
+
+TIMINGS: dict[str, float] = {}
+
+
+def report(name: str, seconds: float) -> None:
+    TIMINGS[name] = seconds
+    print(f"\n[timing] {name}: {seconds:.1f}s")
+
+
+@pytest.fixture(scope="module")
+def source():
+    server = SourceServer()
+    yield server
+    server.close()
+
+
+def ping(base_url: str) -> dict:
+    return httpx.get(f"{base_url}/ping", timeout=10).json()
+
+
+def wait_ping(base_url: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return ping(base_url)
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def convert(base_url: str, url: str, timeout: float = 60) -> httpx.Response:
+    return httpx.post(f"{base_url}/image_to_pdf", json={"source_url": url}, timeout=timeout)
+
+
+def journal(target, *args: str) -> str:
+    return target.sh("journalctl --no-pager -u img2pdf.service " + " ".join(args), timeout=60)
+
+
+def big_alpha_png(w: int = 8000, h: int = 5000) -> bytes:
+    """The largest image the service allows (40 MP), with alpha; compresses to a few MB."""
+    from PIL import Image
+
+    ramp = Image.linear_gradient("L").resize((w, h))
+    rings = Image.radial_gradient("L").resize((w, h))
+    flat = Image.new("L", (w, h), 90)
+    im = Image.merge("RGBA", (ramp, rings, flat, ramp.transpose(Image.Transpose.FLIP_TOP_BOTTOM)))
+    buf = io.BytesIO()
+    im.save(buf, "PNG", compress_level=6)
+    return buf.getvalue()
+
+
+# 1 ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(1200)
+def test_first_deploy_serves_and_converts(target, trees, source):
+    result = target.deploy(trees["r1"], "r1")
+    report("first deploy", result.seconds)
+    assert result.rc == 0, result.output[-6000:]
+
+    assert target.sh("systemctl is-active img2pdf.service") == "active"
+    assert target.sh("systemctl is-enabled img2pdf.service") == "enabled"
+    assert target.live_release() == "r1"
+    assert ping(target.base_url) == {"ping": "pong"}
+
+    # A real conversion, stored locally under DATA_DIR and served back by the service.
+    url = source.add_bytes("/photo.png", images.alpha_png(320, 200), "image/png")
+    answer = convert(target.base_url, url)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["source_url"] == url
+    assert re.fullmatch(rf"{target.base_url}/files/[0-9a-f-]{{36}}\.pdf", body["converted_url"])
+    pdf = httpx.get(body["converted_url"], timeout=30)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-")
+    name = body["converted_url"].rsplit("/", 1)[1]
+    assert target.sh(f"stat -c %U /var/lib/img2pdf/files/{name}") == "img2pdf"
+
+    # Every process of the service runs as img2pdf, none as root.
+    main = target.unit("MainPID")["MainPID"]
+    users = target.sh(f"ps -o user= -p {main} --ppid {main}").split()
+    assert len(users) >= 2 and set(users) == {"img2pdf"}, users  # master and its workers
+
+    # Settings file: readable by the service's group only.
+    assert target.sh("stat -c '%a %U %G' /etc/img2pdf/env") == "640 root img2pdf"
+    env = target.sh("cat /etc/img2pdf/env")
+    assert f"PORT={target.port}" in env and "ALLOW_PRIVATE_SOURCE_URLS=1" in env
+
+
+def test_unit_sandbox_scores_ok(target):
+    out = target.sh("systemd-analyze security --no-pager img2pdf.service")
+    score = float(re.search(r"Overall exposure level for img2pdf.service: ([\d.]+)", out)[1])
+    print(f"\n[systemd-analyze security] img2pdf.service: {score}")
+    assert score < 2.5, out
+
+
+def test_service_logs_json_lines_to_the_journal(target):
+    wait_ping(target.base_url)
+    lines = [
+        line
+        for line in journal(target, "-o cat", "SYSLOG_IDENTIFIER=img2pdf").splitlines()
+        if line.strip()
+    ]
+    assert lines, "the service wrote nothing to the journal"
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"not a JSON log line: {line!r}")
+    assert any(r.get("path") == "/image_to_pdf" and r.get("status") == 200 for r in records)
+
+
+# 2 ------------------------------------------------------------------------------------------
+
+
+def test_rerun_with_nothing_changed_changes_nothing(target, trees):
+    pid = target.unit("MainPID")["MainPID"]
+    result = target.deploy(trees["r1"], "r1")
+    report("no-change rerun", result.seconds)
+    assert result.rc == 0, result.output[-6000:]
+    assert result.changed == 0, result.output[-6000:]
+    assert target.unit("MainPID")["MainPID"] == pid  # not restarted
+
+
+# 3 ------------------------------------------------------------------------------------------
+
+
+def test_new_commit_moves_current_and_restarts_once(target, trees):
+    since = target.sh("date +%s")
+    old_pid = target.unit("MainPID")["MainPID"]
+    result = target.deploy(trees["r2"], "r2")
+    report("new commit deploy", result.seconds)
+    assert result.rc == 0, result.output[-6000:]
+
+    assert target.live_release() == "r2"
+    assert target.sh("ls /opt/img2pdf/releases").split() == ["r1", "r2"]
+    assert target.sh("cat /opt/img2pdf/current/release.env") == "RELEASE=r2"
+    assert target.unit("MainPID")["MainPID"] != old_pid
+    starts = journal(target, f"--since=@{since}", "-o cat", "_PID=1")
+    assert starts.count("Started img2pdf.service") == 1, starts
+    assert starts.count("Stopping img2pdf.service") == 1, starts
+    assert ping(target.base_url) == {"ping": "pong"}
+
+
+# 4 ------------------------------------------------------------------------------------------
+
+
+def test_broken_release_is_rolled_back_and_fails_the_play(target, trees):
+    result = target.deploy(trees["broken"], "broken")
+    report("broken deploy + rollback", result.seconds)
+    assert result.rc != 0, "a release whose app cannot import must fail the play"
+    assert "Release broken is unhealthy" in result.output, result.output[-6000:]
+    assert "Rolled back" in result.output
+
+    assert target.live_release() == "r2"
+    assert target.sh("systemctl is-active img2pdf.service") == "active"
+    assert ping(target.base_url) == {"ping": "pong"}
+    # The broken release stays for a post-mortem; cleanup only runs after a good deploy.
+    assert "broken" in target.sh("ls /opt/img2pdf/releases").split()
+
+
+# 6 (before 5, so NRestarts is still untouched) ----------------------------------------------
+
+
+@pytest.mark.timeout(900)
+def test_memory_burst_under_1gib_cap_is_never_oom_killed(target, source):
+    vm = target.machine
+    # Start from a clean slate: the broken deploy's failed starts count as restarts.
+    target.sh("systemctl restart img2pdf.service")
+    wait_ping(target.base_url)
+    assert target.unit("NRestarts")["NRestarts"] == "0"
+    since = target.sh("date +%s")
+    oom_before = vm.oom_kills()
+    limit = int(vm.memory_cgroup_stat("memory.limit_in_bytes"))
+    assert limit == 1024**3, "the machine must be capped at 1 GiB from the host"
+
+    # The largest allowed alpha PNG (40 MP), then one that fits a worker's memory budget
+    # (12 MP: ~290 MB estimated), so conversions really run side by side under the cap.
+    bursts = {"40MP": big_alpha_png(8000, 5000), "12MP": big_alpha_png(4000, 3000)}
+    answers: dict[str, list[int | str]] = {}
+    for name, data in bursts.items():
+        url = source.add_bytes(f"/alpha-{name}.png", data, "image/png")
+
+        def one(_: int, url: str = url) -> int | str:
+            try:
+                return convert(target.base_url, url, timeout=180).status_code
+            except httpx.HTTPError as exc:  # a dropped connection: what an OOM kill looks like
+                return type(exc).__name__
+
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            answers[name] = list(pool.map(one, range(20)))
+        counts = {a: answers[name].count(a) for a in set(answers[name])}
+        print(
+            f"[memory] {name} alpha PNG ({len(data) / 1e6:.1f} MB file) x20: {counts} "
+            f"in {time.monotonic() - started:.1f}s"
+        )
+    peak = int(vm.memory_cgroup_stat("memory.max_usage_in_bytes"))
+    print(f"[memory] machine peak (page cache included) {peak / 2**20:.0f} MiB of 1024")
+
+    for name, got in answers.items():
+        assert set(got) <= {200, 503, 413}, (name, got)
+    assert 200 in answers["12MP"], "a job that fits the budget must be converted"
+    assert vm.oom_kills() == oom_before, "the kernel OOM-killed something in the machine"
+    log = journal(target, f"--since=@{since}")
+    assert "SIGKILL" not in log and "Out of memory" not in log, log[-3000:]
+    assert target.unit("NRestarts")["NRestarts"] == "0"
+    assert target.sh("systemctl is-active img2pdf.service") == "active"
+    assert ping(target.base_url) == {"ping": "pong"}
+
+
+# 5 ------------------------------------------------------------------------------------------
+
+
+def test_sigkill_is_restarted_by_systemd(target):
+    before = target.unit("MainPID", "NRestarts")
+    target.sh(f"kill -KILL {before['MainPID']}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = target.unit("MainPID", "NRestarts", "ActiveState")
+        if now["ActiveState"] == "active" and now["MainPID"] not in ("0", before["MainPID"]):
+            break
+        time.sleep(0.5)
+    assert now["MainPID"] != before["MainPID"], now
+    assert int(now["NRestarts"]) == int(before["NRestarts"]) + 1, now
+    assert wait_ping(target.base_url) == {"ping": "pong"}
+
+
+def test_zz_timings_summary():
+    print("\n[timing] " + ", ".join(f"{k}: {v:.1f}s" for k, v in TIMINGS.items()))
