@@ -255,6 +255,20 @@ def test_metadata_drift_is_repaired(fake_gcp, provisioned, workdir):
     }
 
 
+def test_lost_group_member_is_added_back(fake_gcp, provisioned, workdir):
+    """The group module re-adds a member silently; the role says it changed something."""
+    key = f"{C}/zones/{ZONE}/instanceGroups/img2pdf-ig"
+    state = fake_gcp._state
+    with state.lock:
+        state.members[key] = []
+        state.store[key]["size"] = 0
+    before = len(fake_gcp.requests_log())
+    result = run_playbook(PROVISION, *base_args(workdir), env=fake_gcp.env)
+    assert result.changed_total == 1, result.stdout[-4000:]
+    assert [p for _, p in writes(fake_gcp.requests_log()[before:])] == [f"{key}/addInstances"]
+    assert fake_gcp.get(key)["size"] == 1
+
+
 def test_inventory_finds_the_vm_in_the_app_group(fake_gcp, provisioned, tmp_path):
     """inventory/gcp.yml as committed, with only the credentials swapped for the fake's."""
     text = (ANSIBLE / "inventory" / "gcp.yml").read_text()
