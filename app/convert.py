@@ -259,7 +259,7 @@ def _convert(data: bytes, info: ImageInfo) -> bytes:
     with _open(data, kind) as im:
         facts = _facts(im, data, kind)
         route = _route(kind, im.mode, facts)
-        if kind == "jpeg":
+        if kind == "jpeg" and not _ends_with_eoi(data):
             _check_jpeg(im)
     if kind == "png" and route == "embed-png":
         # Only the copying route needs this; decoding routes fail on truncation.
@@ -333,6 +333,16 @@ def _route(kind: str, mode: str, facts: _Facts) -> str:
     if kind in {"webp", "bmp"} and alpha:
         return "pillow-flatten"
     return "img2pdf-alpha" if alpha else "img2pdf-decode"
+
+
+def _ends_with_eoi(data: bytes) -> bool:
+    """A JPEG whose last marker is EOI (FF D9) was not cut short.
+
+    Byte stuffing keeps FF D9 out of entropy-coded data, so a download cut at a
+    random point practically never ends on it. This skips the decode for the
+    common case: the check cost 55 of 75 ms on a 12 MP JPEG.
+    """
+    return data[-64:].rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
 
 
 def _check_jpeg(im: Image.Image) -> None:

@@ -332,3 +332,15 @@ def test_png_split_into_many_idat_chunks_embeds_quickly_and_intact():
     )
     split = data[: start - 8] + chunks + data[start + length + 4 :]
     assert page_stream_bytes(convert(split)) == [idat]
+
+
+def test_truncated_jpeg_with_zero_padding_is_still_invalid():
+    data = images.truncated_jpeg() + b"\0" * 16
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(data, inspect_image(data, 10**8))
+
+
+def test_complete_jpeg_with_trailing_padding_converts_unchanged():
+    data = images.jpeg(320, 240) + b"\0" * 8
+    pdf = convert_to_pdf(data, inspect_image(data, 10**8))
+    assert data.rstrip(b"\0") in pdf
