@@ -26,6 +26,9 @@ from tests.support.machine import DebianMachine, free_port  # noqa: E402
 
 GIB = 1024**3
 CODE_PATHS = ("app", "config", "scripts", "systemd")
+#: Measurements the tests report (durations, scores); printed in pytest's terminal summary,
+#: so they show in CI logs even when the tests pass with output captured.
+MEASURED: dict[str, str] = {}
 RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*(?P<counts>(?:\w+=\d+\s*)+)$", re.M)
 
 
@@ -166,4 +169,24 @@ def trees(tmp_path_factory) -> dict[str, Path]:
         "r1": make_tree(base / "r1", marker="r1"),
         "r2": make_tree(base / "r2", marker="r2"),
         "broken": make_tree(base / "broken", marker="broken", broken=True),
+        "r3": make_tree(base / "r3", marker="r3"),
     }
+
+
+@pytest.fixture
+def report():
+    """report(name, value, unit): print a measurement now and again in the terminal summary."""
+
+    def record(name: str, value: float | str, unit: str = "s") -> None:
+        text = f"{value:.1f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+        MEASURED[name] = text
+        print(f"\n[measured] {name}: {text}")
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if MEASURED:
+        terminalreporter.section("deploy measurements")
+        for name, value in MEASURED.items():
+            terminalreporter.write_line(f"{name}: {value}")
