@@ -1,10 +1,21 @@
-"""Memory-aware admission: each job reserves its estimated peak bytes first.
+"""Memory-aware admission: every job accounts for the bytes it holds, per worker.
 
 An e2-micro has 1 GB. Decoded images are far larger than their files, so the
 number of concurrent requests says little about memory; bytes do. Each worker
-process owns a budget (WORKER_MEMORY_BUDGET); a job waits briefly for room,
-then gets 503 + Retry-After. A job that could never fit gets 413 at once.
-All accounting happens on the event loop, so no lock is needed.
+process has two pools, and the split is what keeps it free of deadlock:
+
+- the data pool (DOWNLOAD_BUDGET) counts bytes that already exist: source
+  downloads as they stream in, finished pages. It never waits: no room means
+  503 at once, so nothing ever waits while holding data-pool bytes it could
+  give back;
+- the work pool (WORKER_MEMORY_BUDGET) counts a conversion's estimated peak.
+  A job may wait for it (ADMISSION_WAIT) while holding only data-pool bytes,
+  and work-pool holders never wait for anything, so they always finish.
+
+With one pool, jobs holding their downloads while waiting to grow into a big
+conversion blocked each other until they all timed out. A job bigger than a
+whole pool gets 413 at once. All accounting happens on the event loop, so no
+lock is needed.
 """
 
 from __future__ import annotations
@@ -18,29 +29,48 @@ from app.errors import Busy, ImageTooLarge
 
 
 class Reservation:
-    """Bytes held by one job; can grow once the job knows what it really needs."""
+    """What one job holds: `work` bytes (may wait to grow) and `data` bytes (never waits)."""
 
-    def __init__(self, admission: Admission, nbytes: int):
+    def __init__(self, admission: Admission):
         self._admission = admission
-        self.nbytes = nbytes
+        self.nbytes = 0  # work pool
+        self.data = 0  # data pool
 
     async def resize(self, nbytes: int) -> None:
-        await self._admission._resize(self, nbytes)
+        """Hold `nbytes` of the work pool; waits for room up to ADMISSION_WAIT."""
+        await self._admission._resize_work(self, nbytes)
+
+    def hold_data(self, nbytes: int) -> None:
+        """Hold `nbytes` of the data pool; growing past it answers 503 at once."""
+        self._admission._resize_data(self, nbytes)
 
 
 class Admission:
-    def __init__(self, budget_bytes: int, wait_s: float = 1.0, retry_after_s: int = 2):
+    def __init__(
+        self,
+        budget_bytes: int,
+        wait_s: float = 1.0,
+        retry_after_s: int = 2,
+        data_budget_bytes: int | None = None,
+    ):
         self.budget = budget_bytes
+        self.data_budget = data_budget_bytes if data_budget_bytes is not None else budget_bytes
         self.wait_s = wait_s
         self.retry_after_s = retry_after_s
         self.in_use = 0
+        self.data_in_use = 0
         self.peak_in_use = 0
+        self.peak_total = 0
         self.rejected = 0
         self._changed = asyncio.Condition()
 
     def _check_fits(self, nbytes: int) -> None:
         if nbytes > self.budget:
             raise ImageTooLarge("The image needs more memory to convert than this service allows.")
+
+    def _note_peak(self) -> None:
+        self.peak_in_use = max(self.peak_in_use, self.in_use)
+        self.peak_total = max(self.peak_total, self.in_use + self.data_in_use)
 
     async def _wait_for(self, extra: int) -> None:
         loop = asyncio.get_running_loop()
@@ -56,37 +86,55 @@ class Admission:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), remaining)
             self.in_use += extra
-            self.peak_in_use = max(self.peak_in_use, self.in_use)
+            self._note_peak()
 
-    async def _release(self, nbytes: int) -> None:
-        async with self._changed:
-            self.in_use -= nbytes
-            self._changed.notify_all()
+    def _wake(self) -> None:
+        async def notify() -> None:
+            async with self._changed:
+                self._changed.notify_all()
 
-    async def _resize(self, reservation: Reservation, nbytes: int) -> None:
+        asyncio.get_running_loop().create_task(notify())
+
+    async def _resize_work(self, reservation: Reservation, nbytes: int) -> None:
         self._check_fits(nbytes)
         delta = nbytes - reservation.nbytes
         if delta > 0:
             await self._wait_for(delta)
         elif delta < 0:
-            await self._release(-delta)
+            self.in_use += delta
+            self._wake()
         reservation.nbytes = nbytes
 
+    def _resize_data(self, reservation: Reservation, nbytes: int) -> None:
+        delta = nbytes - reservation.data
+        if delta > 0 and self.data_in_use + delta > self.data_budget:
+            self.rejected += 1
+            raise Busy(self.retry_after_s)
+        self.data_in_use += delta
+        reservation.data = nbytes
+        self._note_peak()
+
     @asynccontextmanager
-    async def reserve(self, nbytes: int) -> AsyncIterator[Reservation]:
-        """Hold `nbytes` of the budget for the duration of the block."""
-        self._check_fits(nbytes)
-        await self._wait_for(nbytes)
-        reservation = Reservation(self, nbytes)
+    async def reserve(self, nbytes: int = 0) -> AsyncIterator[Reservation]:
+        """A job's reservation, starting with `nbytes` of work; all released at the end."""
+        reservation = Reservation(self)
         try:
+            if nbytes:
+                await reservation.resize(nbytes)
             yield reservation
         finally:
-            await self._release(reservation.nbytes)
+            self.in_use -= reservation.nbytes
+            self.data_in_use -= reservation.data
+            reservation.nbytes = reservation.data = 0
+            self._wake()
 
     def stats(self) -> dict[str, int]:
         return {
             "budget": self.budget,
+            "data_budget": self.data_budget,
             "in_use": self.in_use,
+            "data_in_use": self.data_in_use,
             "peak_in_use": self.peak_in_use,
+            "peak_total": self.peak_total,
             "rejected": self.rejected,
         }

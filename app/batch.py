@@ -4,12 +4,12 @@ Each image takes exactly the single-URL path (`pipeline.image_to_pdf`: sniffing,
 pixel limit, admission growth to its estimated peak, conversion); the pages
 are then joined by `app.pages`. Nothing is stored unless every image converted.
 
-Memory: one reservation covers the whole request and grows per image as it
-goes. While image k converts it holds the PDFs made so far plus image k's
-source and estimated peak; a finished image drops to the size of its PDF. The
-join reserves its own peak before it starts. A request whose running total can
-never fit the worker's budget is refused with 413 (`batch_too_large`) naming
-the image where it overflowed; a merely busy worker answers 503 as usual.
+Memory: one reservation covers the whole request (see app/admission.py). The
+data pool holds the PDFs made so far plus the current image's source bytes; the
+work pool holds the current conversion's estimated peak, then the join's. A
+request whose pages can never fit the data pool, or whose join can never fit
+the work pool, is refused with 413 (`batch_too_large`) naming the image where
+it overflowed; a merely busy worker answers 503 as usual.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 
 from app.admission import Reservation
 from app.errors import ApiError, Busy, SourceTooLarge, StorageUnavailable
-from app.fetch import fetch_source
+from app.fetch import ByteCounter, fetch_source
 from app.pages import PageSize, join_pages, join_peak_bytes
 from app.pipeline import Services, image_to_pdf, store_pdf
 
@@ -59,15 +59,15 @@ class ItemFailed(ApiError):
 class Source:
     """One image to convert. `load` returns its bytes (fetching or reading)."""
 
-    load: Callable[[], Awaitable[bytes]]
-    reserve_bytes: int  # held before `load` runs: its largest possible size
+    load: Callable[[ByteCounter], Awaitable[bytes]]  # reports bytes as they arrive
+    reserve_bytes: int  # its largest possible size
     label: str = ""  # shown in errors (an upload's file name); URLs go by number
     name: str = ""  # what the PDF's download name is made from
 
 
 def url_source(url: str, svc: Services) -> Source:
-    async def load() -> bytes:
-        return (await fetch_source(url, svc.policy)).data
+    async def load(count: ByteCounter) -> bytes:
+        return (await fetch_source(url, svc.policy, on_bytes=count)).data
 
     return Source(load, svc.settings.max_source_bytes, name=url)
 
@@ -78,34 +78,31 @@ def safe_label(filename: str | None) -> str:
     return text[:60] + ("…" if len(text) > 60 else "")
 
 
-class _Offset:
-    """A view of the request's reservation for one image: `resize(n)` holds
-    `base + n`, where `base` is what earlier images still keep."""
-
-    def __init__(self, held: Reservation, base: int, budget: int):
-        self.held, self.base, self.budget = held, base, budget
-
-    async def resize(self, nbytes: int) -> None:
-        if self.base and self.base + nbytes > self.budget:
-            raise BatchTooLarge()
-        await self.held.resize(self.base + nbytes)
+def _hold_pages(held: Reservation, nbytes: int, svc: Services) -> None:
+    """Hold `nbytes` in the data pool; more than the whole pool can never fit."""
+    if nbytes > svc.admission.data_budget:
+        raise BatchTooLarge()
+    held.hold_data(nbytes)
 
 
 async def _convert_one(source: Source, held: Reservation, base: int, svc: Services) -> bytes:
-    view = _Offset(held, base, svc.admission.budget)
-    await view.resize(source.reserve_bytes)
-    data = await source.load()
+    """One page: `base` bytes of earlier pages stay held alongside this image."""
+    data = await source.load(lambda n: _hold_pages(held, base + n, svc))
     if len(data) > svc.settings.max_source_bytes:
         raise SourceTooLarge()
-    await view.resize(len(data))
-    return await image_to_pdf(data, view, svc)  # type: ignore[arg-type]
+    _hold_pages(held, base + len(data), svc)
+    pdf = await image_to_pdf(data, held, svc)
+    del data
+    _hold_pages(held, base + len(pdf), svc)  # the page moves to the data pool
+    await held.resize(0)
+    return pdf
 
 
 async def convert_many(sources: Sequence[Source], page_size: PageSize, svc: Services) -> str:
     """Convert every source in order into one stored PDF; returns its URL."""
     if not 1 <= len(sources) <= svc.settings.max_pages:
         raise TooManyImages(f"Send 1 to {svc.settings.max_pages} images in one request.")
-    async with svc.admission.reserve(0) as held:
+    async with svc.admission.reserve() as held:
         pdfs: list[bytes] = []
         for index, source in enumerate(sources, start=1):
             try:
@@ -116,15 +113,15 @@ async def convert_many(sources: Sequence[Source], page_size: PageSize, svc: Serv
                 if len(sources) == 1 and not isinstance(exc, BatchTooLarge):
                     raise
                 raise ItemFailed(exc, index, source.label) from None
-            await held.resize(sum(map(len, pdfs)))
         sizes = [len(p) for p in pdfs]
-        if sum(sizes) + join_peak_bytes(sizes) > svc.admission.budget:
+        if join_peak_bytes(sizes) > svc.admission.budget:
             raise BatchTooLarge()
-        await held.resize(sum(sizes) + join_peak_bytes(sizes))
+        await held.resize(join_peak_bytes(sizes))
         pdf = await anyio.to_thread.run_sync(
             join_pages, pdfs, page_size, limiter=svc.convert_limiter
         )
         del pdfs
+        held.hold_data(0)
         await held.resize(len(pdf))
         return await store_pdf(pdf, sources[0].name or "converted", svc)
 
@@ -134,9 +131,10 @@ def upload_source(file: UploadFile, svc: Services) -> Source:
     size = file.size or 0
     cap = svc.settings.max_source_bytes
 
-    async def load() -> bytes:
+    async def load(count: ByteCounter) -> bytes:
         if size > cap:
             raise SourceTooLarge()
+        count(size)
         await file.seek(0)
         return await file.read()
 

@@ -55,6 +55,9 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+# Told how many body bytes to account for as they arrive (admission's data pool).
+ByteCounter = Callable[[int], None]
+_ACCOUNT_STEP = 1024 * 1024
 
 USER_AGENT = "img2pdf-service/1"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -320,10 +323,16 @@ async def _send(client: httpx.AsyncClient, target: ParsedTarget, ips: list[str])
     raise SourceUnreachable()
 
 
-async def _read_body(response: httpx.Response, policy: FetchPolicy) -> tuple[bytes, str]:
+async def _read_body(
+    response: httpx.Response, policy: FetchPolicy, on_bytes: ByteCounter | None = None
+) -> tuple[bytes, str]:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > policy.max_bytes:
         raise SourceTooLarge()
+    accounted = 0
+    if on_bytes is not None and declared.isdigit():
+        accounted = int(declared)
+        on_bytes(accounted)
     body = bytearray()
     kind: str | None = None
     async for chunk in response.aiter_raw():
@@ -335,6 +344,10 @@ async def _read_body(response: httpx.Response, policy: FetchPolicy) -> tuple[byt
                 raise UnsupportedImage()
         if len(body) > policy.max_bytes:
             raise SourceTooLarge()
+        if on_bytes is not None and len(body) > accounted:
+            # Account ahead in 1 MiB steps; the final copy to bytes doubles it briefly.
+            accounted = min(policy.max_bytes, len(body) + _ACCOUNT_STEP)
+            on_bytes(accounted)
     if kind is None:
         raise UnsupportedImage()
     return bytes(body), kind
@@ -347,7 +360,9 @@ def _redirect_target(current: ParsedTarget, location: str) -> str:
         raise UrlNotAllowed("The source redirected to a URL that is not allowed.") from None
 
 
-async def _fetch(url: str, policy: FetchPolicy, resolver: Resolver) -> Fetched:
+async def _fetch(
+    url: str, policy: FetchPolicy, resolver: Resolver, on_bytes: ByteCounter | None
+) -> Fetched:
     for _hop in range(policy.max_redirects + 1):
         target = check_url(url, policy)
         ips = await _resolve(target, policy, resolver)
@@ -363,22 +378,28 @@ async def _fetch(url: str, policy: FetchPolicy, resolver: Resolver) -> Fetched:
                     continue
                 if not 200 <= status < 300:
                     raise SourceHttpError()
-                data, kind = await _read_body(response, policy)
+                data, kind = await _read_body(response, policy, on_bytes)
                 return Fetched(data=data, kind=kind, final_url=target.url)
             finally:
                 await response.aclose()
     raise SourceHttpError("The source URL redirected too many times.")
 
 
-async def fetch_source(url: str, policy: FetchPolicy, resolver: Resolver | None = None) -> Fetched:
+async def fetch_source(
+    url: str,
+    policy: FetchPolicy,
+    resolver: Resolver | None = None,
+    on_bytes: ByteCounter | None = None,
+) -> Fetched:
     """Fetch an image from `url` under `policy`; every failure is an `ApiError`.
 
     `resolver` maps (host, port) to IP strings; it defaults to getaddrinfo and is
-    injectable so tests can point names at the loopback test servers.
+    injectable so tests can point names at the loopback test servers. `on_bytes`
+    is called with a running byte count to account for (it may raise to stop).
     """
     try:
         with anyio.fail_after(policy.total_timeout):
-            return await _fetch(url, policy, resolver or _system_resolver)
+            return await _fetch(url, policy, resolver or _system_resolver, on_bytes)
     except TimeoutError:
         raise SourceTimeout() from None
     except httpx.TimeoutException:

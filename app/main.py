@@ -217,7 +217,10 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         policy=FetchPolicy.from_settings(settings),
         admission=Admission(
-            settings.worker_memory_budget, settings.admission_wait_s, settings.retry_after_s
+            settings.worker_memory_budget,
+            settings.admission_wait_s,
+            settings.retry_after_s,
+            data_budget_bytes=settings.download_budget,
         ),
         storage=make_storage(settings),
         convert_limiter=anyio.CapacityLimiter(settings.convert_threads),

@@ -33,12 +33,14 @@ class Services:
 
 
 async def image_to_pdf(data: bytes, held: Reservation, svc: Services) -> bytes:
-    """Convert bytes already in memory, growing the reservation to the job's peak first."""
+    """Convert bytes already held (data pool) once the work pool has room for the peak."""
     info: ImageInfo = await anyio.to_thread.run_sync(
         inspect_image, data, svc.settings.max_image_pixels
     )
-    await held.resize(len(data) + estimate_peak_bytes(info, len(data)))
-    return await anyio.to_thread.run_sync(convert_to_pdf, data, info, limiter=svc.convert_limiter)
+    await held.resize(estimate_peak_bytes(info, len(data)))
+    pdf = await anyio.to_thread.run_sync(convert_to_pdf, data, info, limiter=svc.convert_limiter)
+    await held.resize(len(pdf))  # the peak is over; only the PDF remains
+    return pdf
 
 
 async def store_pdf(pdf: bytes, source_name: str, svc: Services) -> str:
@@ -58,12 +60,12 @@ async def store_pdf(pdf: bytes, source_name: str, svc: Services) -> str:
 
 async def convert_source_url(source_url: str, svc: Services) -> str:
     """The API's main path: returns the converted PDF's URL."""
-    async with svc.admission.reserve(svc.settings.max_source_bytes) as held:
-        fetched = await fetch_source(source_url, svc.policy)
-        await held.resize(len(fetched.data))
+    async with svc.admission.reserve() as held:
+        fetched = await fetch_source(source_url, svc.policy, on_bytes=held.hold_data)
+        held.hold_data(len(fetched.data))
         pdf = await image_to_pdf(fetched.data, held, svc)
         del fetched
-        await held.resize(len(pdf))
+        held.hold_data(0)
         return await store_pdf(pdf, source_url, svc)
 
 

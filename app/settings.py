@@ -99,7 +99,8 @@ class Settings:
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 5.0
     total_timeout_s: float = 10.0
-    worker_memory_budget: int = 320 * MIB
+    worker_memory_budget: int = 224 * MIB  # work pool: conversions' estimated peaks
+    download_budget: int = 64 * MIB  # data pool: source bytes and finished pages
     retry_after_s: int = 2
     admission_wait_s: float = 1.0
     convert_threads: int = 2
@@ -122,6 +123,9 @@ class Settings:
         if url_mode not in {"public", "signed"}:
             raise SettingsError(f"URL_MODE must be 'public' or 'signed', got {url_mode!r}")
         base = env.get("PUBLIC_BASE_URL", "").strip().rstrip("/") or f"http://localhost:{port}"
+        max_source = _int(env, "MAX_SOURCE_BYTES", 20 * MIB, minimum=1024)
+        if max_source > _int(env, "DOWNLOAD_BUDGET", 64 * MIB, minimum=1 * MIB):
+            raise SettingsError("DOWNLOAD_BUDGET must be at least MAX_SOURCE_BYTES")
         return cls(
             port=port,
             project_id=env.get("PROJECT_ID", "").strip() or None,
@@ -142,7 +146,8 @@ class Settings:
             connect_timeout_s=_float(env, "SOURCE_CONNECT_TIMEOUT", 3.0, minimum=0.1),
             read_timeout_s=_float(env, "SOURCE_READ_TIMEOUT", 5.0, minimum=0.1),
             total_timeout_s=_float(env, "SOURCE_TOTAL_TIMEOUT", 10.0, minimum=0.1),
-            worker_memory_budget=_int(env, "WORKER_MEMORY_BUDGET", 320 * MIB, minimum=16 * MIB),
+            worker_memory_budget=_int(env, "WORKER_MEMORY_BUDGET", 224 * MIB, minimum=16 * MIB),
+            download_budget=_int(env, "DOWNLOAD_BUDGET", 64 * MIB, minimum=1 * MIB),
             retry_after_s=_int(env, "RETRY_AFTER", 2, minimum=1),
             admission_wait_s=_float(env, "ADMISSION_WAIT", 1.0),
             convert_threads=_int(env, "CONVERT_THREADS", 2, minimum=1),

@@ -183,15 +183,19 @@ def test_openapi_documents_lists_and_page_sizes(service):
 
 
 def test_a_batch_that_can_never_fit_the_budget_is_413(tmp_path, source):
-    """Each image fits alone; the PDFs kept for earlier pages push the third over."""
+    """Each image fits alone; the pages kept for earlier images push the third over
+    the data pool (DOWNLOAD_BUDGET), which holds finished pages and the next source."""
     noise = Image.frombytes("RGB", (700, 700), random.Random(7).randbytes(700 * 700 * 3))
     buf = io.BytesIO()
     noise.save(buf, "PNG", compress_level=0)
     data = buf.getvalue()  # incompressible: its PDF is as large as the file
-    one = len(data) + estimate_peak_bytes(inspect_image(data, 40_000_000), len(data))
-    budget = max(16 * 1024 * 1024, one + math.ceil(1.5 * len(data)))
+    work = estimate_peak_bytes(inspect_image(data, 40_000_000), len(data))
     url = source.add_bytes("/batch/noise.png", data)
-    env = {"WORKER_MEMORY_BUDGET": str(budget), "MAX_SOURCE_BYTES": str(len(data) + 1024)}
+    env = {
+        "WORKER_MEMORY_BUDGET": str(max(16 * 1024 * 1024, 2 * work)),
+        "DOWNLOAD_BUDGET": str(math.ceil(2.5 * len(data))),
+        "MAX_SOURCE_BYTES": str(len(data) + 1024),
+    }
     with_budget = Service(tmp_path, env=env).start()
     try:
         assert with_budget.post(url).status == 200

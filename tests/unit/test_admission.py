@@ -104,3 +104,48 @@ def test_many_concurrent_jobs_never_exceed_budget():
         assert outcomes["ok"] > 0 and outcomes["ok"] + outcomes["busy"] == 60
 
     run(scenario())
+
+
+def test_data_pool_never_waits_and_is_released():
+    async def scenario():
+        adm = Admission(100, wait_s=5, data_budget_bytes=50)
+        async with adm.reserve() as a:
+            a.hold_data(40)
+            async with adm.reserve() as b:
+                loop = asyncio.get_running_loop()
+                t0 = loop.time()
+                with pytest.raises(Busy):
+                    b.hold_data(20)
+                assert loop.time() - t0 < 0.1  # refused at once, not after wait_s
+                b.hold_data(10)
+                assert adm.data_in_use == 50
+            a.hold_data(5)
+            assert adm.data_in_use == 5
+        assert (adm.in_use, adm.data_in_use) == (0, 0)
+
+    run(scenario())
+
+
+def test_jobs_holding_downloads_do_not_deadlock_waiting_for_work():
+    """Four jobs hold their sources, each wants most of the work pool: they take turns."""
+
+    async def scenario():
+        adm = Admission(100, wait_s=5, data_budget_bytes=100)
+        done = []
+
+        async def job(i):
+            async with adm.reserve() as held:
+                held.hold_data(20)  # the downloaded source
+                await asyncio.sleep(0)
+                await held.resize(90)  # the conversion's peak
+                assert adm.in_use <= 100
+                await asyncio.sleep(0.02)
+                await held.resize(5)
+                done.append(i)
+
+        await asyncio.wait_for(asyncio.gather(*(job(i) for i in range(4))), timeout=3)
+        assert sorted(done) == [0, 1, 2, 3]
+        assert adm.rejected == 0
+        assert (adm.in_use, adm.data_in_use) == (0, 0)
+
+    run(scenario())
