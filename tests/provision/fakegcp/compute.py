@@ -472,6 +472,15 @@ def _target_proxy(state: FakeGcpState, k: Key, res: Res, old: Res | None) -> Non
     for i, c in enumerate(res.get("sslCertificates", [])):
         check_ref(state, c, f"resource.sslCertificates[{i}]")
     if k.coll == "targetHttpsProxies":
+        if not res.get("sslCertificates") and not res.get("certificateMap"):
+            raise ApiError(400, "Required field 'resource.sslCertificates' not specified")
+        url_map = state.store.get(ref_key(res["urlMap"]), {})
+        if url_map.get("defaultUrlRedirect", {}).get("httpsRedirect"):
+            raise ApiError(
+                400,
+                f"Invalid value for field 'resource.urlMap': '{res['urlMap']}'. "
+                "httpsRedirect is not permitted in a URL map used by a target HTTPS proxy.",
+            )
         res.setdefault("quicOverride", "NONE")
     res["fingerprint"] = content_fingerprint(_fp_view(res))
 
@@ -555,18 +564,34 @@ def _forwarding_rule(state: FakeGcpState, k: Key, res: Res, old: Res | None) -> 
     if addr_key:
         addr = state.store[addr_key]
         users = addr.setdefault("users", [])
-        if users and self_link(k.key) not in users:
-            raise ApiError(
-                400,
-                f"The resource '{Key(addr_key).short()}' is already being used by "
-                f"'{Key(ref_key(users[0])).short()}'",
-                reason="resourceInUseByAnotherResource",
-            )
+        # Several forwarding rules may share one address (80 and 443 of one load
+        # balancer), as long as their protocol and port ranges do not overlap.
+        for user in users:
+            other = state.store.get(ref_key(user))
+            if user == self_link(k.key) or other is None:
+                continue
+            if other.get("IPProtocol") == res["IPProtocol"] and _ports_overlap(
+                other.get("portRange", ""), res.get("portRange", "")
+            ):
+                raise ApiError(
+                    400,
+                    f"The resource '{Key(addr_key).short()}' is already being used by "
+                    f"'{Key(ref_key(user)).short()}'",
+                    reason="resourceInUseByAnotherResource",
+                )
         if self_link(k.key) not in users:
             users.append(self_link(k.key))
         addr["status"] = "IN_USE"
     res["labelFingerprint"] = label_fingerprint(res.get("labels"))
     res["fingerprint"] = content_fingerprint(_fp_view(res))
+
+
+def _ports_overlap(a: str, b: str) -> bool:
+    """Whether two portRange values ("80-80", "8000-8100"; empty = all ports) overlap."""
+    if not a or not b:
+        return True
+    (a_lo, a_hi), (b_lo, b_hi) = (map(int, r.split("-")) for r in (a, b))
+    return a_lo <= b_hi and b_lo <= a_hi
 
 
 @defaults("instances")
