@@ -435,3 +435,104 @@ def test_inventory_listing_and_workload_identity(gcp: FakeGcp) -> None:
     su = f"https://serviceusage.googleapis.com/v1/projects/{P}/services/compute.googleapis.com"
     assert ok(call(gcp, "POST", f"{su}:enable", {}))["done"] is True
     assert ok(call(gcp, "GET", su))["state"] == "ENABLED"
+
+
+def test_forwarding_rules_share_an_address_on_distinct_ports(gcp: FakeGcp) -> None:
+    g = f"{C}/global"
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{g}/urlMaps",
+            {
+                "name": "redirect",
+                "defaultUrlRedirect": {"httpsRedirect": True, "stripQuery": False},
+            },
+        )
+    )
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{g}/targetHttpProxies",
+            {"name": "px", "urlMap": "global/urlMaps/redirect"},
+        )
+    )
+    cert = {"name": "c1", "type": "MANAGED", "managed": {"domains": ["34.120.0.1.nip.io"]}}
+    ok(call(gcp, "POST", f"{g}/sslCertificates", cert))
+    assert ok(call(gcp, "GET", f"{g}/sslCertificates/c1"))["managed"]["status"] == "PROVISIONING"
+    https = {"name": "spx", "urlMap": "global/urlMaps/redirect"}
+    r = call(gcp, "POST", f"{g}/targetHttpsProxies", https)
+    assert r.status_code == 400, "an HTTPS proxy needs a certificate"
+    r = call(
+        gcp,
+        "POST",
+        f"{g}/targetHttpsProxies",
+        {**https, "sslCertificates": [f"{g}/sslCertificates/c1"]},
+    )
+    assert r.status_code == 400, "httpsRedirect is not allowed behind an HTTPS proxy"
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{g}/urlMaps",
+            {"name": "app", "defaultUrlRedirect": {"hostRedirect": "x.nip.io"}},
+        )
+    )
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{g}/targetHttpsProxies",
+            {
+                "name": "spx",
+                "urlMap": "global/urlMaps/app",
+                "sslCertificates": ["global/sslCertificates/c1"],
+            },
+        )
+    )
+    addr = gcp.get(ok(call(gcp, "POST", f"{g}/addresses", {"name": "ip"}))["targetLink"])
+    rule = {"IPAddress": addr["address"], "IPProtocol": "TCP"}
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{g}/forwardingRules",
+            {**rule, "name": "http", "portRange": "80", "target": "global/targetHttpProxies/px"},
+        )
+    )
+    ok(
+        call(
+            gcp,
+            "POST",
+            f"{g}/forwardingRules",
+            {
+                **rule,
+                "name": "https",
+                "portRange": "443",
+                "target": "global/targetHttpsProxies/spx",
+            },
+        )
+    )
+    r = call(
+        gcp,
+        "POST",
+        f"{g}/forwardingRules",
+        {**rule, "name": "dup", "portRange": "80-443", "target": "global/targetHttpProxies/px"},
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["errors"][0]["reason"] == "resourceInUseByAnotherResource"
+    assert len(ok(call(gcp, "GET", f"{g}/addresses/ip"))["users"]) == 2
+    assert call(gcp, "DELETE", f"{g}/sslCertificates/c1").status_code == 400  # on the proxy
+    for coll, name in (
+        ("forwardingRules", "https"),
+        ("forwardingRules", "http"),
+        ("targetHttpsProxies", "spx"),
+        ("targetHttpProxies", "px"),
+        ("urlMaps", "app"),
+        ("urlMaps", "redirect"),
+        ("sslCertificates", "c1"),
+        ("addresses", "ip"),
+    ):
+        ok(call(gcp, "DELETE", f"{g}/{coll}/{name}"))
+    assert gcp.resources() == []
