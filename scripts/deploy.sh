@@ -16,7 +16,8 @@
 #   DEPLOY_INVENTORY   inventory (default ansible/inventory/gcp.yml)
 #   GCP_PROJECT        project (iap transport); rewrites the inventory's projects
 #   BASE_URL           the service's public URL (default: ansible/.lb-url, else the
-#                      load balancer's address as http://<ip>.nip.io/)
+#                      load balancer's address as https://<ip>.nip.io/); exported,
+#                      the GCP inventory's group_vars make it the app's PUBLIC_BASE_URL
 #   SMOKE_SOURCE_URL   a known image the service can fetch (default on GitHub: this
 #                      repository's tests/cd/fixtures/smoke.png at RELEASE)
 #   SMOKE_WAIT         seconds the smoke test waits for readiness (default 120)
@@ -126,7 +127,7 @@ PY
     ip="$(gcloud compute addresses describe "$LB_ADDRESS_NAME" --global --project "$GCP_PROJECT" \
       --format='value(address)')"
     [[ -n "$ip" ]] || die "no global address $LB_ADDRESS_NAME: run provision.yml first"
-    BASE_URL="http://${ip}.nip.io/"
+    BASE_URL="https://${ip}.nip.io/"
   fi
 }
 
@@ -138,6 +139,7 @@ esac
 
 if [[ -z "${BASE_URL:-}" && -s ansible/.lb-url ]]; then BASE_URL="$(<ansible/.lb-url)"; fi
 [[ -n "${BASE_URL:-}" ]] || die "BASE_URL is unknown: set it, or run provision.yml (writes ansible/.lb-url)"
+export BASE_URL
 if [[ -z "${SMOKE_SOURCE_URL:-}" && -n "${GITHUB_REPOSITORY:-}" ]]; then
   SMOKE_SOURCE_URL="https://raw.githubusercontent.com/${GITHUB_REPOSITORY}/${RELEASE}/tests/cd/fixtures/smoke.png"
 fi

@@ -166,9 +166,10 @@ def test_provision_from_empty_creates_the_stack(fake_gcp, provisioned, workdir):
     assert backend["backends"][0]["group"].endswith(f"/zones/{ZONE}/instanceGroups/img2pdf-ig")
     assert backend["healthChecks"][0].endswith("/global/healthChecks/img2pdf-hc")
     url_map = fake_gcp.get(f"{C}/global/urlMaps/img2pdf-urlmap")
-    assert url_map["defaultService"].endswith("/global/backendServices/img2pdf-backend")
+    [matcher] = url_map["pathMatchers"]
+    assert matcher["defaultService"].endswith("/global/backendServices/img2pdf-backend")
     proxy = fake_gcp.get(f"{C}/global/targetHttpProxies/img2pdf-http-proxy")
-    assert proxy["urlMap"].endswith("/global/urlMaps/img2pdf-urlmap")
+    assert proxy["urlMap"].endswith("/global/urlMaps/img2pdf-http-redirect")
     address = fake_gcp.get(f"{C}/global/addresses/img2pdf-ip")
     rule = fake_gcp.get(f"{C}/global/forwardingRules/img2pdf-http")
     assert rule["portRange"] == "80-80"
@@ -176,8 +177,8 @@ def test_provision_from_empty_creates_the_stack(fake_gcp, provisioned, workdir):
     assert rule["IPAddress"] == address["address"]
     assert rule["target"].endswith("/global/targetHttpProxies/img2pdf-http-proxy")
 
-    assert (workdir / "lb-url").read_text() == f"http://{address['address']}.nip.io/\n"
-    assert f"http://{address['address']}.nip.io/" in provisioned.stdout
+    assert (workdir / "lb-url").read_text() == f"https://{address['address']}.nip.io/\n"
+    assert f"https://{address['address']}.nip.io/" in provisioned.stdout
 
 
 def test_instance_group_holds_the_vm(fake_gcp, provisioned):
