@@ -164,6 +164,8 @@ def test_provision_from_empty_creates_the_stack(fake_gcp, provisioned, workdir):
     assert backend["portName"] == "http"
     assert backend["timeoutSec"] == 30
     assert backend["backends"][0]["group"].endswith(f"/zones/{ZONE}/instanceGroups/img2pdf-ig")
+    # The per-VM rate target derived from docs/capacity.md.
+    assert backend["backends"][0]["maxRatePerInstance"] == 10.0
     assert backend["healthChecks"][0].endswith("/global/healthChecks/img2pdf-hc")
     url_map = fake_gcp.get(f"{C}/global/urlMaps/img2pdf-urlmap")
     [matcher] = url_map["pathMatchers"]
