@@ -3,7 +3,7 @@
 # service venv, the ansible controller venv), lints, then runs every suite.
 #   scripts/test.sh                 # everything (what CI runs)
 #   scripts/test.sh unit service    # a subset, for quick local loops
-# Suites: lint unit service deploy provision cd
+# Suites: lint unit service web load provision deploy cd
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -48,10 +48,22 @@ run_lint() {
     if compgen -G ".github/workflows/*.yml" >/dev/null; then actionlint .github/workflows/*.yml; fi
 }
 
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+
 run_pytest_suite() {
-  local suite="$1"
+  local suite="$1" log rc=0 passed failed errors
   [[ -d "tests/$suite" ]] || { echo "no tests/$suite"; return 1; }
-  python -m pytest -p no:cacheprovider "tests/$suite"
+  log="$(mktemp)"
+  python -m pytest -p no:cacheprovider "tests/$suite" 2>&1 | tee "$log" || rc=$?
+  # pytest's closing line, e.g. "== 3 failed, 40 passed, 1 error in 9.1s ==".
+  passed="$(tail -n 1 "$log" | grep -oE '[0-9]+ passed' | cut -d' ' -f1 || true)"
+  failed="$(tail -n 1 "$log" | grep -oE '[0-9]+ failed' | cut -d' ' -f1 || true)"
+  errors="$(tail -n 1 "$log" | grep -oE '[0-9]+ errors?' | cut -d' ' -f1 || true)"
+  TOTAL_PASSED=$((TOTAL_PASSED + ${passed:-0}))
+  TOTAL_FAILED=$((TOTAL_FAILED + ${failed:-0} + ${errors:-0}))
+  rm -f "$log"
+  return "$rc"
 }
 
 for suite in "${SUITES[@]}"; do
@@ -68,4 +80,5 @@ done
 echo
 echo "== summary =="
 for suite in "${SUITES[@]}"; do printf '%-10s %s\n' "$suite" "${RESULT[$suite]}"; done
+echo "total: ${TOTAL_PASSED} passed, ${TOTAL_FAILED} failed"
 exit "$failed"
