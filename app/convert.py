@@ -42,7 +42,7 @@ import math
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import img2pdf
 from PIL import Image
@@ -149,6 +149,19 @@ def _to_png_data_fast(img: Image.Image) -> tuple[bytes, bytes, int]:
 
 img2pdf.parse_png = _parse_png_linear
 img2pdf.to_png_data = _to_png_data_fast
+
+
+# Flattening onto white needs ~10.5 B/px where img2pdf's soft-mask path needs ~23:
+# the page looks the same (PDF pages are white), only the PDF's own transparency
+# is lost. Used when the soft-mask path would not fit the memory budget.
+LOW_MEMORY_ALPHA_ROUTE = "pillow-flatten"
+
+
+def low_memory_variant(info: ImageInfo) -> ImageInfo | None:
+    """A cheaper way to convert `info`, or None when there is none."""
+    if info.route == "img2pdf-alpha":
+        return replace(info, route=LOW_MEMORY_ALPHA_ROUTE)
+    return None
 
 
 @dataclass(frozen=True)
@@ -259,6 +272,8 @@ def _convert(data: bytes, info: ImageInfo) -> bytes:
     with _open(data, kind) as im:
         facts = _facts(im, data, kind)
         route = _route(kind, im.mode, facts)
+        if route == "img2pdf-alpha" and info.route == LOW_MEMORY_ALPHA_ROUTE:
+            route = LOW_MEMORY_ALPHA_ROUTE  # the caller chose the cheaper flattening
         if kind == "jpeg" and not _ends_with_eoi(data):
             _check_jpeg(im)
     if kind == "png" and route == "embed-png":
@@ -485,7 +500,10 @@ def _normalise(data: bytes, kind: str, facts: _Facts) -> tuple[bytes, int]:
             im = _replace(im, im.convert("RGB"))
         if icc and im.mode not in {"RGB", "L"}:
             icc = None
-        return _encode(im, "PNG", icc_profile=icc, dpi=dpi), rotation
+        return (
+            _encode(im, "PNG", icc_profile=icc, dpi=dpi, compress_level=PNG_COMPRESS_LEVEL),
+            rotation,
+        )
     finally:
         im.close()
 

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 import anyio
 
 from app.admission import Admission, Reservation
-from app.convert import ImageInfo, convert_to_pdf, estimate_peak_bytes, inspect_image
+from app.convert import (
+    ImageInfo,
+    convert_to_pdf,
+    estimate_peak_bytes,
+    inspect_image,
+    low_memory_variant,
+)
 from app.errors import ApiError, StorageUnavailable
 from app.fetch import FetchPolicy, fetch_source
 from app.settings import Settings
@@ -37,7 +43,11 @@ async def image_to_pdf(data: bytes, held: Reservation, svc: Services) -> bytes:
     info: ImageInfo = await anyio.to_thread.run_sync(
         inspect_image, data, svc.settings.max_image_pixels
     )
-    await held.resize(estimate_peak_bytes(info, len(data)))
+    need = estimate_peak_bytes(info, len(data))
+    cheaper = low_memory_variant(info) if need > svc.admission.budget else None
+    if cheaper is not None:
+        info, need = cheaper, estimate_peak_bytes(cheaper, len(data))
+    await held.resize(need)
     pdf = await anyio.to_thread.run_sync(convert_to_pdf, data, info, limiter=svc.convert_limiter)
     await held.resize(len(pdf))  # the peak is over; only the PDF remains
     return pdf

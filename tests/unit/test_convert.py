@@ -12,7 +12,13 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image, ImageOps
 
-from app.convert import ImageInfo, convert_to_pdf, estimate_peak_bytes, inspect_image
+from app.convert import (
+    ImageInfo,
+    convert_to_pdf,
+    estimate_peak_bytes,
+    inspect_image,
+    low_memory_variant,
+)
 from app.errors import ImageTooLarge, InvalidImage, UnsupportedImage
 from tests.support import images
 
@@ -344,3 +350,18 @@ def test_complete_jpeg_with_trailing_padding_converts_unchanged():
     data = images.jpeg(320, 240) + b"\0" * 8
     pdf = convert_to_pdf(data, inspect_image(data, 10**8))
     assert data.rstrip(b"\0") in pdf
+
+
+def test_low_memory_variant_flattens_alpha_onto_white_for_less_memory():
+    data = images.alpha_png(64, 48)
+    info = inspect_image(data, 10**8)
+    cheaper = low_memory_variant(info)
+    assert cheaper is not None and cheaper.route != info.route
+    assert estimate_peak_bytes(cheaper, len(data)) < estimate_peak_bytes(info, len(data))
+    pdf = convert_to_pdf(data, cheaper)
+    assert b"/SMask" not in pdf  # flattened: no soft mask
+    im = render(pdf, (64, 48))
+    assert near(im.getpixel((8, 24)), images.RED)
+    assert near(im.getpixel((56, 24)), images.WHITE)
+    # Routes without a cheaper way have no variant.
+    assert low_memory_variant(inspect_image(images.jpeg(), 10**8)) is None
