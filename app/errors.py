@@ -63,3 +63,11 @@ class StorageUnavailable(ApiError):
 
     def __init__(self, retry_after_s: int, detail: str | None = None):
         super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
+class RateLimited(ApiError):
+    status, code = 429, "rate_limited"
+    detail = "Too many requests from your address; slow down."
+
+    def __init__(self, retry_after_s: int, detail: str | None = None):
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})

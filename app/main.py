@@ -22,7 +22,7 @@ from app.fetch import FetchPolicy
 from app.observability import AccessLogMiddleware, configure_logging, init_sentry
 from app.pages import PageSize
 from app.pipeline import Services, convert_source_url
-from app.ratelimit import RateLimitMiddleware, TokenBuckets
+from app.ratelimit import RateLimitMiddleware, TokenBuckets, charge_images
 from app.settings import Settings
 from app.storage import LocalStorage, content_disposition, make_storage
 from app.uploads import UPLOAD_OPENAPI, read_upload
@@ -133,6 +133,7 @@ ERROR_RESPONSES = {
         415: "Not a supported image.",
         422: "Malformed request, or a corrupt image.",
         502: "Source unreachable or answered an error.",
+        429: "Too many requests from this client (see Retry-After).",
         503: "Busy (see Retry-After) or storage unavailable.",
         504: "Source too slow.",
     }.items()
@@ -258,9 +259,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     # Outermost last: the access log sees (and times) rate-limited answers too.
+    buckets = make_buckets(settings)
+    app.state.rate_buckets = buckets
     app.add_middleware(
         RateLimitMiddleware,
-        buckets=make_buckets(settings),
+        buckets=buckets,
         client_ip_source=settings.client_ip_source,
     )
     app.add_middleware(AccessLogMiddleware)
@@ -291,6 +294,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 url = await convert_many([url_source(body.source_url, svc)], body.page_size, svc)
             return ConvertResponse(source_url=body.source_url, converted_url=url)
         urls = body.source_urls or []
+        charge_images(request.scope, request.app.state.rate_buckets, len(urls))
         url = await convert_many([url_source(u, svc) for u in urls], body.page_size, svc)
         return ConvertResponse(source_url=urls[0], source_urls=urls, converted_url=url)
 
@@ -309,6 +313,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """
         svc: Services = request.app.state.services
         async with read_upload(request, svc) as (sources, page_size):
+            charge_images(request.scope, request.app.state.rate_buckets, len(sources))
             url = await convert_many(sources, page_size, svc)
             names = [s.name for s in sources]
         return UploadResponse(source_files=names, converted_url=url)

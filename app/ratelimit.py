@@ -16,6 +16,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from app.errors import RateLimited
+
 CONVERSION_PATHS = ("/image_to_pdf",)
 
 
@@ -51,16 +53,18 @@ class TokenBuckets:
         self.clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def take(self, key: str) -> float:
-        """Take a token: 0.0 when allowed, else seconds until one is available."""
+    def take(self, key: str, cost: float = 1.0) -> float:
+        """Take `cost` tokens (at most a full bucket): 0.0 when allowed, else
+        seconds until that many are available (nothing is taken then)."""
+        cost = min(float(cost), float(self.burst))
         now = self.clock()
         tokens, last = self._buckets.pop(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.rate)
         wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
+        if tokens >= cost:
+            tokens -= cost
         else:
-            wait = (1.0 - tokens) / self.rate
+            wait = (cost - tokens) / self.rate
         self._buckets[key] = (tokens, now)
         while len(self._buckets) > self.max_clients:
             self._buckets.popitem(last=False)
@@ -84,7 +88,9 @@ class RateLimitMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        wait = self.buckets.take(client_address(scope, self.client_ip_source))
+        key = client_address(scope, self.client_ip_source)
+        scope.setdefault("state", {})["rate_limit_key"] = key
+        wait = self.buckets.take(key)
         if wait <= 0:
             await self.app(scope, receive, send)
             return
@@ -104,3 +110,14 @@ class RateLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def charge_images(scope: dict, buckets: TokenBuckets | None, images: int) -> None:
+    """A request converting several images pays one token per image (the middleware
+    took the first); raises RateLimited when the client's bucket cannot cover it."""
+    key = (scope.get("state") or {}).get("rate_limit_key")
+    if buckets is None or key is None or images <= 1:
+        return
+    wait = buckets.take(key, images - 1)
+    if wait > 0:
+        raise RateLimited(retry_after_s=max(1, math.ceil(wait)))

@@ -48,3 +48,23 @@ def test_limit_per_client_behind_the_lb(limited, source):
     assert int(spoofed.headers["retry-after"]) >= 1
     # Health checks and downloads are never limited.
     assert all(http("GET", limited.base + "/ping").status == 200 for _ in range(10))
+
+
+def test_several_images_cost_one_token_each(limited, source):
+    url = source.add_bytes("/rl-batch.png", images.png())
+    resp = http(
+        "POST",
+        limited.base + "/image_to_pdf",
+        {"source_urls": [url, url, url]},
+        headers={"X-Forwarded-For": "203.0.113.50, 34.120.1.2"},
+    )
+    assert resp.status == 429, resp.body  # burst 2 cannot pay for 3 images
+    assert resp.json()["code"] == "rate_limited"
+    assert int(resp.headers["retry-after"]) >= 1
+    two = http(
+        "POST",
+        limited.base + "/image_to_pdf",
+        {"source_urls": [url, url]},
+        headers={"X-Forwarded-For": "203.0.113.51, 34.120.1.2"},
+    )
+    assert two.status == 200, two.body

@@ -55,3 +55,15 @@ def test_without_an_lb_entry_the_peer_is_used():
     assert client_address(scope(xff="203.0.113.9"), "gclb") == "35.191.0.10"
     assert client_address(scope(), "gclb") == "35.191.0.10"
     assert client_address(scope(xff="junk, 34.120.1.2"), "gclb") == "35.191.0.10"
+
+
+def test_a_request_can_cost_several_tokens_but_never_more_than_a_bucket():
+    clock = Clock()
+    buckets = TokenBuckets(rate_per_s=1.0, burst=5, clock=clock)
+    assert buckets.take("a", cost=3) == 0.0
+    wait = buckets.take("a", cost=3)  # 2 left: refused, nothing taken
+    assert 0.9 < wait <= 1.0
+    assert buckets.take("a", cost=2) == 0.0
+    clock.now += 100
+    assert buckets.take("a", cost=50) == 0.0  # capped at the bucket size
+    assert buckets.take("a") > 0
