@@ -43,7 +43,9 @@ def service(tmp_path_factory):
     svc.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope: sync Playwright keeps an event loop running in this thread until it
+# stops, which would break asyncio.run() in any suite collected after this one.
+@pytest.fixture(scope="module")
 def browser():
     assert CHROMIUM.exists(), "install Debian's chromium (scripts/test.sh does)"
     with sync_playwright() as pw:
