@@ -60,17 +60,12 @@ class Admission:
         self.in_use = 0
         self.data_in_use = 0
         self.peak_in_use = 0
-        self.peak_total = 0
         self.rejected = 0
         self._changed = asyncio.Condition()
 
     def _check_fits(self, nbytes: int) -> None:
         if nbytes > self.budget:
             raise ImageTooLarge("The image needs more memory to convert than this service allows.")
-
-    def _note_peak(self) -> None:
-        self.peak_in_use = max(self.peak_in_use, self.in_use)
-        self.peak_total = max(self.peak_total, self.in_use + self.data_in_use)
 
     async def _wait_for(self, extra: int) -> None:
         loop = asyncio.get_running_loop()
@@ -86,7 +81,7 @@ class Admission:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), remaining)
             self.in_use += extra
-            self._note_peak()
+            self.peak_in_use = max(self.peak_in_use, self.in_use)
 
     def _wake(self) -> None:
         async def notify() -> None:
@@ -112,7 +107,6 @@ class Admission:
             raise Busy(self.retry_after_s)
         self.data_in_use += delta
         reservation.data = nbytes
-        self._note_peak()
 
     @asynccontextmanager
     async def reserve(self, nbytes: int = 0) -> AsyncIterator[Reservation]:
@@ -127,14 +121,3 @@ class Admission:
             self.data_in_use -= reservation.data
             reservation.nbytes = reservation.data = 0
             self._wake()
-
-    def stats(self) -> dict[str, int]:
-        return {
-            "budget": self.budget,
-            "data_budget": self.data_budget,
-            "in_use": self.in_use,
-            "data_in_use": self.data_in_use,
-            "peak_in_use": self.peak_in_use,
-            "peak_total": self.peak_total,
-            "rejected": self.rejected,
-        }

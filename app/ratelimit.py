@@ -94,10 +94,8 @@ class RateLimitMiddleware:
         if wait <= 0:
             await self.app(scope, receive, send)
             return
-        scope.setdefault("state", {})["error_code"] = "rate_limited"
-        body = json.dumps(
-            {"detail": "Too many requests from your address; slow down.", "code": "rate_limited"}
-        ).encode()
+        scope.setdefault("state", {})["error_code"] = RateLimited.code
+        body = json.dumps({"detail": RateLimited.detail, "code": RateLimited.code}).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -149,8 +149,6 @@ def test_oversized_source_is_413(service, source):
 
 
 def test_slow_source_is_504_within_the_total_timeout(service, source):
-    import time
-
     url = source.add_slow("/slow.png", images.png()[:50], delay_s=0.5)
     t0 = time.monotonic()
     resp = service.post(url)
