@@ -41,7 +41,6 @@ import random
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -58,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.images import non_image, pixel_bomb_png  # noqa: E402
+from tests.support.servers import free_port  # noqa: E402
 
 GIB = 1024**3
 MIB = 1024**2
@@ -276,12 +276,6 @@ class SourceProcess:
         if self.proc.is_alive():
             self.proc.terminate()
         self.proc.join(10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 _CLOSED_PORT: int | None = None

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.machine import DebianMachine, free_port
+from tests.support.machine import DebianMachine
+from tests.support.servers import free_port
 
 from .conftest import ROOT, controller_venv
 from .helpers import png_bytes, send, serve

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, free_port
+from tests.support.servers import free_port
+
+from .conftest import ROOT
 from .helpers import pdf_bytes, png_bytes, read_json, send, send_json, serve
 
 SMOKE = ROOT / "scripts" / "smoke_test.py"

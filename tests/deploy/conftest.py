@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.support.machine import DebianMachine, free_port  # noqa: E402
+from tests.support.machine import DebianMachine  # noqa: E402
+from tests.support.servers import free_port  # noqa: E402
 
 GIB = 1024**3
 CODE_PATHS = ("app", "config", "scripts", "systemd")

@@ -17,14 +17,6 @@ import httpx
 import pytest
 
 from tests.support import images
-from tests.support.servers import SourceServer
-
-
-@pytest.fixture(scope="module")
-def source():
-    server = SourceServer()
-    yield server
-    server.close()
 
 
 def ping(base_url: str) -> dict:

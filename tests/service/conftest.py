@@ -7,14 +7,7 @@ import io
 import pikepdf
 import pytest
 
-from tests.support.servers import Service, SourceServer
-
-
-@pytest.fixture(scope="session")
-def source():
-    server = SourceServer()
-    yield server
-    server.close()
+from tests.support.servers import Service
 
 
 @pytest.fixture(scope="module")

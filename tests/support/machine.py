@@ -32,13 +32,14 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from tests.support.servers import free_port
 
 SUITE = "bookworm"
 #: What a fresh GCE Debian 12 image has that matters here. Everything else the role installs.
@@ -66,13 +67,6 @@ class MachineError(RuntimeError):
 
 def log(msg: str) -> None:
     print(f"[machine] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now, on the shared loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def host_mirror() -> str:

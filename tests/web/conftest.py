@@ -11,7 +11,7 @@ import pikepdf
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from tests.support.servers import ROOT, Service, SourceServer
+from tests.support.servers import ROOT, Service
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "tests" / "artifacts" / "web"
@@ -27,13 +27,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-@pytest.fixture(scope="session")
-def source():
-    server = SourceServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="session")
