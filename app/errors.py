@@ -71,3 +71,18 @@ class RateLimited(ApiError):
 
     def __init__(self, retry_after_s: int, detail: str | None = None):
         super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
+class SourceBadRedirect(ApiError):
+    status, code = 502, "source_bad_redirect"
+    detail = "The source URL redirected to a malformed URL."
+
+
+class RequestTooLarge(ApiError):
+    status, code, detail = 413, "request_too_large", "The request body is too large."
+
+
+class ClientClosedRequest(ApiError):
+    """The client went away before its request arrived; nobody reads the answer."""
+
+    status, code, detail = 499, "client_closed_request", "The client closed the request."

@@ -20,10 +20,19 @@ ones resolved against the current URL) goes back to step 1. More than
 (`SourceHttpError`), not a 400: the URL the client sent was fine. Other 3xx, and
 redirects without a Location, are upstream errors too.
 
+A Location that does not parse as an absolute http(s) URL is the source
+misbehaving: 502 `source_bad_redirect`. A well-formed one that points somewhere
+not allowed is the URL check's 400.
+
 The body is streamed with the byte cap on the wire bytes (we ask for identity
-encoding and never decompress, so a gzip answer fails the sniff as 415) and the
-type is sniffed from the first bytes, so a huge or non-image source costs at
+encoding, never decompress and refuse any other Content-Encoding with 415) and
+the type is sniffed from the first bytes, so a huge or non-image source costs at
 most one read past the point we know.
+
+Memory is accounted as bytes actually arrive (a step ahead), never from the
+Content-Length a source announces, and a source must keep up `min_rate` bytes/s
+over every `rate_window` seconds: a source that announces 20 MiB and then
+trickles holds at most one step of the download pool, for one window.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import certifi
 import httpx
 
 from app.errors import (
+    SourceBadRedirect,
     SourceHttpError,
     SourceTimeout,
     SourceTooLarge,
@@ -57,7 +67,7 @@ if TYPE_CHECKING:
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 # Told how many body bytes to account for as they arrive (admission's data pool).
 ByteCounter = Callable[[int], None]
-_ACCOUNT_STEP = 1024 * 1024
+_ACCOUNT_STEP = 256 * 1024
 
 USER_AGENT = "img2pdf-service/1"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -87,6 +97,7 @@ _BLOCKED_NETWORKS: tuple[tuple[str, str], ...] = (
     ("::/128", "unspecified"),
     ("::1/128", "loopback"),
     ("::/96", "IPv4-compatible (deprecated)"),
+    ("::ffff:0:0:0/96", "IPv4-translated (SIIT): a translator would reach the IPv4 address"),
     ("64:ff9b::/96", "NAT64: would reach the embedded IPv4 address"),
     ("64:ff9b:1::/48", "local-use NAT64"),
     ("100::/64", "discard-only"),
@@ -113,6 +124,8 @@ class FetchPolicy:
     connect_timeout: float = 3.0
     read_timeout: float = 5.0
     total_timeout: float = 10.0
+    min_rate: int = 64 * 1024  # bytes/s a source must sustain over each window
+    rate_window: float = 2.0
 
     @classmethod
     def from_settings(cls, s: Settings) -> FetchPolicy:
@@ -124,6 +137,7 @@ class FetchPolicy:
             connect_timeout=s.connect_timeout_s,
             read_timeout=s.read_timeout_s,
             total_timeout=s.total_timeout_s,
+            min_rate=s.source_min_rate,
         )
 
 
@@ -318,25 +332,40 @@ async def _send(client: httpx.AsyncClient, target: ParsedTarget, ips: list[str])
         )
         try:
             return await client.send(request, stream=True)
-        except httpx.ConnectError:
-            continue
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            continue  # this address is down or silent: the next checked one may answer
+        except httpx.InvalidURL:
+            # Our request URL was built and checked above; httpx parses only the
+            # answer's Location here (for `next_request`), so this is a bad redirect.
+            raise SourceBadRedirect() from None
+        except httpx.RemoteProtocolError as exc:
+            if str(exc).startswith("Invalid URL in location header"):
+                raise SourceBadRedirect() from None
+            raise
     raise SourceUnreachable()
 
 
 async def _read_body(
     response: httpx.Response, policy: FetchPolicy, on_bytes: ByteCounter | None = None
 ) -> tuple[bytes, str]:
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedImage("The source sent a compressed (Content-Encoding) body.")
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > policy.max_bytes:
         raise SourceTooLarge()
     accounted = 0
-    if on_bytes is not None and declared.isdigit():
-        accounted = int(declared)
-        on_bytes(accounted)
     body = bytearray()
     kind: str | None = None
+    clock = anyio.current_time
+    mark_time, mark_bytes = clock(), 0
     async for chunk in response.aiter_raw():
         body += chunk
+        now = clock()
+        if now - mark_time >= policy.rate_window:
+            if len(body) - mark_bytes < policy.min_rate * (now - mark_time):
+                raise SourceTimeout("The source URL sent the image too slowly.")
+            mark_time, mark_bytes = now, len(body)
         if kind is None:
             head = bytes(body[:SNIFF_BYTES])
             kind = sniff_image_type(head)
@@ -345,7 +374,7 @@ async def _read_body(
         if len(body) > policy.max_bytes:
             raise SourceTooLarge()
         if on_bytes is not None and len(body) > accounted:
-            # Account ahead in 1 MiB steps; the final copy to bytes doubles it briefly.
+            # What arrived, a step ahead; the final copy to bytes doubles it briefly.
             accounted = min(policy.max_bytes, len(body) + _ACCOUNT_STEP)
             on_bytes(accounted)
     if kind is None:
@@ -354,10 +383,19 @@ async def _read_body(
 
 
 def _redirect_target(current: ParsedTarget, location: str) -> str:
+    """The absolute URL a Location names; one that cannot be fetched as written is a 502."""
     try:
-        return str(httpx.URL(current.url).join(location).copy_with(fragment=None))
-    except (httpx.InvalidURL, TypeError, ValueError):
-        raise UrlNotAllowed("The source redirected to a URL that is not allowed.") from None
+        joined = httpx.URL(current.url).join(location).copy_with(fragment=None)
+        text = str(joined)
+        if joined.scheme in _DEFAULT_PORTS:
+            # "http:x" joins to a URL with no host; "https:127.0.0.1" to one
+            # whose path lacks its "/": neither can be requested.
+            if not joined.raw_host or not joined.raw_path.startswith(b"/"):
+                raise SourceBadRedirect()
+            httpx.URL(text)  # round-trips, or it is not a URL
+    except (httpx.InvalidURL, TypeError, ValueError, UnicodeError):
+        raise SourceBadRedirect() from None
+    return text
 
 
 async def _fetch(
@@ -404,5 +442,7 @@ async def fetch_source(
         raise SourceTimeout() from None
     except httpx.TimeoutException:
         raise SourceTimeout() from None
-    except httpx.HTTPError:
+    except (httpx.HTTPError, httpx.InvalidURL):
+        # InvalidURL is not an HTTPError: whatever a source's answer makes httpx
+        # refuse is the source's fault, never a 500.
         raise SourceUnreachable() from None

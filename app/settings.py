@@ -5,12 +5,15 @@ A typo in a limit must stop the process at boot, not surface as a 500 later.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 MIB = 1024 * 1024
+# Google's front ends reach backends from these (the LB's health checks too).
+LB_SOURCE_RANGES = ("130.211.0.0/22", "35.191.0.0/16")
 
 
 class SettingsError(ValueError):
@@ -59,6 +62,19 @@ def _choice(env: dict[str, str], name: str, default: str, allowed: tuple[str, ..
     if value not in allowed:
         raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     return value
+
+
+def _networks(env: dict[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    nets = tuple(n.strip() for n in raw.split(",") if n.strip())
+    for net in nets:
+        try:
+            ipaddress.ip_network(net)
+        except ValueError:
+            raise SettingsError(f"{name} must be comma-separated networks, got {net!r}") from None
+    return nets
 
 
 def _git_sha() -> str | None:
@@ -110,6 +126,12 @@ class Settings:
     max_pages: int = 20  # images per request (URL lists and uploads)
     max_upload_bytes: int = 50 * MIB  # total size of one multipart upload
     allowed_ports: tuple[int, ...] = field(default=(80, 443))
+    max_json_body_bytes: int = 64 * 1024  # a POST /image_to_pdf body, counted as it arrives
+    source_min_rate: int = 64 * 1024  # bytes/s a source must keep up (each 2 s window)
+    header_timeout_s: float = 10.0  # from a request's first byte to its last header
+    body_timeout_s: float = 30.0  # from the last header to the last body byte
+    max_connections: int = 1000  # open connections per worker
+    lb_source_ranges: tuple[str, ...] = field(default=LB_SOURCE_RANGES)
 
     @property
     def storage_backend(self) -> str:
@@ -156,4 +178,10 @@ class Settings:
             client_ip_source=_choice(env, "CLIENT_IP_SOURCE", "peer", ("peer", "gclb")),
             max_pages=_int(env, "MAX_PAGES", 20, minimum=1),
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 50 * MIB, minimum=1024),
+            max_json_body_bytes=_int(env, "MAX_JSON_BODY_BYTES", 64 * 1024, minimum=1024),
+            source_min_rate=_int(env, "SOURCE_MIN_RATE", 64 * 1024),
+            header_timeout_s=_float(env, "HTTP_HEADER_TIMEOUT", 10.0, minimum=0.1),
+            body_timeout_s=_float(env, "HTTP_BODY_TIMEOUT", 30.0, minimum=0.1),
+            max_connections=_int(env, "MAX_CONNECTIONS_PER_WORKER", 1000, minimum=1),
+            lb_source_ranges=_networks(env, "LB_SOURCE_RANGES", LB_SOURCE_RANGES),
         )

@@ -18,6 +18,8 @@ other schemes, userinfo) must each be rejected on their own merits.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import http.server
 import ipaddress
 import re
@@ -26,7 +28,8 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from urllib.parse import parse_qs, urlsplit
+from dataclasses import replace
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import trustme
@@ -34,6 +37,7 @@ import trustme
 from app import fetch
 from app.errors import (
     ApiError,
+    SourceBadRedirect,
     SourceHttpError,
     SourceTimeout,
     SourceTooLarge,
@@ -98,6 +102,24 @@ BLOCKED = [
     "2001:1::1",
     "2001:2::1",
     "3fff::1",
+    # IPv4-translated (::ffff:0:0:0/96): 127.0.0.1, the metadata address, first, last.
+    "::ffff:0:7f00:1",
+    "::ffff:0:a9fe:a9fe",
+    "::ffff:0:0:0",
+    "::ffff:0:ffff:ffff",
+    # 6to4 forms in the upper half of 2002::/16 (a /17 would miss them):
+    # 169.254.169.254 and 192.168.1.1.
+    "2002:a9fe:a9fe::1",
+    "2002:c0a8:101::1",
+    "2002:ffff:ffff::1",
+    # Multicast in the upper half of ff00::/8 (a /9 would miss it).
+    "ff80::1",
+    "ffff::1",
+    # IPv4-mapped forms of ranges `is_global` calls global: only the unwrap to
+    # the IPv4 address blocks them.
+    "::ffff:224.0.0.1",
+    "::ffff:192.88.99.1",
+    "::ffff:192.0.0.9",
 ]
 PUBLIC = [
     "8.8.8.8",
@@ -275,6 +297,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif route == "trickle":
             self._start_stream("image/png")
             self._stream(PNG, b"\x00", pause=0.05, seconds=6)
+        elif route == "chunked":
+            # The PNG in chunked encoding, no Content-Length: only counting can cap it.
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for i in range(0, len(PNG), 50):
+                part = PNG[i : i + 50]
+                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+        elif route == "gzip":
+            self._send(200, gzip.compress(PNG), {"Content-Encoding": "gzip"})
+        elif route == "drip":
+            # Announces 20 MiB, then one byte every 0.1 s.
+            self.send_response(200)
+            self.send_header("Content-Length", str(20 * 1024 * 1024))
+            self.end_headers()
+            self._stream(PNG, b"\x00", pause=0.1, seconds=8)
         elif route == "stall":
             self._start_stream("image/png")
             time.sleep(3)
@@ -894,3 +934,113 @@ async def test_non_image_stream_abandoned_after_the_first_bytes(server: LocalSer
             f"http://images.test:{server.port}/endless-html", private(max_bytes=1 << 20), dns
         )
     assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.anyio
+async def test_chunked_body_of_exactly_the_cap_accepted_one_more_refused(
+    server: LocalServer,
+) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    url = f"http://images.test:{server.port}/chunked"
+    assert (await fetch_source(url, private(max_bytes=len(PNG)), dns)).data == PNG
+    with pytest.raises(SourceTooLarge):
+        await fetch_source(url, private(max_bytes=len(PNG) - 1), dns)
+
+
+@pytest.mark.anyio
+async def test_compressed_body_refused_not_decoded(server: LocalServer) -> None:
+    """gzip of a valid PNG: decoding it would succeed, so a 415 proves we did not."""
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    with pytest.raises(UnsupportedImage) as info:
+        await fetch_source(f"http://images.test:{server.port}/gzip", private(), dns)
+    assert info.value.status == 415
+
+
+@contextlib.contextmanager
+def black_hole_at(host: str, port: int = 0) -> Iterator[int]:
+    """A loopback port whose accept queue is full: a SYN to it is never answered."""
+    listener = socket.socket()
+    listener.bind((host, port))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect((host, port))
+        fillers.append(sock)
+    time.sleep(0.2)
+    try:
+        yield port
+    finally:
+        for sock in fillers:
+            sock.close()
+        listener.close()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    with black_hole_at("127.0.0.1") as port:
+        yield port
+
+
+@pytest.mark.anyio
+async def test_connect_timeout_gives_up_on_a_silent_address(black_hole: int) -> None:
+    """With only the total timeout (60 s here) this would be a 504 SourceTimeout;
+    the connect timeout ends the attempt on the silent address first."""
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    policy = private(connect_timeout=0.3, read_timeout=60.0, total_timeout=60.0)
+    with pytest.raises(SourceUnreachable):
+        await fetch_source(f"http://images.test:{black_hole}/img.png", policy, dns)
+
+
+@pytest.mark.anyio
+async def test_connect_timeout_falls_back_to_the_next_checked_address(
+    server: LocalServer,
+) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.2", "127.0.0.1"]})
+    policy = private(connect_timeout=0.3, total_timeout=60.0)
+    with black_hole_at("127.0.0.2", server.port):  # the first answer never accepts
+        got = await fetch_source(f"http://images.test:{server.port}/img.png", policy, dns)
+    assert got.data == PNG
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "to",
+    ["http:x", "https:127.0.0.1", "http://[::1", "//[zz]/", "https://", "http://a:99x/"],
+)
+async def test_malformed_location_is_a_502_with_its_own_code(to: str, server: LocalServer) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    url = f"http://images.test:{server.port}/redirect?to={quote(to, safe='')}"
+    with pytest.raises(SourceBadRedirect) as info:
+        await fetch_source(url, private(), dns)
+    assert info.value.status == 502
+    assert info.value.code == "source_bad_redirect"
+
+
+@pytest.mark.anyio
+async def test_a_trickling_source_holds_what_arrived_and_is_dropped_below_the_rate(
+    server: LocalServer,
+) -> None:
+    """Announcing 20 MiB reserves nothing: only bytes that arrived (a 256 KiB step
+    ahead) are accounted, and under `min_rate` over a window the fetch ends."""
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    accounted: list[int] = []
+    policy = private(min_rate=1024, rate_window=0.5, read_timeout=5.0, total_timeout=30.0)
+    with pytest.raises(SourceTimeout) as info:
+        await fetch_source(
+            f"http://images.test:{server.port}/drip", policy, dns, on_bytes=accounted.append
+        )
+    assert "slowly" in info.value.detail
+    assert accounted and max(accounted) < 1024 * 1024  # one step, not the 20 MiB announced
+
+
+@pytest.mark.anyio
+async def test_a_source_keeping_the_rate_is_not_cut(server: LocalServer) -> None:
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    policy = private(min_rate=10, rate_window=0.2, total_timeout=30.0)
+    url = f"http://images.test:{server.port}/endless-image"
+    with pytest.raises(SourceTooLarge):  # fast enough: read on until the byte cap
+        await fetch_source(url, replace(policy, max_bytes=4 << 20), dns)
