@@ -14,17 +14,19 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app.admission import Admission
 from app.batch import convert_many, url_source
-from app.errors import ApiError
+from app.bodycap import BodyCapMiddleware
+from app.errors import ApiError, ClientClosedRequest
 from app.fetch import FetchPolicy
 from app.observability import AccessLogMiddleware, configure_logging, init_sentry
 from app.pages import PageSize
 from app.pipeline import Services, convert_source_url
 from app.ratelimit import RateLimitMiddleware, TokenBuckets, charge_images
 from app.settings import Settings
-from app.storage import LocalStorage, content_disposition, make_storage
+from app.storage import LocalStorage, content_disposition, download_filename, make_storage
 from app.uploads import UPLOAD_OPENAPI, read_upload
 
 log = logging.getLogger("img2pdf")
@@ -172,6 +174,20 @@ def _error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+# A 422 names this many fields at most, then how many more there were.
+_FIELDS_SHOWN = 5
+
+
+def _field_summary(fields: list[str]) -> str:
+    shown = ", ".join(fields[:_FIELDS_SHOWN])
+    more = len(fields) - _FIELDS_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _field_order(field: str) -> tuple:
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in field.split("."))
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
@@ -181,8 +197,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
         request.scope.setdefault("state", {})["error_code"] = "invalid_request"
-        fields = sorted({".".join(str(p) for p in e.get("loc", ())[1:]) for e in exc.errors()})
-        where = f" (check: {', '.join(f for f in fields if f)})" if any(fields) else ""
+        named = {".".join(str(p) for p in e.get("loc", ())[1:]) for e in exc.errors()}
+        fields = sorted((f for f in named if f), key=_field_order)
+        where = f" (check: {_field_summary(fields)})" if fields else ""
         if request.url.path.endswith("/upload"):
             detail = 'Send multipart/form-data with image files in parts named "files"'
         else:
@@ -198,6 +215,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else "Request failed."
         return _error(exc.status_code, code, detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect):
+        # The client hung up mid-body: its event, not ours. Logged by the access
+        # line (499), never as an error and never to Sentry.
+        gone = ClientClosedRequest()
+        request.scope.setdefault("state", {})["error_code"] = gone.code
+        return _error(gone.status, gone.code, gone.detail)
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception):
@@ -261,10 +286,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost last: the access log sees (and times) rate-limited answers too.
     buckets = make_buckets(settings)
     app.state.rate_buckets = buckets
+    # The JSON body is capped before anything parses it (inside the rate limit,
+    # which reads no body at all).
+    app.add_middleware(
+        BodyCapMiddleware, paths=("/image_to_pdf",), limit=settings.max_json_body_bytes
+    )
     app.add_middleware(
         RateLimitMiddleware,
         buckets=buckets,
         client_ip_source=settings.client_ip_source,
+        lb_ranges=settings.lb_source_ranges,
     )
     app.add_middleware(AccessLogMiddleware)
 
@@ -288,6 +319,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """
         svc: Services = request.app.state.services
         if body.source_url is not None:
+            charge_images(request.scope, request.app.state.rate_buckets, 1)
             if body.page_size == PageSize.image:
                 url = await convert_source_url(body.source_url, svc)
             else:
@@ -334,17 +366,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
-    @app.get("/files/{name}", summary="Download a converted PDF (local storage only)")
+    @app.api_route(
+        "/files/{name}",
+        methods=["GET", "HEAD"],
+        summary="Download a converted PDF (local storage only)",
+    )
     async def download(name: str, request: Request):
         storage = request.app.state.services.storage
         path = storage.path_for(name) if isinstance(storage, LocalStorage) else None
         if path is None:
             return _error(404, "not_found", "No such file.")
+        filename = storage.filename_for(name) or download_filename(name)
         return FileResponse(
             path,
             media_type="application/pdf",
             headers={
-                "Content-Disposition": content_disposition(name),
+                "Content-Disposition": content_disposition(filename),
                 "Cache-Control": "public, max-age=86400",
                 "X-Content-Type-Options": "nosniff",
             },

@@ -35,6 +35,39 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"), default=str)
 
 
+class OncePerInterval(logging.Filter):
+    """Lets one record whose message starts with `prefix` through per `interval_s`;
+    the next one carries how many were dropped in between.
+
+    asyncio logs `socket.accept() out of system resource` for every failed
+    accept: when file descriptors run out that was 200,000 lines in 30 s.
+    """
+
+    def __init__(self, prefix: str, interval_s: float = 60.0, clock=time.monotonic):
+        super().__init__()
+        self.prefix = prefix
+        self.interval_s = interval_s
+        self.clock = clock
+        self.last: float | None = None
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        now = self.clock()
+        if self.last is not None and now - self.last < self.interval_s:
+            self.dropped += 1
+            return False
+        if self.dropped:
+            record.msg = f"{record.msg} ({self.dropped} more in the last {now - self.last:.0f} s)"
+            record.args = ()
+        self.last, self.dropped = now, 0
+        return True
+
+
+ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
+
+
 def configure_logging(level: str | None = None) -> None:
     level = (level or os.environ.get("LOG_LEVEL", "INFO")).upper()
     handler = logging.StreamHandler(sys.stdout)
@@ -47,6 +80,9 @@ def configure_logging(level: str | None = None) -> None:
         logging.getLogger(name).propagate = True
     # Our middleware writes the access log; the servers' own would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, OncePerInterval) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(OncePerInterval(ACCEPT_EXHAUSTED))
     # Servers reconfigure the root logger after import; pin our own level.
     app_logger = logging.getLogger("img2pdf")
     app_logger.setLevel(level)
@@ -87,7 +123,7 @@ class AccessLogMiddleware:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        status = 500
+        status: int | None = None
 
         async def send_with_id(message):
             nonlocal status
@@ -105,7 +141,8 @@ class AccessLogMiddleware:
                 "request_id": request_id,
                 "method": scope.get("method"),
                 "path": scope.get("path"),
-                "status": status,
+                # No answer sent: the status a middleware recorded (499), else a bug.
+                "status": status if status is not None else scope["state"].get("status", 500),
                 "duration_ms": round((time.perf_counter() - start) * 1000, 1),
             }
             error_code = scope["state"].get("error_code")

@@ -50,8 +50,15 @@ class Storage(Protocol):
         ...
 
 
+_FILENAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,84}\.pdf$")
+
+
 class LocalStorage:
-    """The embedded default: files under DATA_DIR, served by the app at /files/."""
+    """The embedded default: files under DATA_DIR, served by the app at /files/.
+
+    The download name (from the source, as GCS keeps it in Content-Disposition)
+    sits next to the PDF in `<uuid>.pdf.filename`.
+    """
 
     def __init__(self, data_dir: Path, public_base_url: str):
         self.data_dir = data_dir
@@ -61,23 +68,38 @@ class LocalStorage:
     def save_pdf(self, pdf: bytes, name: str, filename: str) -> str:
         if not is_pdf_name(name):
             raise ValueError(f"refusing to store {name!r}")
+        if _FILENAME_RE.fullmatch(filename):
+            self._write(self.data_dir / f"{name}.filename", filename.encode())
+        self._write(self.data_dir / name, pdf)
+        return f"{self.public_base_url}/files/{name}"
+
+    def _write(self, path: Path, data: bytes) -> None:
         # Write then rename: a reader never sees half a file.
         fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".upload-")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(pdf)
+                fh.write(data)
             os.chmod(tmp, 0o644)
-            os.replace(tmp, self.data_dir / name)
+            os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return f"{self.public_base_url}/files/{name}"
 
     def path_for(self, name: str) -> Path | None:
         if not is_pdf_name(name):
             return None
         path = self.data_dir / name
         return path if path.is_file() else None
+
+    def filename_for(self, name: str) -> str | None:
+        """The download name stored with `name`, if any."""
+        if not is_pdf_name(name):
+            return None
+        try:
+            text = (self.data_dir / f"{name}.filename").read_text("ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return text if _FILENAME_RE.fullmatch(text) else None
 
 
 class GCSStorage:

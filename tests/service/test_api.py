@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import re
+import socket
 import time
 
 import pytest
@@ -65,10 +67,7 @@ def test_each_format_converts_to_a_downloadable_one_page_pdf(service, source, ki
     pdf = http("GET", body["converted_url"])
     assert pdf.status == 200
     assert pdf.headers["content-type"] == "application/pdf"
-    assert (
-        f'filename="{body["converted_url"].rsplit("/", 1)[1]}"'
-        in pdf.headers["content-disposition"]
-    )
+    assert f'filename="{kind}.pdf"' in pdf.headers["content-disposition"]
     assert len(open_pdf(pdf.body).pages) == 1
 
 
@@ -222,3 +221,116 @@ def test_access_log_is_json_lines_with_request_id(service):
         time.sleep(0.1)
     assert any(e["request_id"] == "trace-me-123" and e["status"] == 200 for e in access)
     assert all({"method", "path", "status", "duration_ms"} <= e.keys() for e in access)
+
+
+# --- hostile requests: caps before parsing, summaries, odd sources ----------------------
+
+
+def raw_exchange(service, head: bytes, body_parts: list[bytes], timeout: float = 20.0) -> bytes:
+    """Sends a request head and body parts on a raw socket; returns what came back
+    (stops sending as soon as an answer starts)."""
+    with socket.create_connection(("127.0.0.1", service.port), timeout=timeout) as sock:
+        sock.sendall(head)
+        sock.setblocking(False)
+        answer = b""
+        for part in body_parts:
+            with contextlib.suppress(BlockingIOError):
+                answer += sock.recv(65536)
+            if answer:
+                break
+            try:
+                sock.sendall(part)
+            except (BlockingIOError, OSError):
+                break
+        sock.settimeout(timeout)
+        try:
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return answer
+
+
+def status_and_json(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 "), answer[:200]
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_a_declared_oversized_body_is_refused_before_it_arrives(service):
+    """55 MB announced, 1 KB sent: the 413 comes without waiting for the rest
+    (before, the whole body was read and parsed: 26 s and 2.6 GB)."""
+    head = (
+        b"POST /image_to_pdf HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 55000000\r\n\r\n"
+    )
+    answer = raw_exchange(service, head, [b'{"source_urls": [' + b'"http://a", ' * 80])
+    status, body = status_and_json(answer)
+    assert status == 413 and body["code"] == "request_too_large", body
+    assert_healthy(service)
+
+
+def test_a_chunked_body_is_counted_and_cut_at_the_cap(service):
+    head = (
+        b"POST /image_to_pdf HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    piece = b" " * 16384
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    # 100 chunks (1.6 MB) are offered; the answer arrives after the cap (64 KiB).
+    answer = raw_exchange(service, head, [chunk] * 100)
+    status, body = status_and_json(answer)
+    assert status == 413 and body["code"] == "request_too_large", body
+    assert "65536 bytes" in body["detail"]
+    assert_healthy(service)
+
+
+def test_a_body_just_under_the_cap_is_parsed(service):
+    pad = 64 * 1024 - len(b'{"source_url": ""}')
+    exact = b'{"source_url": ""' + b" " * pad + b"}"
+    assert len(exact) == 64 * 1024
+    assert_error(http("POST", service.base + "/image_to_pdf", exact), 422, "invalid_request")
+    over = b'{"source_url": ""' + b" " * (pad + 1) + b"}"
+    assert_error(http("POST", service.base + "/image_to_pdf", over), 413, "request_too_large")
+
+
+def test_source_url_length_boundary(service, source):
+    base = source.url("/long/")
+    at_cap = base + "a" * (2048 - len(base))
+    assert len(at_cap) == 2048
+    assert_error(service.post(at_cap), 502, "source_http_error")  # fetched: a 404
+    assert_error(service.post(at_cap + "a"), 422, "invalid_request")
+
+
+def test_a_422_names_a_few_fields_then_counts_the_rest(service):
+    resp = http("POST", service.base + "/image_to_pdf", {"source_urls": [""] * 10_000})
+    assert_error(resp, 422, "invalid_request")
+    detail = resp.json()["detail"]
+    assert len(resp.body) < 500, len(resp.body)
+    assert "source_urls.0, source_urls.1, source_urls.2" in detail
+    assert "and 9995 more" in detail
+
+
+@pytest.mark.parametrize("location", ["http:x", "https:127.0.0.1", "http://[::1"])
+def test_a_malformed_redirect_is_a_502_not_a_500(service, source, location):
+    url = source.add_redirect(f"/bad-location/{len(location)}", location)
+    assert_error(service.post(url), 502, "source_bad_redirect")
+    assert "unhandled error" not in service.log()
+
+
+def test_head_on_a_file_and_the_download_name(service, source):
+    url = source.add_bytes("/albums/Holiday-Photo.png", images.png())
+    converted = service.post(url).json()["converted_url"]
+    head = http("HEAD", converted)
+    assert head.status == 200
+    assert head.body == b""
+    got = http("GET", converted)
+    assert int(head.headers["content-length"]) == len(got.body)
+    for resp in (head, got):
+        disposition = resp.headers["content-disposition"]
+        assert 'filename="Holiday-Photo.pdf"' in disposition, disposition
+    missing = http("HEAD", service.base + "/files/00000000-0000-4000-8000-000000000000.pdf")
+    assert missing.status == 404

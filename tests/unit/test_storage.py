@@ -66,3 +66,15 @@ def test_download_filename_is_friendly_and_header_safe(url, expected):
     assert download_filename(url) == expected
     header = content_disposition(download_filename(url))
     assert re.fullmatch(r'inline; filename="[A-Za-z0-9._-]+"; filename\*=UTF-8\'\'[^\s"]+', header)
+
+
+def test_local_storage_keeps_the_download_name(tmp_path):
+    store = LocalStorage(tmp_path, "http://localhost:4321")
+    name = new_pdf_name()
+    store.save_pdf(b"%PDF-1.4 x", name, download_filename("https://h/x/cat photo.png"))
+    assert store.filename_for(name) == "cat_photo.pdf"
+    other = new_pdf_name()
+    store.save_pdf(b"%PDF-1.4 y", other, 'evil"\r\nname.pdf')  # never stored as such
+    assert store.filename_for(other) is None
+    assert store.filename_for("../x.pdf") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, f"{name}.filename", other])
