@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import json
+import socket
+import time
 import uuid
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from tests.service.conftest import open_pdf
 from tests.service.test_api import assert_error, assert_healthy
 from tests.service.test_batch import centre_colours, flat, near, stored
+from tests.service.test_sentry import Receiver, wait_for
 from tests.support import images
 from tests.support.servers import Service
 from tests.support.servers import http as request
@@ -175,3 +179,33 @@ def test_openapi_documents_the_upload(service):
     ok = op["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok["$ref"].endswith("/UploadResponse")
     assert spec["components"]["schemas"]["UploadResponse"]["examples"]
+
+
+def test_a_client_aborting_its_upload_is_a_client_event(tmp_path):
+    """Half an upload, then the client hangs up: a 499 access line, no error
+    line, nothing for Sentry (it was a ClientDisconnect traceback at error level)."""
+    receiver = Receiver()
+    svc = Service(
+        tmp_path, env={"SENTRY_DSN": receiver.dsn, "WEB_CONCURRENCY": "1", "LOG_LEVEL": "INFO"}
+    ).start()
+    try:
+        body, ctype = multipart([("files", "big.png", images.random_bytes(2_000_000))])
+        with socket.create_connection(("127.0.0.1", svc.port)) as sock:
+            sock.sendall(
+                b"POST /image_to_pdf/upload HTTP/1.1\r\nHost: x\r\n"
+                + f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body[: len(body) // 4]
+            )
+            time.sleep(0.5)  # let the server start reading the form
+        assert wait_for(lambda: '"status":499' in svc.log()), svc.log()[-2000:]
+        time.sleep(2)  # an error event would be on its way by now
+        lines = [json.loads(ln) for ln in svc.log().splitlines() if ln.startswith("{")]
+        aborted = [e for e in lines if e.get("status") == 499]
+        assert aborted[0]["path"] == "/image_to_pdf/upload"
+        assert aborted[0]["error_code"] == "client_closed_request"
+        assert not [e for e in lines if e["level"] in ("error", "critical")], lines
+        assert "Traceback" not in svc.log()
+        assert receiver.events() == []
+    finally:
+        svc.stop()
+        receiver.httpd.shutdown()
