@@ -1,4 +1,5 @@
-"""A cap on request bodies that holds before anything parses them.
+"""Caps on a request's size that hold before anything parses it: the body of the
+JSON route, and the request target (URL) of every route.
 
 FastAPI reads the whole body into memory and then parses the JSON, so a 55 MB
 list of URLs cost a worker 2.6 GB before pydantic could say "too many". This
@@ -12,7 +13,16 @@ from __future__ import annotations
 
 import json
 
-from app.errors import ClientClosedRequest, RequestTooLarge
+from app.errors import ApiError, ClientClosedRequest, RequestTooLarge
+
+# Request targets (path and query) longer than this are refused with 414;
+# h11 already refuses a header block that is still incomplete past 16 KiB.
+MAX_TARGET_BYTES = 8192
+
+
+class UriTooLong(ApiError):
+    status, code = 414, "uri_too_long"
+    detail = f"The request URL is too long: at most {MAX_TARGET_BYTES} bytes."
 
 
 class BodyCapMiddleware:
@@ -22,7 +32,14 @@ class BodyCapMiddleware:
         self.limit = limit
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("path") not in self.paths:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        if target > MAX_TARGET_BYTES:
+            await self._refuse(scope, send, UriTooLong())
+            return
+        if scope.get("path") not in self.paths:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -63,7 +80,7 @@ class BodyCapMiddleware:
     def _detail(self) -> str:
         return f"The request body is too large: at most {self.limit} bytes."
 
-    async def _refuse(self, scope, send, error: RequestTooLarge) -> None:
+    async def _refuse(self, scope, send, error: ApiError) -> None:
         scope.setdefault("state", {})["error_code"] = error.code
         body = json.dumps({"detail": error.detail, "code": error.code}).encode()
         await send(

@@ -286,8 +286,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost last: the access log sees (and times) rate-limited answers too.
     buckets = make_buckets(settings)
     app.state.rate_buckets = buckets
-    # The JSON body is capped before anything parses it (inside the rate limit,
-    # which reads no body at all).
+    # The JSON body and every URL are capped before anything parses them
+    # (inside the rate limit, which reads no body at all).
     app.add_middleware(
         BodyCapMiddleware, paths=("/image_to_pdf",), limit=settings.max_json_body_bytes
     )

@@ -8,7 +8,8 @@ import os
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn with header/body timeouts and a connection cap (app/server.py).
+worker_class = "app.server.Worker"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "620"))
@@ -23,7 +24,9 @@ proc_name = "img2pdf"
 # gunicorn 27's runtime control socket lives under $HOME by default; the service
 # user has no home and nothing here needs runtime control.
 control_socket_disable = True
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# No proxy header rewrites the client address: the app reads X-Forwarded-For
+# itself, and only from the LB's ranges (app/ratelimit.py).
+forwarded_allow_ips = ""
 
 logconfig_dict = {
     "version": 1,
