@@ -388,8 +388,8 @@ def _redirect_target(current: ParsedTarget, location: str) -> str:
         joined = httpx.URL(current.url).join(location).copy_with(fragment=None)
         text = str(joined)
         if joined.scheme in _DEFAULT_PORTS:
-            # "http:x" joins to a URL with no host; "https:127.0.0.1" to one
-            # whose path lacks its "/": neither can be requested.
+            # A join httpx accepts can still name no host, or a path without
+            # its leading "/": neither can be requested.
             if not joined.raw_host or not joined.raw_path.startswith(b"/"):
                 raise SourceBadRedirect()
             httpx.URL(text)  # round-trips, or it is not a URL
