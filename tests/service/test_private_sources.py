@@ -29,6 +29,9 @@ def strict_service(tmp_path_factory):
         "10.0.0.1",
         "192.168.1.1",
         "0.0.0.0",
+        "[::ffff:0:7f00:1]",  # IPv4-translated 127.0.0.1
+        "[::ffff:0:a9fe:a9fe]",  # IPv4-translated 169.254.169.254
+        "[2002:a9fe:a9fe::1]",  # 6to4 of the metadata address
     ],
 )
 def test_loopback_private_and_metadata_addresses_are_refused(strict_service, source, host):
