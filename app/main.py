@@ -25,6 +25,7 @@ from app.observability import AccessLogMiddleware, configure_logging, init_sentr
 from app.pages import PageSize
 from app.pipeline import Services, convert_source_url
 from app.ratelimit import RateLimitMiddleware, TokenBuckets, charge_images
+from app.server import GuardedH11Protocol
 from app.settings import Settings
 from app.storage import LocalStorage, content_disposition, download_filename, make_storage
 from app.uploads import UPLOAD_OPENAPI, read_upload
@@ -258,6 +259,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     configure_logging()
     init_sentry(settings)
+    GuardedH11Protocol.configure(settings)  # the HTTP server's limits in this process
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

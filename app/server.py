@@ -96,6 +96,13 @@ class GuardedH11Protocol(H11Protocol):
         self._phase_timer: asyncio.TimerHandle | None = None
         self._phase = ""
 
+    @classmethod
+    def configure(cls, settings: Settings) -> None:
+        """The limits from the settings (per process; the app calls this at start)."""
+        cls.header_timeout_s = settings.header_timeout_s
+        cls.body_timeout_s = settings.body_timeout_s
+        cls.max_connections = settings.max_connections
+
     # --- phases -------------------------------------------------------------
 
     def _set_phase(self, phase: str) -> None:
@@ -177,17 +184,11 @@ class GuardedH11Protocol(H11Protocol):
 
 class Worker(UvicornWorker):
     """gunicorn worker: uvicorn with the guarded protocol, and the TCP peer kept as
-    the client address (the app reads X-Forwarded-For itself, from the LB only)."""
+    the client address (the app reads X-Forwarded-For itself, from the LB only).
+    `create_app` configures the protocol's limits in each worker process."""
 
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         "loop": "auto",
         "http": "app.server:GuardedH11Protocol",
         "proxy_headers": False,
     }
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        s = Settings.from_env()
-        GuardedH11Protocol.header_timeout_s = s.header_timeout_s
-        GuardedH11Protocol.body_timeout_s = s.body_timeout_s
-        GuardedH11Protocol.max_connections = s.max_connections

@@ -21,7 +21,10 @@ export PYTHONUNBUFFERED=1
 case "$mode" in
   dev)
     export PORT="${PORT:-4321}"
+    # The same protocol as prod (header/body timeouts, connection cap, defaults)
+    # and no X-Forwarded-For rewriting of the peer (the app reads it itself).
     exec "$VENV/bin/uvicorn" app.main:create_app --factory --reload --reload-dir app \
+      --http app.server:GuardedH11Protocol --no-proxy-headers \
       --host "${HOST:-127.0.0.1}" --port "$PORT"
     ;;
   prod)
