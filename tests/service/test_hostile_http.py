@@ -44,6 +44,13 @@ def guarded(tmp_path_factory):
     svc.stop()
 
 
+def the_worker(svc) -> int:
+    """The one worker of a WEB_CONCURRENCY=1 service (the master is the entry point)."""
+    assert svc.proc
+    (worker,) = [pid for pid in svc.pids() if pid != svc.proc.pid]
+    return worker
+
+
 def connect(svc) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
     return sock
@@ -216,7 +223,7 @@ def test_open_connections_per_worker_are_capped_evicting_the_slowest(capped):
 def few_descriptors(tmp_path):
     """A worker allowed 64 descriptors and a cap far above that: accept() fails."""
     svc = Service(tmp_path, env={"HTTP_HEADER_TIMEOUT": "3", "WEB_CONCURRENCY": "1"}).start()
-    worker = max(svc.pids())
+    worker = the_worker(svc)
     subprocess.run(["prlimit", f"--pid={worker}", "--nofile=64:64"], check=True)
     yield svc
     svc.stop()
@@ -257,7 +264,7 @@ def single(tmp_path_factory):
 def test_a_big_url_list_costs_the_worker_no_memory(single):
     """5.5 MB of URLs, chunked (no length to refuse up front): cut at the 64 KiB
     cap. Parsed, this list cost a worker ~260 MiB (55 MB: 2.6 GB)."""
-    worker = max(single.pids())
+    worker = the_worker(single)
     before = hwm_kib(worker)
     body = b'{"source_urls": [' + b'"http://a", ' * 500_000 + b'"http://a"]}'
     conn = HTTPConnection("127.0.0.1", single.port, timeout=60)
