@@ -71,3 +71,23 @@ class RateLimited(ApiError):
 
     def __init__(self, retry_after_s: int, detail: str | None = None):
         super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
+class ConversionTimeout(ApiError):
+    status, code = 422, "conversion_timeout"
+    detail = "Converting the image took too long; it was stopped."
+
+
+class ConversionTooLarge(ApiError):
+    status, code = 413, "conversion_memory_exceeded"
+    detail = "Converting the image needed more memory than it was allowed; it was stopped."
+
+
+class ConversionCrashed(ApiError):
+    status, code = 422, "conversion_crashed"
+    detail = "The image decoder failed on this image."
+
+
+class ImageTooComplex(ApiError):
+    status, code = 413, "image_too_complex"
+    detail = "The image has too many parts (markers, chunks, boxes or frames) to convert."

@@ -7,20 +7,15 @@ Plain functions over a `Services` bundle so tests and other entry points
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 
 from app.admission import Admission, Reservation
-from app.convert import (
-    ImageInfo,
-    convert_to_pdf,
-    estimate_peak_bytes,
-    inspect_image,
-    low_memory_variant,
-)
+from app.convert import ImageInfo, estimate_peak_bytes, low_memory_variant
 from app.errors import ApiError, StorageUnavailable
 from app.fetch import FetchPolicy, fetch_source
+from app.sandbox import Limits, Sandbox
 from app.settings import Settings
 from app.storage import Storage, download_filename, new_pdf_name
 
@@ -36,19 +31,42 @@ class Services:
     admission: Admission
     storage: Storage
     convert_limiter: anyio.CapacityLimiter
+    # The conversion zygote of this worker process; started with the services.
+    sandbox: Sandbox = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.sandbox is None:
+            self.sandbox = Sandbox(
+                Limits(
+                    timeout_s=self.settings.convert_timeout_s,
+                    max_memory=self.settings.worker_memory_budget,
+                )
+            )
+        self.sandbox.start()
 
 
 async def image_to_pdf(data: bytes, held: Reservation, svc: Services) -> bytes:
-    """Convert bytes already held (data pool) once the work pool has room for the peak."""
-    info: ImageInfo = await anyio.to_thread.run_sync(
-        inspect_image, data, svc.settings.max_image_pixels
-    )
-    need = estimate_peak_bytes(info, len(data))
-    cheaper = low_memory_variant(info) if need > svc.admission.budget else None
-    if cheaper is not None:
-        info, need = cheaper, estimate_peak_bytes(cheaper, len(data))
-    await held.resize(need)
-    pdf = await anyio.to_thread.run_sync(convert_to_pdf, data, info, limiter=svc.convert_limiter)
+    """Convert bytes already held (data pool) once the work pool has room for the peak.
+
+    The image is only ever parsed in a child process (app.sandbox): it inspects
+    the header there, the reservation grows to the estimated peak here, and the
+    child converts under a kernel memory limit of exactly that reservation.
+    """
+    job = await anyio.to_thread.run_sync(svc.sandbox.job, data)
+    try:
+        info: ImageInfo = await anyio.to_thread.run_sync(
+            job.inspect, svc.settings.max_image_pixels, limiter=svc.convert_limiter
+        )
+        need = estimate_peak_bytes(info, len(data))
+        cheaper = low_memory_variant(info) if need > svc.admission.budget else None
+        if cheaper is not None:
+            info, need = cheaper, estimate_peak_bytes(cheaper, len(data))
+        await held.resize(need)
+        pdf = await anyio.to_thread.run_sync(job.convert, info, need, limiter=svc.convert_limiter)
+    finally:
+        await anyio.to_thread.run_sync(job.close)
+        if job.warnings:
+            log.info("decoder warnings: %d while converting one image", job.warnings)
     await held.resize(len(pdf))  # the peak is over; only the PDF remains
     return pdf
 

@@ -110,6 +110,7 @@ class Settings:
     max_pages: int = 20  # images per request (URL lists and uploads)
     max_upload_bytes: int = 50 * MIB  # total size of one multipart upload
     allowed_ports: tuple[int, ...] = field(default=(80, 443))
+    convert_timeout_s: float = 15.0  # wall clock of one conversion's child process
 
     @property
     def storage_backend(self) -> str:
@@ -156,4 +157,5 @@ class Settings:
             client_ip_source=_choice(env, "CLIENT_IP_SOURCE", "peer", ("peer", "gclb")),
             max_pages=_int(env, "MAX_PAGES", 20, minimum=1),
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 50 * MIB, minimum=1024),
+            convert_timeout_s=_float(env, "CONVERT_TIMEOUT", 15.0, minimum=1.0),
         )
