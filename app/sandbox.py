@@ -328,7 +328,10 @@ def _child_main(conn, src_fd: int, out_fd: int, size: int, limits: Limits) -> No
 
 
 def _serve(conn, data: bytes, out_fd: int, baseline: int, counter: _WarningCounter) -> None:
-    from app.convert import convert_to_pdf, inspect_image
+    from app.convert import convert_to_pdf, inspect_image, take_warning_count
+
+    def warned() -> int:
+        return counter.take() + take_warning_count()
 
     info = None
     while True:
@@ -339,7 +342,7 @@ def _serve(conn, data: bytes, out_fd: int, baseline: int, counter: _WarningCount
         try:
             if request[0] == "inspect":
                 info = inspect_image(data, request[1])
-                reply = ("info", info, counter.take())
+                reply = ("info", info, warned())
             elif request[0] == "convert":
                 _, info, reserved = request
                 limit = baseline + reserved + LIMIT_SLACK
@@ -347,13 +350,13 @@ def _serve(conn, data: bytes, out_fd: int, baseline: int, counter: _WarningCount
                 pdf = convert_to_pdf(data, info)
                 del data
                 _write_all(out_fd, pdf)
-                reply = ("pdf", len(pdf), counter.take())
+                reply = ("pdf", len(pdf), warned())
             else:
                 return
         except ApiError as exc:
-            reply = ("api", type(exc).__name__, exc.detail, counter.take())
+            reply = ("api", type(exc).__name__, exc.detail, warned())
         except MemoryError:
-            reply = ("memory", counter.take())
+            reply = ("memory", warned())
         conn.send(reply)
         if reply[0] != "info":
             return
