@@ -68,7 +68,8 @@ def render(pdf: bytes, size: tuple[int, int]) -> Image.Image:
 
 def cells(im: Image.Image) -> list[tuple[int, int, int]]:
     w, h = im.size
-    return [im.getpixel((w * (2 * i + 1) // 8, h * (2 * j + 1) // 8)) for j in range(4) for i in range(4)]
+    points = [(w * (2 * i + 1) // 8, h * (2 * j + 1) // 8) for j in range(4) for i in range(4)]
+    return [im.getpixel(p) for p in points]
 
 
 def near(a, b, tol=60) -> bool:
