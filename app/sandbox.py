@@ -163,11 +163,16 @@ class Job:
                 self._proc.start()
             finally:
                 child.close()
+            self._pid = self._proc.pid
         except BaseException:
             os.close(self._out)
             raise
         finally:
             os.close(src)
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
 
     def inspect(self, max_pixels: int):
         self._conn.send(("inspect", max_pixels))
