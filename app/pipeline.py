@@ -15,7 +15,7 @@ from app.admission import Admission, Reservation
 from app.convert import ImageInfo, estimate_peak_bytes, low_memory_variant
 from app.errors import ApiError, StorageUnavailable
 from app.fetch import FetchPolicy, fetch_source
-from app.sandbox import Limits, Sandbox
+from app.sandbox import Limits, Sandbox, inspect_reservation
 from app.settings import Settings
 from app.storage import Storage, download_filename, new_pdf_name
 
@@ -48,10 +48,12 @@ class Services:
 async def image_to_pdf(data: bytes, held: Reservation, svc: Services) -> bytes:
     """Convert bytes already held (data pool) once the work pool has room for the peak.
 
-    The image is only ever parsed in a child process (app.sandbox): it inspects
-    the header there, the reservation grows to the estimated peak here, and the
-    child converts under a kernel memory limit of exactly that reservation.
+    The image is only ever parsed in a child process (app.sandbox), which lives
+    only while the job holds work-pool bytes and is limited by the kernel to
+    them: first the inspection's share, then the estimated peak.
     """
+    # The child's copy of the source and its header parsing count from its start.
+    await held.resize(inspect_reservation(len(data)))
     job = await anyio.to_thread.run_sync(svc.sandbox.job, data)
     try:
         info: ImageInfo = await anyio.to_thread.run_sync(

@@ -9,10 +9,12 @@ in its own process, forked from a pre-started, single-threaded zygote (the
   the PDF comes back through another; a pipe carries only small messages;
 - the child keeps stdin/stdout/stderr on /dev/null, its pipe and the two memfds,
   and closes every other file descriptor before it reads a byte of the image;
-- it inspects the image under a small address-space limit, reports what it
-  found, then waits for the parent's admission reservation and converts under
-  RLIMIT_AS = its own measured size at start + that reservation; RLIMIT_CPU
-  backs the wall clock (CONVERT_TIMEOUT), after which the parent kills it;
+- it is forked only once the job holds `inspect_reservation` in the work pool,
+  inspects the image under RLIMIT_AS = its own measured size at start + that
+  reservation, reports what it found, then waits for the job's reservation to
+  grow to the estimated peak and converts under RLIMIT_AS = its size at start +
+  that reservation; RLIMIT_CPU backs the wall clock (CONVERT_TIMEOUT), after
+  which the parent kills it;
 - whatever happens, the child is killed and reaped before the job returns.
 
 Failures become clean API errors: ConversionTimeout (422), ConversionTooLarge
@@ -42,11 +44,12 @@ from app import errors
 from app.errors import ApiError, ConversionCrashed, ConversionTimeout, ConversionTooLarge
 
 # Modules the zygote imports once, so a fork starts with them loaded.
-PRELOAD = ["app.convert", "app.sandbox"]
-# Address space the inspection step may grow by on top of the source bytes:
-# headers, ICC profiles and Exif blocks are small; the byte-level caps in
-# app.inspect keep the parsers from building anything large.
-INSPECT_MEMORY = 64 * 1024 * 1024
+PRELOAD = ["app.convert", "app.sandbox", "app.zygote"]
+# Address space the inspection step may use besides its copy of the source:
+# header parsers keep at most what the file holds (APP segments, ICC profiles,
+# Exif: the byte-level caps in app.structure bound their number), so twice the
+# file plus this covers them.
+INSPECT_MEMORY = 16 * 1024 * 1024
 # Room between the estimate and the kernel limit for the interpreter itself
 # (pickling a message, a traceback).
 LIMIT_SLACK = 4 * 1024 * 1024
@@ -89,9 +92,13 @@ class _Process(_ctx.Process):
 @dataclass(frozen=True)
 class Limits:
     timeout_s: float = 15.0
-    inspect_memory: int = INSPECT_MEMORY
     # The largest reservation a job can get (the work pool): the hard limit.
     max_memory: int = 1024 * 1024 * 1024
+
+
+def inspect_reservation(source_len: int) -> int:
+    """Work-pool bytes a child holds while it inspects: its kernel limit then."""
+    return 2 * source_len + INSPECT_MEMORY
 
 
 class Sandbox:
@@ -316,9 +323,10 @@ def _child_main(conn, src_fd: int, out_fd: int, size: int, limits: Limits) -> No
         resource.prlimit(0, resource.RLIMIT_CPU, (cpu, cpu + 1))
         resource.prlimit(0, resource.RLIMIT_CORE, (0, 0))
         baseline = _vm_size()
+        inspecting = inspect_reservation(size)
         _limit_memory(
-            baseline + size + limits.inspect_memory,
-            baseline + max(size + limits.inspect_memory, limits.max_memory) + LIMIT_SLACK,
+            baseline + inspecting + LIMIT_SLACK,
+            baseline + max(inspecting, limits.max_memory) + LIMIT_SLACK,
         )
         counter = _WarningCounter()
         warnings.showwarning = counter.show

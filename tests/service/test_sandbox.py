@@ -21,7 +21,7 @@ from app.errors import (
     ConversionTooLarge,
     InvalidImage,
 )
-from app.sandbox import INSPECT_MEMORY, Limits, Sandbox
+from app.sandbox import Limits, Sandbox, inspect_reservation
 from tests.support import hostile, images
 
 MAX_PIXELS = 40_000_000
@@ -94,8 +94,12 @@ def test_child_holds_only_stdio_on_dev_null_its_pipe_and_output(sandbox):
         assert sum("memfd:img2pdf-out" in t for t in fds.values()) == 1, fds
         limits = limits_of(job.pid)
         assert limits["Max cpu time"] == str(math.ceil(TIMEOUT) + 1)
-        assert int(limits["Max address space"]) <= 2**40  # finite: set by the child
-        assert int(limits["Max address space"]) > INSPECT_MEMORY
+        # The child's own size at start + the inspection's reservation (+ 4 MiB).
+        space = int(limits["Max address space"])
+        status = Path(f"/proc/{job.pid}/status").read_text()
+        size = int(status.split("VmSize:")[1].split()[0]) * 1024
+        reserved = inspect_reservation(len(images.png(64, 48)))
+        assert reserved // 2 < space - size <= reserved + 4 * 1024 * 1024
         assert limits["Max core file size"] == "0"
 
 
