@@ -13,7 +13,7 @@ import anyio
 
 from app.admission import Admission, Reservation
 from app.convert import ImageInfo, estimate_peak_bytes, low_memory_variant
-from app.errors import ApiError, StorageUnavailable
+from app.errors import ApiError, Busy, StorageUnavailable
 from app.fetch import FetchPolicy, fetch_source
 from app.sandbox import Limits, Sandbox, inspect_reservation
 from app.settings import Settings
@@ -54,7 +54,11 @@ async def image_to_pdf(data: bytes, held: Reservation, svc: Services) -> bytes:
     """
     # The child's copy of the source and its header parsing count from its start.
     await held.resize(inspect_reservation(len(data)))
-    job = await anyio.to_thread.run_sync(svc.sandbox.job, data)
+    try:
+        job = await anyio.to_thread.run_sync(svc.sandbox.job, data)
+    except OSError:  # no process could be started (TasksMax, fork failure)
+        log.exception("starting a conversion process failed")
+        raise Busy(svc.settings.retry_after_s) from None
     try:
         info: ImageInfo = await anyio.to_thread.run_sync(
             job.inspect, svc.settings.max_image_pixels, limiter=svc.convert_limiter
@@ -66,7 +70,8 @@ async def image_to_pdf(data: bytes, held: Reservation, svc: Services) -> bytes:
         await held.resize(need)
         pdf = await anyio.to_thread.run_sync(job.convert, info, need, limiter=svc.convert_limiter)
     finally:
-        await anyio.to_thread.run_sync(job.close)
+        with anyio.CancelScope(shield=True):  # a client that left still gets its child reaped
+            await anyio.to_thread.run_sync(job.close)
         if job.warnings:
             log.info("decoder warnings: %d while converting one image", job.warnings)
     await held.resize(len(pdf))  # the peak is over; only the PDF remains

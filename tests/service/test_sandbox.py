@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 from multiprocessing import forkserver
 from pathlib import Path
 
@@ -188,4 +189,15 @@ def test_truncated_progressive_cmyk_jpeg_is_invalid_not_out_of_memory(sandbox):
     data = hostile.truncated_progressive_cmyk_jpeg(1024, 1024)
     with pytest.raises(InvalidImage):
         convert(sandbox, data)
+    assert zygote_children() == []
+
+
+def test_a_dead_zygote_is_started_again_for_the_next_job(sandbox):
+    pid = forkserver._forkserver._forkserver_pid
+    os.kill(pid, signal.SIGKILL)
+    stat = Path(f"/proc/{pid}/stat")
+    while stat.read_text().split(")")[-1].split()[0] != "Z":  # dead, not yet reaped
+        time.sleep(0.01)
+    assert convert(sandbox, images.jpeg(64, 48)).startswith(b"%PDF-")
+    assert forkserver._forkserver._forkserver_pid != pid
     assert zygote_children() == []
