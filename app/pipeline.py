@@ -15,7 +15,7 @@ from app.admission import Admission, Reservation
 from app.convert import ImageInfo, estimate_peak_bytes, low_memory_variant
 from app.errors import ApiError, Busy, StorageUnavailable
 from app.fetch import FetchPolicy, fetch_source
-from app.sandbox import Limits, Sandbox, inspect_reservation
+from app.sandbox import Job, Limits, Sandbox, inspect_reservation
 from app.settings import Settings
 from app.storage import Storage, download_filename, new_pdf_name
 
@@ -50,15 +50,15 @@ async def image_to_pdf(data: bytes, held: Reservation, svc: Services) -> bytes:
 
     The image is only ever parsed in a child process (app.sandbox), which lives
     only while the job holds work-pool bytes and is limited by the kernel to
-    them: first the inspection's share, then the estimated peak.
+    them: first the inspection's share, then the estimated peak. A job never
+    waits while holding work-pool bytes (app.admission): when the peak does not
+    fit at once, the inspecting child is stopped, the share given back, and a
+    fresh child converts once the peak is reserved.
     """
     # The child's copy of the source and its header parsing count from its start.
     await held.resize(inspect_reservation(len(data)))
-    try:
-        job = await anyio.to_thread.run_sync(svc.sandbox.job, data)
-    except OSError:  # no process could be started (TasksMax, fork failure)
-        log.exception("starting a conversion process failed")
-        raise Busy(svc.settings.retry_after_s) from None
+    job = await _start(data, svc)
+    warned = 0
     try:
         info: ImageInfo = await anyio.to_thread.run_sync(
             job.inspect, svc.settings.max_image_pixels, limiter=svc.convert_limiter
@@ -67,15 +67,34 @@ async def image_to_pdf(data: bytes, held: Reservation, svc: Services) -> bytes:
         cheaper = low_memory_variant(info) if need > svc.admission.budget else None
         if cheaper is not None:
             info, need = cheaper, estimate_peak_bytes(cheaper, len(data))
-        await held.resize(need)
+        if not held.try_resize(need):
+            warned += await _close(job)
+            await held.resize(0)
+            await held.resize(need)  # may wait: nothing of the work pool is held
+            job = await _start(data, svc)
         pdf = await anyio.to_thread.run_sync(job.convert, info, need, limiter=svc.convert_limiter)
     finally:
-        with anyio.CancelScope(shield=True):  # a client that left still gets its child reaped
-            await anyio.to_thread.run_sync(job.close)
-        if job.warnings:
-            log.info("decoder warnings: %d while converting one image", job.warnings)
+        warned += await _close(job)
+        if warned:
+            log.info("decoder warnings: %d while converting one image", warned)
     await held.resize(len(pdf))  # the peak is over; only the PDF remains
     return pdf
+
+
+async def _start(data: bytes, svc: Services) -> Job:
+    try:
+        return await anyio.to_thread.run_sync(svc.sandbox.job, data)
+    except OSError:  # no process could be started (TasksMax, fork failure)
+        log.exception("starting a conversion process failed")
+        raise Busy(svc.settings.retry_after_s) from None
+
+
+async def _close(job: Job) -> int:
+    """Kill and reap the child (also for a client that has gone); its warning count."""
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(job.close)
+    count, job.warnings = job.warnings, 0
+    return count
 
 
 async def store_pdf(pdf: bytes, source_name: str, svc: Services) -> str:

@@ -154,6 +154,7 @@ class Job:
     def __init__(self, data: bytes, limits: Limits):
         self.limits = limits
         self.warnings = 0
+        self._closed = False
         self._remaining = limits.timeout_s
         self._out = _memfd("img2pdf-out")
         src = _memfd("img2pdf-src")
@@ -192,6 +193,9 @@ class Job:
 
     def close(self) -> None:
         """Kill the child if it still runs and reap it; nothing is left behind."""
+        if self._closed:
+            return
+        self._closed = True
         with contextlib.suppress(Exception):
             self._conn.close()
         if self._proc.is_alive():

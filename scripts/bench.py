@@ -136,10 +136,15 @@ def process_boundary(images: dict[str, bytes], repeats: int) -> None:
 
 
 def worker_pids(svc: Service) -> list[int]:
-    master = svc.proc.pid if svc.proc else 0
-    pids = [p for p in svc.pids() if p != master]
-    # entrypoint.sh execs gunicorn, so the group leader is the master
-    return [p for p in pids if Path(f"/proc/{p}/status").exists()]
+    """The gunicorn workers (not their conversion zygotes or resource trackers).
+
+    Conversions run in children of the zygotes, limited by the kernel to their
+    work-pool reservation (app/sandbox.py); a worker's own peak no longer
+    includes them.
+    """
+    from tests.support.processes import workers
+
+    return workers(svc.proc.pid) if svc.proc else []
 
 
 def main() -> int:

@@ -217,3 +217,21 @@ def test_shrinking_job_wakes_a_waiter_at_once():
         return woke
 
     assert run(scenario())
+
+
+def test_try_resize_grows_only_without_waiting_and_shrinking_wakes():
+    async def scenario():
+        adm = Admission(100, wait_s=60)
+        async with adm.reserve(30) as a, adm.reserve(40) as b:
+            assert a.try_resize(60)  # 60 + 40 fits exactly
+            assert adm.in_use == 100
+            assert not b.try_resize(41)  # would need waiting: refused, unchanged
+            assert (b.nbytes, adm.in_use) == (40, 100)
+            assert b.try_resize(10)  # shrinking always works
+            assert adm.in_use == 70
+            with pytest.raises(ImageTooLarge):
+                a.try_resize(101)
+        assert adm.in_use == 0
+        assert adm.peak_in_use == 100
+
+    run(scenario())
