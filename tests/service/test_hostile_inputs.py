@@ -6,6 +6,10 @@ running afterwards."""
 from __future__ import annotations
 
 import io
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pikepdf
 import pytest
@@ -121,6 +125,38 @@ def test_decoder_warnings_are_one_counted_log_line(svc, source):
     assert "Possibly corrupt" not in new and "Tag data larger" not in new
     counted = [line for line in new.splitlines() if "decoder warnings" in line]
     assert len(counted) == 1, counted
+
+
+def _catch_conversion_child(svc: Service) -> int:
+    """The first conversion child to appear (polled from /proc)."""
+    while True:
+        found = processes.conversion_children(svc.proc.pid)
+        if found:
+            return found[0]
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize(
+    ("signals", "status", "code"),
+    [
+        ([signal.SIGSTOP], 422, "conversion_timeout"),  # a decoder that never returns
+        ([signal.SIGSTOP, signal.SIGSEGV, signal.SIGCONT], 422, "conversion_crashed"),
+    ],
+)
+def test_a_hung_or_crashing_conversion_is_killed_and_answered(svc, source, signals, status, code):
+    """Stand-ins for a decoder bug, sent to the real child of a real request."""
+    data = images.alpha_png(2000, 1500)  # seconds of work: the child is there to catch
+    url = source.add_bytes(f"/victim-{code}.png", data)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(svc.post, url, TIMEOUT + 20)
+        child = _catch_conversion_child(svc)
+        for sig in signals:
+            os.kill(child, sig)
+        r = pending.result()
+    assert (r.status, r.json()["code"]) == (status, code)
+    assert set(r.json()) == {"detail", "code"}
+    assert processes.conversion_children(svc.proc.pid) == []
+    assert http("GET", svc.base + "/ping").status == 200
 
 
 def test_afterwards_nothing_runs_and_workers_stayed_inside_their_budget(svc, source):
