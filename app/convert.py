@@ -7,6 +7,10 @@ orientations) or cannot see a problem (a truncated JPEG or PNG embeds silently).
 Normalised images with alpha are flattened onto white, the colour a page shows
 behind img2pdf's own soft masks; a black background is never produced.
 
+This module runs inside a conversion's child process (app.sandbox): the file's
+structure is capped byte by byte (app.structure) before any parser sees it,
+and the child's address space is limited by the kernel to the estimate below.
+
 Memory (a 1 GB VM): `estimate_peak_bytes` feeds admission control. Its
 coefficients come from `scripts/measure_convert_memory.py`: peak RSS growth of a
 fresh process per sample (VmHWM after resetting it via /proc/self/clear_refs;
@@ -28,9 +32,13 @@ pikepdf 10.18, Python 3.11, x86_64:
     PNG RGB, EXIF mirrored        pillow           10.7 B/px
     TIFF 16-bit grey              pillow            6.0 B/px
     JPEG, EXIF mirrored           pillow-jpeg       8.3 B/px
+    JPEG 2000 16-bit grey         pillow            9.6 B/px
+    progressive CMYK JPEG, cut    embed-jpeg        8.0 B/px (the truncation check's
+                                                    decode keeps every coefficient)
 
 `_COST` is the worst sample per route plus ~25%; the route is predicted from the
 header by `inspect_image`, and when it is unknown the dearest route is assumed.
+A progressive JPEG that will be decoded adds its coefficients (`decoder_bytes`).
 WebP gets its own per-pixel floor: its decoder dominates every route.
 """
 
