@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -54,6 +55,7 @@ INSPECT_MEMORY = 16 * 1024 * 1024
 # (pickling a message, a traceback).
 LIMIT_SLACK = 4 * 1024 * 1024
 
+log = logging.getLogger("img2pdf.sandbox")
 _ctx = multiprocessing.get_context("forkserver")
 
 
@@ -223,6 +225,7 @@ class Job:
         if not ready:
             self._proc.kill()
             self._proc.join()
+            log.warning("conversion process killed after %.1f s", self.limits.timeout_s)
             raise ConversionTimeout()
         try:
             message = self._conn.recv()
@@ -252,6 +255,7 @@ class Job:
             self._proc.join()
             return ConversionCrashed()
         code = self._proc.exitcode
+        log.warning("conversion process ended without an answer (exit code %s)", code)
         if code == -signal.SIGXCPU:
             return ConversionTimeout()
         if code == -signal.SIGKILL:
