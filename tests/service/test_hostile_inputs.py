@@ -165,6 +165,7 @@ def test_afterwards_nothing_runs_and_workers_stayed_inside_their_budget(svc, sou
     assert processes.conversion_children(root) == []
     workers = processes.workers(root)
     assert len(workers) == 2
+    print("worker peak RSS MiB:", [processes.peak_rss(pid) // MIB for pid in workers])
     for pid in workers:
         # A worker never decodes: its own peak is its baseline plus the bytes it
         # holds (sources, PDFs), far under budget + downloads.
