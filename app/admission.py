@@ -40,6 +40,14 @@ class Reservation:
         """Hold `nbytes` of the work pool; waits for room up to ADMISSION_WAIT."""
         await self._admission._resize_work(self, nbytes)
 
+    def try_resize(self, nbytes: int) -> bool:
+        """Hold `nbytes` of the work pool if that needs no waiting; False leaves it as is.
+
+        For a job that already holds work-pool bytes: it must never wait while
+        holding them (see the module docstring), so it gives them back first.
+        """
+        return self._admission._try_resize_work(self, nbytes)
+
     def hold_data(self, nbytes: int) -> None:
         """Hold `nbytes` of the data pool; growing past it answers 503 at once."""
         self._admission._resize_data(self, nbytes)
@@ -99,6 +107,20 @@ class Admission:
             self.in_use += delta
             self._wake()
         reservation.nbytes = nbytes
+
+    def _try_resize_work(self, reservation: Reservation, nbytes: int) -> bool:
+        self._check_fits(nbytes)
+        delta = nbytes - reservation.nbytes
+        if delta > 0:
+            if self.in_use + delta > self.budget:
+                return False
+            self.in_use += delta
+            self.peak_in_use = max(self.peak_in_use, self.in_use)
+        elif delta < 0:
+            self.in_use += delta
+            self._wake()
+        reservation.nbytes = nbytes
+        return True
 
     def _resize_data(self, reservation: Reservation, nbytes: int) -> None:
         delta = nbytes - reservation.data

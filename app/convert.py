@@ -7,6 +7,10 @@ orientations) or cannot see a problem (a truncated JPEG or PNG embeds silently).
 Normalised images with alpha are flattened onto white, the colour a page shows
 behind img2pdf's own soft masks; a black background is never produced.
 
+This module runs inside a conversion's child process (app.sandbox): the file's
+structure is capped byte by byte (app.structure) before any parser sees it,
+and the child's address space is limited by the kernel to the estimate below.
+
 Memory (a 1 GB VM): `estimate_peak_bytes` feeds admission control. Its
 coefficients come from `scripts/measure_convert_memory.py`: peak RSS growth of a
 fresh process per sample (VmHWM after resetting it via /proc/self/clear_refs;
@@ -28,25 +32,32 @@ pikepdf 10.18, Python 3.11, x86_64:
     PNG RGB, EXIF mirrored        pillow           10.7 B/px
     TIFF 16-bit grey              pillow            6.0 B/px
     JPEG, EXIF mirrored           pillow-jpeg       8.3 B/px
+    JPEG 2000 16-bit grey         pillow            9.6 B/px
+    progressive CMYK JPEG, cut    embed-jpeg        8.0 B/px (the truncation check's
+                                                    decode keeps every coefficient)
 
 `_COST` is the worst sample per route plus ~25%; the route is predicted from the
 header by `inspect_image`, and when it is unknown the dearest route is assumed.
+A progressive JPEG that will be decoded adds its coefficients (`decoder_bytes`).
 WebP gets its own per-pixel floor: its decoder dominates every route.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import struct
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import img2pdf
 from PIL import Image
 
+from app import structure
 from app.errors import ApiError, ImageTooLarge, InvalidImage, UnsupportedImage
 from app.sniff import SNIFF_BYTES, sniff_image_type
 
@@ -147,8 +158,26 @@ def _to_png_data_fast(img: Image.Image) -> tuple[bytes, bytes, int]:
     return idat, palette, depth
 
 
+def _jp2_parse_res(data: bytes) -> tuple[float | None, float | None]:
+    """img2pdf.jp2.parse_res, advancing past boxes other than `resc`.
+
+    img2pdf 0.6.3 only moves on when the first box is `resc`: a valid file whose
+    `res ` box starts with a display resolution (`resd`) looped forever.
+    """
+    pos = 0
+    while pos + 8 <= len(data):
+        length, kind, end, contents = img2pdf.jp2.getBox(data, pos, len(data))
+        if kind == b"resc":
+            return img2pdf.jp2.parse_resc(contents)
+        if length == 0 or end <= pos:
+            break
+        pos = end
+    return None, None
+
+
 img2pdf.parse_png = _parse_png_linear
 img2pdf.to_png_data = _to_png_data_fast
+img2pdf.jp2.parse_res = staticmethod(_jp2_parse_res)
 
 
 # Flattening onto white needs ~10.5 B/px where img2pdf's soft-mask path needs ~23:
@@ -174,6 +203,9 @@ class ImageInfo:
     # Conversion route predicted from the header (keys of _COST); "" = unknown,
     # so estimate_peak_bytes assumes the worst route for the kind.
     route: str = field(default="", compare=False)
+    # Memory a decoder needs beyond the route's per-pixel cost: libjpeg keeps
+    # every DCT coefficient (2 bytes each) of a progressive JPEG it decodes.
+    decoder_bytes: int = field(default=0, compare=False)
 
     @property
     def pixels(self) -> int:
@@ -189,6 +221,7 @@ class _Facts:
     png_color_type: int = 2
     png_interlaced: bool = False
     tiff_depth: int = 8
+    jp2_depth: int = 8
     transparency: bool = False
 
 
@@ -207,21 +240,57 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
     kind = sniff_image_type(data[:SNIFF_BYTES])
     if kind is None:
         raise UnsupportedImage()
+    shape = structure.scan(data, kind)  # before any parser: ImageTooComplex
     try:
-        with _open(data, kind) as im:
+        with counted_warnings(), _open(data, kind) as im:
             width, height = im.size
             if width <= 0 or height <= 0:
                 raise InvalidImage()
             if width * height > max_pixels:
                 raise ImageTooLarge()
-            frames = int(getattr(im, "n_frames", 1) or 1)
-            facts = _facts(im, data, kind)
-            return ImageInfo(kind, width, height, im.mode, frames, _route(kind, im.mode, facts))
+            facts = _facts(im, data, kind, shape)
+            route = _route(kind, im.mode, facts)
+            decoder = 0
+            decodes = route == "pillow-jpeg" or not _ends_with_eoi(data)
+            if kind == "jpeg" and shape.progressive and decodes:
+                decoder = _jpeg_coefficient_bytes(width, height, shape.components)
+            return ImageInfo(kind, width, height, im.mode, shape.frames, route, decoder)
     except ApiError:
         raise
     except Exception:
         log.info("image header unreadable", exc_info=True)
         raise InvalidImage() from None
+
+
+def _jpeg_coefficient_bytes(width: int, height: int, components: int) -> int:
+    """All DCT coefficients of a progressive JPEG: 64 x 2 bytes per 8x8 block and
+    component, for blocks up to the largest MCU (16x16) at full resolution."""
+    return (-(-width // 16) * 16) * (-(-height // 16) * 16) * max(components, 1) * 2
+
+
+# Decoder warnings (Pillow warns per corrupt Exif tag: one file printed 32,397
+# lines) are counted here and reported as one number by the caller.
+_warning_count = 0
+
+
+def take_warning_count() -> int:
+    """Warnings counted since the last call."""
+    global _warning_count
+    count, _warning_count = _warning_count, 0
+    return count
+
+
+@contextlib.contextmanager
+def counted_warnings() -> Iterator[None]:
+    global _warning_count
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        finally:
+            _warning_count += len(caught)
+            caught.clear()
 
 
 def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
@@ -233,19 +302,23 @@ def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
     routes = [info.route] if info.route in _COST else list(_COST)
     pixels = max(info.width, 0) * max(info.height, 0)
     source_len = max(source_len, 0)
+    decoder = max(info.decoder_bytes, 0)
+    if info.kind == "jpeg" and info.route not in _COST:
+        decoder = max(decoder, _jpeg_coefficient_bytes(info.width, info.height, 4))
     worst = 0.0
     for route in routes:
         per_pixel, per_source_byte = _COST[route]
         if info.kind == "webp":
             per_pixel = max(per_pixel, _WEBP_PER_PIXEL)
         worst = max(worst, per_pixel * pixels + per_source_byte * source_len)
-    return int(worst) + _FIXED_OVERHEAD
+    return int(worst) + decoder + _FIXED_OVERHEAD
 
 
 def convert_to_pdf(data: bytes, info: ImageInfo) -> bytes:
     """Convert the first frame of `data` into a one-page PDF sized to the image."""
     try:
-        return _convert(data, info)
+        with counted_warnings():
+            return _convert(data, info)
     except ApiError:
         raise
     except MemoryError:
@@ -269,9 +342,11 @@ def _convert(data: bytes, info: ImageInfo) -> bytes:
     kind = info.kind if info.kind in _PIL_FORMATS else sniff_image_type(data[:SNIFF_BYTES])
     if kind is None:
         raise UnsupportedImage()
+    shape = structure.scan(data, kind)
     with _open(data, kind) as im:
-        facts = _facts(im, data, kind)
+        facts = _facts(im, data, kind, shape)
         route = _route(kind, im.mode, facts)
+        dpi = _tiff_dpi(im, facts) if kind == "tiff" else None
         if route == "img2pdf-alpha" and info.route == LOW_MEMORY_ALPHA_ROUTE:
             route = LOW_MEMORY_ALPHA_ROUTE  # the caller chose the cheaper flattening
         if kind == "jpeg" and not _ends_with_eoi(data):
@@ -282,15 +357,18 @@ def _convert(data: bytes, info: ImageInfo) -> bytes:
 
     if not route.startswith("pillow"):
         try:
-            return _img2pdf(data, _ROTATION.get(facts.orientation, 0))
+            return _img2pdf(data, _ROTATION.get(facts.orientation, 0), dpi)
         except _IMG2PDF_REFUSALS as exc:
             log.info("img2pdf refused (%s); normalising with Pillow", type(exc).__name__)
-    normalised, rotation = _normalise(data, kind, facts)
-    return _img2pdf(normalised, rotation)
+    normalised, rotation, dpi = _normalise(data, kind, facts)
+    return _img2pdf(normalised, rotation, dpi)
 
 
-def _facts(im: Image.Image, data: bytes, kind: str) -> _Facts:
-    """Orientation and bit depths, from tags/chunks only (no getexif() on PNG: it decodes)."""
+def _facts(im: Image.Image, data: bytes, kind: str, shape: structure.Structure) -> _Facts:
+    """Orientation and bit depths, from tags/chunks only (no getexif() on PNG: it decodes).
+
+    TIFF orientation is 1 here: Pillow itself transposes a TIFF by its tag on load.
+    """
     if kind == "png":
         exif = _png_exif(data)
         orientation = 1
@@ -306,7 +384,7 @@ def _facts(im: Image.Image, data: bytes, kind: str) -> _Facts:
             transparency="transparency" in im.info,
         )
     orientation = 1
-    if kind in {"jpeg", "tiff", "webp"}:
+    if kind in {"jpeg", "webp"}:
         orientation = im.getexif().get(_ORIENTATION_TAG, 1)
     tiff_depth = 8
     if kind == "tiff":
@@ -315,8 +393,22 @@ def _facts(im: Image.Image, data: bytes, kind: str) -> _Facts:
     return _Facts(
         orientation=_valid_orientation(orientation),
         tiff_depth=tiff_depth,
+        jp2_depth=shape.depth if kind == "jp2" else 8,
         transparency="transparency" in im.info,
     )
+
+
+def _tiff_dpi(im: Image.Image, facts: _Facts) -> tuple[float, float]:
+    """A TIFF's dpi as img2pdf reads it, for the pixels as Pillow hands them over.
+
+    Pillow reports (1, 1) when the file has no resolution tags (img2pdf then
+    falls back to the tags, else its default), and its load transposes the
+    pixels by the orientation tag but not the dpi: swap them for 5-8.
+    """
+    dpi = img2pdf.pil_get_dpi(im, img2pdf.ImageFormat.TIFF, img2pdf.default_dpi)
+    if im.tag_v2.get(_ORIENTATION_TAG) in {5, 6, 7, 8}:
+        dpi = (dpi[1], dpi[0])
+    return float(dpi[0]), float(dpi[1])
 
 
 def _valid_orientation(value: object) -> int:
@@ -336,7 +428,9 @@ def _route(kind: str, mode: str, facts: _Facts) -> str:
     if kind == "jpeg":
         return "embed-jpeg"
     if kind == "jp2":
-        return "embed-jp2"
+        # img2pdf embeds 8-bit JPEG 2000 only; deeper files are decoded (openjpeg
+        # keeps 4 bytes per sample) and re-encoded.
+        return "embed-jp2" if facts.jp2_depth <= 8 else ("pillow-flatten" if alpha else "pillow")
     if kind == "png":
         if alpha and facts.png_depth > 8:
             return "pillow-flatten"
@@ -410,7 +504,13 @@ def _png_raw_size(width: int, height: int, facts: _Facts) -> int:
 
 def _check_png(data: bytes, facts: _Facts) -> None:
     """img2pdf copies IDAT without looking: inflate it (streaming, bounded memory) to
-    make sure the chunks are complete and hold every row the header promises."""
+    make sure the chunks are complete and hold exactly the rows the header promises.
+
+    Inflating stops at the expected size + 1 byte: a stream that would give more
+    (a 20 MB IDAT of 20 GiB of zeros took 344 s here, and was then stored) is
+    refused, as is any data after the stream's end. The stored PDF never carries
+    more than its pixels need.
+    """
     width, height = struct.unpack_from(">II", data, 16)
     expected = _png_raw_size(width, height, facts)
     inflater = zlib.decompressobj()
@@ -418,12 +518,19 @@ def _check_png(data: bytes, facts: _Facts) -> None:
     view = memoryview(data)
     try:
         for ctype, start, end in _png_chunks(data):
-            if ctype != b"IDAT" or inflater.eof:
+            if ctype != b"IDAT" or start == end:
                 continue
+            if inflater.eof:
+                raise InvalidImage()  # compressed data after the end of the stream
             pending = view[start:end]
             while pending and not inflater.eof:
-                produced += len(inflater.decompress(pending, 1 << 20))
+                room = min(expected + 1 - produced, 1 << 20)
+                produced += len(inflater.decompress(pending, room))
+                if produced > expected:
+                    raise InvalidImage()
                 pending = inflater.unconsumed_tail
+            if inflater.unused_data:
+                raise InvalidImage()
     except zlib.error:
         raise InvalidImage() from None
     finally:
@@ -438,6 +545,10 @@ def _layout(width_px: int, height_px: int, ndpi: tuple[float, float]):
     Pages under 3 pt (a 1x1 image at 96 dpi is 0.75 pt) are scaled up keeping the
     aspect ratio; extreme strips that cannot keep it get a 3 pt page around them.
     """
+    return _layout_at(width_px, height_px, ndpi)
+
+
+def _layout_at(width_px: int, height_px: int, ndpi: tuple[float, float]):
     dpi_x = ndpi[0] if ndpi[0] and ndpi[0] > 0 else img2pdf.default_dpi
     dpi_y = ndpi[1] if ndpi[1] and ndpi[1] > 0 else img2pdf.default_dpi
     w, h = img2pdf.px_to_pt(width_px, dpi_x), img2pdf.px_to_pt(height_px, dpi_y)
@@ -454,27 +565,52 @@ def _layout(width_px: int, height_px: int, ndpi: tuple[float, float]):
     return max(w, _MIN_PAGE_PT), max(h, _MIN_PAGE_PT), w, h
 
 
-def _img2pdf(data: bytes, rotation: int) -> bytes:
+def _img2pdf(data: bytes, rotation: int, dpi: tuple[float, float] | None = None) -> bytes:
+    """img2pdf with our layout; `dpi` (the source's) overrides what img2pdf reads
+    from `data` where that differs: normalised copies and Pillow-transposed TIFFs."""
+
+    def layout(width_px: int, height_px: int, ndpi: tuple[float, float]):
+        return _layout_at(width_px, height_px, dpi or ndpi)
+
     # A BytesIO, not bytes: img2pdf tries a bytes argument as a file name first.
     # Its read() hands back `data` itself, so this costs no copy.
     return img2pdf.convert(
         io.BytesIO(data),
         rotation=img2pdf.Rotation[str(rotation)],
         first_frame_only=True,
-        layout_fun=_layout,
+        layout_fun=layout,
         nodate=True,
         producer=PRODUCER,
         creator=PRODUCER,
     )
 
 
-def _normalise(data: bytes, kind: str, facts: _Facts) -> tuple[bytes, int]:
-    """Re-encode frame 0 in a form img2pdf accepts; returns (bytes, rotation left to do).
+_IMG2PDF_FORMAT = {
+    "jpeg": img2pdf.ImageFormat.JPEG,
+    "png": img2pdf.ImageFormat.PNG,
+    "gif": img2pdf.ImageFormat.GIF,
+    "tiff": img2pdf.ImageFormat.TIFF,
+    "bmp": img2pdf.ImageFormat.other,
+    "webp": img2pdf.ImageFormat.other,
+    "jp2": img2pdf.ImageFormat.JPEG2000,
+}
 
+
+def _normalise(data: bytes, kind: str, facts: _Facts) -> tuple[bytes, int, tuple[float, float]]:
+    """Re-encode frame 0 in a form img2pdf accepts.
+
+    Returns (bytes, rotation left to do, dpi of the source for the pixels as
+    returned): the page gets exactly the size img2pdf gives the source format.
     One decoded image is alive at a time where possible: each step closes the last.
     """
     im = _open(data, kind)
     try:
+        if kind == "tiff":
+            dpi = _tiff_dpi(im, facts)
+        elif kind == "jp2":
+            dpi = _jp2_dpi(data)
+        else:
+            dpi = img2pdf.pil_get_dpi(im, _IMG2PDF_FORMAT[kind], img2pdf.default_dpi)
         im.load()
         rotation = _ROTATION.get(facts.orientation, 0)
         transpose = _MIRRORED.get(facts.orientation)
@@ -482,12 +618,12 @@ def _normalise(data: bytes, kind: str, facts: _Facts) -> tuple[bytes, int]:
             im = _replace(im, im.transpose(transpose))
             rotation = 0
         icc = im.info.get("icc_profile")
-        dpi = im.info.get("dpi")  # keeps the page size img2pdf would have given
-        if dpi and transpose in {Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE}:
+        if transpose in {Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE}:
             dpi = (dpi[1], dpi[0])
+        dpi = (float(dpi[0]), float(dpi[1]))
         if kind == "jpeg" and im.mode in {"RGB", "L", "CMYK"}:
             # The source was lossy already; a PNG of a photo would be several times larger.
-            return _encode(im, "JPEG", quality=95, icc_profile=icc, dpi=dpi), rotation
+            return _encode(im, "JPEG", quality=95, icc_profile=icc, dpi=dpi), rotation, dpi
         if im.mode in _ALPHA_MODES or "transparency" in im.info:
             im = _replace(im, _flatten(im))
         elif im.mode.startswith("I;16"):
@@ -503,9 +639,20 @@ def _normalise(data: bytes, kind: str, facts: _Facts) -> tuple[bytes, int]:
         return (
             _encode(im, "PNG", icc_profile=icc, dpi=dpi, compress_level=PNG_COMPRESS_LEVEL),
             rotation,
+            dpi,
         )
     finally:
         im.close()
+
+
+def _jp2_dpi(data: bytes) -> tuple[float, float]:
+    try:
+        if data[:4] == b"\xff\x4f\xff\x51":
+            return (img2pdf.default_dpi, img2pdf.default_dpi)
+        *_, hdpi, vdpi, _channels, _bpp = img2pdf.jp2(data).parsejp2()
+    except Exception:
+        return (img2pdf.default_dpi, img2pdf.default_dpi)
+    return (hdpi or img2pdf.default_dpi, vdpi or img2pdf.default_dpi)
 
 
 def _replace(old: Image.Image, new: Image.Image) -> Image.Image:

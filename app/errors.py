@@ -86,3 +86,23 @@ class ClientClosedRequest(ApiError):
     """The client went away before its request arrived; nobody reads the answer."""
 
     status, code, detail = 499, "client_closed_request", "The client closed the request."
+
+
+class ConversionTimeout(ApiError):
+    status, code = 422, "conversion_timeout"
+    detail = "Converting the image took too long; it was stopped."
+
+
+class ConversionTooLarge(ApiError):
+    status, code = 413, "conversion_memory_exceeded"
+    detail = "Converting the image needed more memory than it was allowed; it was stopped."
+
+
+class ConversionCrashed(ApiError):
+    status, code = 422, "conversion_crashed"
+    detail = "The image decoder failed on this image."
+
+
+class ImageTooComplex(ApiError):
+    status, code = 413, "image_too_complex"
+    detail = "The image has too many parts (markers, chunks, boxes or frames) to convert."

@@ -7,20 +7,15 @@ Plain functions over a `Services` bundle so tests and other entry points
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 
 from app.admission import Admission, Reservation
-from app.convert import (
-    ImageInfo,
-    convert_to_pdf,
-    estimate_peak_bytes,
-    inspect_image,
-    low_memory_variant,
-)
-from app.errors import ApiError, StorageUnavailable
+from app.convert import ImageInfo, estimate_peak_bytes, low_memory_variant
+from app.errors import ApiError, Busy, StorageUnavailable
 from app.fetch import FetchPolicy, fetch_source
+from app.sandbox import Job, Limits, Sandbox, inspect_reservation
 from app.settings import Settings
 from app.storage import Storage, download_filename, new_pdf_name
 
@@ -36,21 +31,70 @@ class Services:
     admission: Admission
     storage: Storage
     convert_limiter: anyio.CapacityLimiter
+    # The conversion zygote of this worker process; started with the services.
+    sandbox: Sandbox = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.sandbox is None:
+            self.sandbox = Sandbox(
+                Limits(
+                    timeout_s=self.settings.convert_timeout_s,
+                    max_memory=self.settings.worker_memory_budget,
+                )
+            )
+        self.sandbox.start()
 
 
 async def image_to_pdf(data: bytes, held: Reservation, svc: Services) -> bytes:
-    """Convert bytes already held (data pool) once the work pool has room for the peak."""
-    info: ImageInfo = await anyio.to_thread.run_sync(
-        inspect_image, data, svc.settings.max_image_pixels
-    )
-    need = estimate_peak_bytes(info, len(data))
-    cheaper = low_memory_variant(info) if need > svc.admission.budget else None
-    if cheaper is not None:
-        info, need = cheaper, estimate_peak_bytes(cheaper, len(data))
-    await held.resize(need)
-    pdf = await anyio.to_thread.run_sync(convert_to_pdf, data, info, limiter=svc.convert_limiter)
+    """Convert bytes already held (data pool) once the work pool has room for the peak.
+
+    The image is only ever parsed in a child process (app.sandbox), which lives
+    only while the job holds work-pool bytes and is limited by the kernel to
+    them: first the inspection's share, then the estimated peak. A job never
+    waits while holding work-pool bytes (app.admission): when the peak does not
+    fit at once, the inspecting child is stopped, the share given back, and a
+    fresh child converts once the peak is reserved.
+    """
+    # The child's copy of the source and its header parsing count from its start.
+    await held.resize(inspect_reservation(len(data)))
+    job = await _start(data, svc)
+    warned = 0
+    try:
+        info: ImageInfo = await anyio.to_thread.run_sync(
+            job.inspect, svc.settings.max_image_pixels, limiter=svc.convert_limiter
+        )
+        need = estimate_peak_bytes(info, len(data))
+        cheaper = low_memory_variant(info) if need > svc.admission.budget else None
+        if cheaper is not None:
+            info, need = cheaper, estimate_peak_bytes(cheaper, len(data))
+        if not held.try_resize(need):
+            warned += await _close(job)
+            await held.resize(0)
+            await held.resize(need)  # may wait: nothing of the work pool is held
+            job = await _start(data, svc)
+        pdf = await anyio.to_thread.run_sync(job.convert, info, need, limiter=svc.convert_limiter)
+    finally:
+        warned += await _close(job)
+        if warned:
+            log.info("decoder warnings: %d while converting one image", warned)
     await held.resize(len(pdf))  # the peak is over; only the PDF remains
     return pdf
+
+
+async def _start(data: bytes, svc: Services) -> Job:
+    try:
+        return await anyio.to_thread.run_sync(svc.sandbox.job, data)
+    except OSError:  # no process could be started (TasksMax, fork failure)
+        log.exception("starting a conversion process failed")
+        raise Busy(svc.settings.retry_after_s) from None
+
+
+async def _close(job: Job) -> int:
+    """Kill and reap the child (also for a client that has gone); its warning count."""
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(job.close)
+    count, job.warnings = job.warnings, 0
+    return count
 
 
 async def store_pdf(pdf: bytes, source_name: str, svc: Services) -> str:

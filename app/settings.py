@@ -132,6 +132,7 @@ class Settings:
     body_timeout_s: float = 30.0  # from the last header to the last body byte
     max_connections: int = 1000  # open connections per worker
     lb_source_ranges: tuple[str, ...] = field(default=LB_SOURCE_RANGES)
+    convert_timeout_s: float = 15.0  # wall clock of one conversion's child process
 
     @property
     def storage_backend(self) -> str:
@@ -184,4 +185,5 @@ class Settings:
             body_timeout_s=_float(env, "HTTP_BODY_TIMEOUT", 30.0, minimum=0.1),
             max_connections=_int(env, "MAX_CONNECTIONS_PER_WORKER", 1000, minimum=1),
             lb_source_ranges=_networks(env, "LB_SOURCE_RANGES", LB_SOURCE_RANGES),
+            convert_timeout_s=_float(env, "CONVERT_TIMEOUT", 15.0, minimum=1.0),
         )

@@ -5,7 +5,9 @@ Starts both behind the same gunicorn config on loopback, serves source images
 from a local server, and prints req/s, p50/p95 latency and the ratio to the
 baseline for a 12 MP JPEG, a 2 MP PNG and an alpha PNG at c=1 and c=4; then a
 worst-case burst to compare each worker's peak RSS with idle RSS + budget.
-Usage: .venv/bin/python scripts/bench.py [--requests N] [--quick]
+It also prices the process boundary (app.sandbox): the same conversions in
+process and in a forked child, with a loopback fetch of each file for scale.
+Usage: .venv/bin/python scripts/bench.py [--requests N] [--quick] [--boundary-only]
 """
 
 from __future__ import annotations
@@ -93,17 +95,65 @@ def conversion_only(images: dict[str, bytes], repeats: int) -> None:
         print(f"{name:<16}{1000 * o:>9.0f} {1000 * b:>9.0f} {b / o:>8.1f}x")
 
 
+def process_boundary(images: dict[str, bytes], repeats: int) -> None:
+    """Per-request cost of converting in a forked child instead of in process."""
+    from app.convert import convert_to_pdf, estimate_peak_bytes, inspect_image
+    from app.sandbox import Limits, Sandbox
+
+    box = Sandbox(Limits(timeout_s=60, max_memory=4096 * MIB))
+    box.start()
+    source = SourceServer()
+    urls = {name: source.add_bytes(f"/b{i}", data) for i, (name, data) in enumerate(images.items())}
+
+    def in_child(data: bytes) -> bytes:
+        with box.job(data) as job:
+            info = job.inspect(10**9)
+            return job.convert(info, estimate_peak_bytes(info, len(data)))
+
+    print(
+        f"\n{'process boundary':<16}{'in-proc ms':>11} {'child ms':>9} {'overhead':>9}"
+        f" {'fetch ms':>9}"
+    )
+    try:
+        for name, data in images.items():
+            in_child(data)  # warm the zygote's caches
+            inproc, child, fetch = [], [], []
+            for _ in range(repeats):  # interleaved, so both see the same machine
+                t0 = time.perf_counter()
+                convert_to_pdf(data, inspect_image(data, 10**9))
+                t1 = time.perf_counter()
+                in_child(data)
+                t2 = time.perf_counter()
+                http("GET", urls[name])
+                t3 = time.perf_counter()
+                inproc.append(t1 - t0)
+                child.append(t2 - t1)
+                fetch.append(t3 - t2)
+            a, b, f = (1000 * statistics.median(x) for x in (inproc, child, fetch))
+            print(f"{name:<16}{a:>11.1f} {b:>9.1f} {b - a:>+8.1f} {f:>9.1f}")
+    finally:
+        source.close()
+
+
 def worker_pids(svc: Service) -> list[int]:
-    master = svc.proc.pid if svc.proc else 0
-    pids = [p for p in svc.pids() if p != master]
-    # entrypoint.sh execs gunicorn, so the group leader is the master
-    return [p for p in pids if Path(f"/proc/{p}/status").exists()]
+    """The gunicorn workers (not their conversion zygotes or resource trackers).
+
+    Conversions run in children of the zygotes, limited by the kernel to their
+    work-pool reservation (app/sandbox.py); a worker's own peak no longer
+    includes them.
+    """
+    from tests.support.processes import workers
+
+    return workers(svc.proc.pid) if svc.proc else []
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=12, help="requests per case and concurrency")
     ap.add_argument("--quick", action="store_true", help="smaller images, fewer requests")
+    ap.add_argument(
+        "--boundary-only", action="store_true", help="only the process-boundary overhead"
+    )
     args = ap.parse_args()
     scale = 0.25 if args.quick else 1.0
     n = 4 if args.quick else args.requests
@@ -118,9 +168,11 @@ def main() -> int:
     alpha2 = encode(photo(*dims(2), "RGBA"), "PNG", compress_level=6)
     worst = encode(photo(*dims(WORST_MP), "RGBA"), "PNG", compress_level=1)
 
-    conversion_only(
-        {"jpeg 12MP": jpeg12, "png 2MP": png2, "alpha png 2MP": alpha2}, 3 if args.quick else 5
-    )
+    three = {"jpeg 12MP": jpeg12, "png 2MP": png2, "alpha png 2MP": alpha2}
+    process_boundary(three, 5 if args.quick else 15)
+    if args.boundary_only:
+        return 0
+    conversion_only(three, 3 if args.quick else 5)
     source = SourceServer()
     urls = {
         "jpeg 12MP": source.add_bytes("/j.jpg", jpeg12),

@@ -236,10 +236,10 @@ class Service:
         return http("POST", self.base + "/image_to_pdf", {"source_url": source_url}, timeout)
 
     def pids(self) -> list[int]:
-        """The gunicorn master and its workers."""
+        """The gunicorn master and its workers (not the workers' conversion zygotes)."""
         assert self.proc
-        out = subprocess.run(["pgrep", "-g", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [self.proc.pid, *(int(p) for p in out.stdout.split())]
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 
 import pytest
 
@@ -147,5 +148,90 @@ def test_jobs_holding_downloads_do_not_deadlock_waiting_for_work():
         assert sorted(done) == [0, 1, 2, 3]
         assert adm.rejected == 0
         assert (adm.in_use, adm.data_in_use) == (0, 0)
+
+    run(scenario())
+
+
+class DeadlineLoop(asyncio.SelectorEventLoop):
+    """An event loop that records when each timer it schedules is due."""
+
+    def __init__(self):
+        super().__init__()
+        self.due: list[float] = []
+
+    def call_at(self, when, callback, *args, context=None):
+        self.due.append(when)
+        return super().call_at(when, callback, *args, context=context)
+
+
+def test_wait_for_room_is_bounded_by_admission_wait_exactly():
+    """The waiter's timers never reach past ADMISSION_WAIT (a bound 3x too long fails)."""
+    loop = DeadlineLoop()
+    wait_s = 0.3
+
+    async def scenario():
+        adm = Admission(100, wait_s=wait_s)
+        async with adm.reserve(80):
+            start = loop.time()
+            loop.due.clear()
+            with pytest.raises(Busy):
+                async with adm.reserve(30):
+                    pass
+            return start
+
+    try:
+        start = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert loop.due, "the waiter scheduled no timeout"
+    # Scheduling happens a few microseconds after `start`; allow 50 ms of slack.
+    assert max(loop.due) <= start + wait_s + 0.05
+    assert max(loop.due) >= start + wait_s - 0.05
+
+
+def test_shrinking_job_wakes_a_waiter_at_once():
+    """A job that shrinks (its conversion is over) lets a waiter in without a timeout."""
+
+    async def scenario():
+        adm = Admission(100, wait_s=60)
+        admitted = asyncio.Event()
+
+        async def waiter():
+            async with adm.reserve(50):
+                admitted.set()
+
+        async with adm.reserve(80) as big:
+            task = asyncio.create_task(waiter())
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not admitted.is_set()
+            await big.resize(10)  # shrink, but keep the reservation
+            for _ in range(20):  # a few loop turns, no clock involved
+                await asyncio.sleep(0)
+                if admitted.is_set():
+                    break
+            woke = admitted.is_set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Busy):
+                await task
+        return woke
+
+    assert run(scenario())
+
+
+def test_try_resize_grows_only_without_waiting_and_shrinking_wakes():
+    async def scenario():
+        adm = Admission(100, wait_s=60)
+        async with adm.reserve(30) as a, adm.reserve(40) as b:
+            assert a.try_resize(60)  # 60 + 40 fits exactly
+            assert adm.in_use == 100
+            assert not b.try_resize(41)  # would need waiting: refused, unchanged
+            assert (b.nbytes, adm.in_use) == (40, 100)
+            assert b.try_resize(10)  # shrinking always works
+            assert adm.in_use == 70
+            with pytest.raises(ImageTooLarge):
+                a.try_resize(101)
+        assert adm.in_use == 0
+        assert adm.peak_in_use == 100
 
     run(scenario())

@@ -365,3 +365,29 @@ def test_low_memory_variant_flattens_alpha_onto_white_for_less_memory():
     assert near(im.getpixel((56, 24)), images.WHITE)
     # Routes without a cheaper way have no variant.
     assert low_memory_variant(inspect_image(images.jpeg(), 10**8)) is None
+
+
+def test_low_memory_variant_of_grey_with_alpha_renders_white_behind_transparency():
+    data = images.la_png(64, 48)  # left half grey 80 opaque, right half transparent
+    cheaper = low_memory_variant(inspect_image(data, 10**8))
+    assert cheaper is not None
+    pdf = convert_to_pdf(data, cheaper)
+    assert b"/SMask" not in pdf
+    im = render(pdf, (64, 48))
+    assert near(im.getpixel((8, 24)), (80, 80, 80))
+    assert near(im.getpixel((56, 24)), images.WHITE, tol=5)
+
+
+def test_grey_with_alpha_is_priced_as_an_alpha_image():
+    """LA takes img2pdf's soft-mask path (~23 B/px), not a plain decode."""
+    w, h = 1000, 1000
+    info = inspect_image(images.la_png(w, h), 10**8)
+    assert info.route == "img2pdf-alpha"
+    assert estimate_peak_bytes(info, 0) >= 23 * w * h
+
+
+def test_webp_is_priced_at_its_decoder_floor_on_every_route():
+    w, h = 1000, 1000
+    for data in (images.webp(w, h), images.webp_alpha(w, h)):
+        info = inspect_image(data, 10**8)
+        assert estimate_peak_bytes(info, len(data)) >= 32 * w * h, info.route

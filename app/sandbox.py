@@ -1,0 +1,383 @@
+"""Untrusted images are decoded in a child process the kernel bounds and we can kill.
+
+A decoder that loops, crashes or overshoots its memory estimate must not take
+the web worker with it, and a thread cannot be stopped. So every conversion runs
+in its own process, forked from a pre-started, single-threaded zygote (the
+`multiprocessing` forkserver, with the conversion modules imported once):
+
+- the source reaches the child through a memfd (one copy, read in one call),
+  the PDF comes back through another; a pipe carries only small messages;
+- the child keeps stdin/stdout/stderr on /dev/null, its pipe and the two memfds,
+  and closes every other file descriptor before it reads a byte of the image;
+- it is forked only once the job holds `inspect_reservation` in the work pool,
+  inspects the image under RLIMIT_AS = its own measured size at start + that
+  reservation, reports what it found, then waits for the job's reservation to
+  grow to the estimated peak and converts under RLIMIT_AS = its size at start +
+  that reservation; RLIMIT_CPU backs the wall clock (CONVERT_TIMEOUT), after
+  which the parent kills it;
+- whatever happens, the child is killed and reaped before the job returns.
+
+Failures become clean API errors: ConversionTimeout (422), ConversionTooLarge
+(413, the memory limit), ConversionCrashed (422, a signal or an abnormal exit).
+Decoder warnings are counted in the child and logged as one line by the parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import multiprocessing
+import multiprocessing.connection
+import os
+import resource
+import signal
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing.context import set_spawning_popen
+
+from app import errors
+from app.errors import ApiError, ConversionCrashed, ConversionTimeout, ConversionTooLarge
+
+# Modules the zygote imports once, so a fork starts with them loaded.
+PRELOAD = ["app.convert", "app.sandbox", "app.zygote"]
+# Address space the inspection step may use besides its copy of the source:
+# header parsers keep at most what the file holds (APP segments, ICC profiles,
+# Exif: the byte-level caps in app.structure bound their number), so twice the
+# file plus this covers them.
+INSPECT_MEMORY = 16 * 1024 * 1024
+# Room between the estimate and the kernel limit for the interpreter itself
+# (pickling a message, a traceback).
+LIMIT_SLACK = 4 * 1024 * 1024
+
+log = logging.getLogger("img2pdf.sandbox")
+_ctx = multiprocessing.get_context("forkserver")
+
+
+class _Popen(popen_forkserver.Popen):
+    """The forkserver launch, minus re-running the parent's `__main__` in each child.
+
+    multiprocessing re-imports the parent's main script in every child (here that
+    would be gunicorn's or a benchmark's); a conversion needs only PRELOAD.
+    """
+
+    def _launch(self, process_obj):
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        prep_data.pop("init_main_from_path", None)
+        prep_data.pop("init_main_from_name", None)
+        buf = io.BytesIO()
+        set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            set_spawning_popen(None)
+        self.sentinel, w = forkserver.connect_to_new_process(self._fds)
+        _parent_w = os.dup(w)  # the child's sign that its parent lives
+        self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+
+
+class _Process(_ctx.Process):
+    @staticmethod
+    def _Popen(process_obj):
+        return _Popen(process_obj)
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float = 15.0
+    # The largest reservation a job can get (the work pool): the hard limit.
+    max_memory: int = 1024 * 1024 * 1024
+
+
+def inspect_reservation(source_len: int) -> int:
+    """Work-pool bytes a child holds while it inspects: its kernel limit then."""
+    return 2 * source_len + INSPECT_MEMORY
+
+
+class Sandbox:
+    """One per worker process: starts the zygote and hands out jobs."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._started = False
+
+    def start(self) -> None:
+        """Start the zygote now (at worker start) rather than on the first request."""
+        with self._lock:
+            if not self._started:
+                _ctx.set_forkserver_preload(PRELOAD)
+                forkserver.ensure_running()
+                self._started = True
+
+    def job(self, data: bytes) -> Job:
+        self.start()
+        return Job(data, self.limits)
+
+
+def _memfd(name: str) -> int:
+    try:
+        return os.memfd_create(name, os.MFD_CLOEXEC)
+    except (AttributeError, OSError):  # no memfd: an unlinked temp file does the same
+        fd, path = tempfile.mkstemp(prefix=name)
+        os.unlink(path)
+        return fd
+
+
+class _Fd:
+    """A file descriptor that travels to the forkserver child (SCM_RIGHTS)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self):
+        return _rebuild_fd, (reduction.DupFd(self.fd),)
+
+
+def _rebuild_fd(dup) -> int:
+    return dup.detach()
+
+
+class Job:
+    """One image in one child: `inspect()`, then `convert()`, then `close()`.
+
+    The methods block (they wait on the child); call them from a thread.
+    """
+
+    def __init__(self, data: bytes, limits: Limits):
+        self.limits = limits
+        self.warnings = 0
+        self._closed = False
+        self._remaining = limits.timeout_s
+        self._out = _memfd("img2pdf-out")
+        src = _memfd("img2pdf-src")
+        try:
+            _write_all(src, data)
+            parent, child = _ctx.Pipe(duplex=True)
+            self._conn = parent
+            self._proc = _Process(
+                target=_child_main,
+                args=(child, _Fd(src), _Fd(self._out), len(data), limits),
+                daemon=True,
+            )
+            try:
+                self._proc.start()
+            finally:
+                child.close()
+            self._pid = self._proc.pid
+        except BaseException:
+            os.close(self._out)
+            raise
+        finally:
+            os.close(src)
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    def inspect(self, max_pixels: int):
+        self._conn.send(("inspect", max_pixels))
+        return self._reply("info")
+
+    def convert(self, info, reserved_bytes: int) -> bytes:
+        self._conn.send(("convert", info, reserved_bytes))
+        size = self._reply("pdf")
+        return os.pread(self._out, size, 0) if size else b""
+
+    def close(self) -> None:
+        """Kill the child if it still runs and reap it; nothing is left behind."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc.join()
+        with contextlib.suppress(ValueError):
+            self._proc.close()
+        with contextlib.suppress(OSError):
+            os.close(self._out)
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _reply(self, expected: str):
+        started = time.monotonic()
+        try:
+            ready = self._conn.poll(max(self._remaining, 0.0))
+        except (OSError, EOFError):
+            ready = True
+        finally:
+            self._remaining -= time.monotonic() - started
+        if not ready:
+            self._proc.kill()
+            self._proc.join()
+            log.warning("conversion process killed after %.1f s", self.limits.timeout_s)
+            raise ConversionTimeout()
+        try:
+            message = self._conn.recv()
+        except (OSError, EOFError):
+            message = None
+        if message is None:
+            raise self._died()
+        self.warnings += message[-1]
+        tag = message[0]
+        if tag == expected:
+            return message[1]
+        if tag == "api":
+            _, name, detail, _count = message
+            cls = getattr(errors, name, None)
+            if isinstance(cls, type) and issubclass(cls, ApiError):
+                return _raise(cls(detail))
+            raise ConversionCrashed()
+        if tag == "memory":
+            raise ConversionTooLarge()
+        raise ConversionCrashed()
+
+    def _died(self) -> ApiError:
+        """The child ended without an answer: say what stopped it."""
+        self._proc.join(self._remaining if self._remaining > 0 else 0)
+        if self._proc.is_alive():  # closed its pipe but runs on
+            self._proc.kill()
+            self._proc.join()
+            return ConversionCrashed()
+        code = self._proc.exitcode
+        log.warning("conversion process ended without an answer (exit code %s)", code)
+        if code == -signal.SIGXCPU:
+            return ConversionTimeout()
+        if code == -signal.SIGKILL:
+            # Not killed by us (we only kill on timeout): the kernel's OOM killer.
+            return ConversionTooLarge()
+        return ConversionCrashed()
+
+
+def _raise(exc: ApiError):
+    raise exc
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+    view.release()
+
+
+# --- the child -------------------------------------------------------------
+
+
+def _vm_size() -> int:
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _limit_memory(soft: int, hard: int | None = None) -> None:
+    # prlimit64 is in systemd's @default set; setrlimit is in @resources, which
+    # the unit denies. resource.prlimit calls the former.
+    current = resource.prlimit(0, resource.RLIMIT_AS)[1]
+    if current != resource.RLIM_INFINITY:
+        hard = min(current, hard if hard is not None else current)
+    hard = soft if hard is None else hard
+    resource.prlimit(0, resource.RLIMIT_AS, (min(soft, hard), hard))
+
+
+def _isolate(keep: set[int]) -> None:
+    """stdio on /dev/null; every other descriptor but `keep` closed."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        if fd != null:
+            os.dup2(null, fd)
+    keep = keep | {0, 1, 2}
+    low = 3
+    for fd in [*sorted(keep), resource.getrlimit(resource.RLIMIT_NOFILE)[0]]:
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+
+
+class _WarningCounter:
+    def __init__(self):
+        self.count = 0
+
+    def show(self, *args, **kwargs) -> None:
+        self.count += 1
+
+    def take(self) -> int:
+        count, self.count = self.count, 0
+        return count
+
+
+def _child_main(conn, src_fd: int, out_fd: int, size: int, limits: Limits) -> None:
+    """Runs in the forked child; always ends in os._exit."""
+    code = 0
+    try:
+        _isolate({conn.fileno(), src_fd, out_fd})
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        cpu = math.ceil(limits.timeout_s) + 1
+        resource.prlimit(0, resource.RLIMIT_CPU, (cpu, cpu + 1))
+        resource.prlimit(0, resource.RLIMIT_CORE, (0, 0))
+        baseline = _vm_size()
+        inspecting = inspect_reservation(size)
+        _limit_memory(
+            baseline + inspecting + LIMIT_SLACK,
+            baseline + max(inspecting, limits.max_memory) + LIMIT_SLACK,
+        )
+        counter = _WarningCounter()
+        warnings.showwarning = counter.show
+        warnings.simplefilter("always")
+        data = os.pread(src_fd, size, 0) if size else b""
+        os.close(src_fd)
+        _serve(conn, data, out_fd, baseline, counter)
+    except BaseException:  # the parent reports a crash from the exit code
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def _serve(conn, data: bytes, out_fd: int, baseline: int, counter: _WarningCounter) -> None:
+    from app.convert import convert_to_pdf, inspect_image, take_warning_count
+
+    def warned() -> int:
+        return counter.take() + take_warning_count()
+
+    info = None
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        try:
+            if request[0] == "inspect":
+                info = inspect_image(data, request[1])
+                reply = ("info", info, warned())
+            elif request[0] == "convert":
+                _, info, reserved = request
+                limit = baseline + reserved + LIMIT_SLACK
+                _limit_memory(limit, limit)
+                pdf = convert_to_pdf(data, info)
+                del data
+                _write_all(out_fd, pdf)
+                reply = ("pdf", len(pdf), warned())
+            else:
+                return
+        except ApiError as exc:
+            reply = ("api", type(exc).__name__, exc.detail, warned())
+        except MemoryError:
+            reply = ("memory", warned())
+        conn.send(reply)
+        if reply[0] != "info":
+            return

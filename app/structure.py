@@ -1,0 +1,251 @@
+"""Byte-level caps, checked before any decoder or header parser sees the file.
+
+Pillow's and img2pdf's header parsers walk every marker, chunk, box, block and
+IFD a file holds, keep some of them, and loop in Python: a 64x64 JPEG padded
+with 5 M empty APP5 segments took 1.4 GiB and a minute; a 1x1-page TIFF chain
+of 180 k IFDs, six minutes. A real image has a handful of each. So this module
+walks the container structure itself, in bounded time (it stops at each cap),
+refuses files beyond the caps with `ImageTooComplex` (413), and reports the
+few facts the memory estimate needs (JPEG progressive/components, JPEG 2000
+bit depth, frames up to FRAMES_COUNTED).
+
+Malformed structure is not judged here (the decoders report it, inside the
+sandbox); only what would make them do too much.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from app.errors import ImageTooComplex
+
+# JPEG: segments before the first scan (real files: ~5-30; an ICC profile split
+# over APP2 takes at most 255), and scans (progressive files: ~10).
+JPEG_MAX_SEGMENTS = 1024
+JPEG_MAX_SCANS = 256
+# PNG: chunks in all (a 73 MB file in 64 KB IDAT chunks has ~1,100) and chunks
+# other than IDAT (metadata: a few).
+PNG_MAX_CHUNKS = 65536
+PNG_MAX_OTHER_CHUNKS = 1024
+# GIF: extension blocks before the first image.
+GIF_MAX_BLOCKS_BEFORE_IMAGE = 1024
+# WebP: RIFF chunks (an animation has one per frame).
+WEBP_MAX_CHUNKS = 4096
+# JPEG 2000: boxes at the top level and inside each superbox.
+JP2_MAX_BOXES = 1024
+# Frames are counted up to this many and no further (only the first is converted).
+FRAMES_COUNTED = 64
+
+
+@dataclass(frozen=True)
+class Structure:
+    frames: int = 1
+    progressive: bool = False  # JPEG: SOF2/6/10/14 (decoding buffers every coefficient)
+    components: int = 3  # JPEG: colour components of the frame
+    depth: int = 8  # JPEG 2000: bits per component (max)
+
+
+def scan(data: bytes, kind: str) -> Structure:
+    """Walk the file's structure within the caps; ImageTooComplex beyond them."""
+    walker = _WALKERS.get(kind)
+    if walker is None:
+        return Structure()
+    try:
+        return walker(data)
+    except (struct.error, IndexError):
+        return Structure()  # cut short: the decoder reports it
+
+
+def _too_complex() -> ImageTooComplex:
+    return ImageTooComplex()
+
+
+# --- JPEG ------------------------------------------------------------------
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
+
+
+def _jpeg(data: bytes) -> Structure:
+    pos, segments, size = 2, 0, len(data)
+    progressive, components = False, 3
+    while pos + 4 <= size:
+        if data[pos] != 0xFF:
+            break
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            pos += 2
+            continue
+        if marker == 0xD9:
+            break
+        segments += 1
+        if segments > JPEG_MAX_SEGMENTS:
+            raise _too_complex()
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        if marker in _SOF and pos + 10 <= size:
+            progressive = marker in _PROGRESSIVE
+            components = data[pos + 9]
+        if marker == 0xDA:
+            break
+        pos += 2 + length
+    # 0xFF 0xDA never occurs inside entropy-coded data (an 0xFF there is
+    # followed by 0x00), so counting it counts the scans.
+    if data.count(b"\xff\xda") > JPEG_MAX_SCANS:
+        raise _too_complex()
+    return Structure(progressive=progressive, components=components or 3)
+
+
+# --- PNG -------------------------------------------------------------------
+
+
+def _png(data: bytes) -> Structure:
+    pos, chunks, other, size = 8, 0, 0, len(data)
+    while pos + 8 <= size:
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        chunks += 1
+        if kind != b"IDAT":
+            other += 1
+        if chunks > PNG_MAX_CHUNKS or other > PNG_MAX_OTHER_CHUNKS:
+            raise _too_complex()
+        if kind == b"IEND":
+            break
+        pos += 12 + length
+    return Structure()
+
+
+# --- GIF -------------------------------------------------------------------
+
+
+def _gif_sub_blocks(data: bytes, pos: int) -> int:
+    while True:
+        n = data[pos]
+        pos += 1
+        if n == 0:
+            return pos
+        pos += n
+
+
+def _gif(data: bytes) -> Structure:
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    frames = blocks = 0
+    while pos < len(data) and frames < FRAMES_COUNTED:
+        block = data[pos]
+        if block == 0x3B:
+            break
+        if block == 0x21:
+            if frames == 0:
+                blocks += 1
+                if blocks > GIF_MAX_BLOCKS_BEFORE_IMAGE:
+                    raise _too_complex()
+            pos = _gif_sub_blocks(data, pos + 2)
+        elif block == 0x2C:
+            frames += 1
+            local = data[pos + 9]
+            pos += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0)
+            pos = _gif_sub_blocks(data, pos + 1)  # after the LZW minimum code size
+        else:
+            break
+    return Structure(frames=max(frames, 1))
+
+
+# --- TIFF ------------------------------------------------------------------
+
+
+def _tiff(data: bytes) -> Structure:
+    order = "<" if data[:2] == b"II" else ">"
+    (offset,) = struct.unpack_from(order + "I", data, 4)
+    seen: set[int] = set()
+    while offset and offset not in seen and len(seen) < FRAMES_COUNTED:
+        seen.add(offset)
+        if offset + 2 > len(data):
+            break
+        (entries,) = struct.unpack_from(order + "H", data, offset)
+        end = offset + 2 + 12 * entries
+        if end + 4 > len(data):
+            break
+        (offset,) = struct.unpack_from(order + "I", data, end)
+    return Structure(frames=max(len(seen), 1))
+
+
+# --- WebP ------------------------------------------------------------------
+
+
+def _webp(data: bytes) -> Structure:
+    pos, chunks, frames, size = 12, 0, 0, len(data)
+    while pos + 8 <= size:
+        kind, length = struct.unpack_from("<4sI", data, pos)
+        chunks += 1
+        if chunks > WEBP_MAX_CHUNKS:
+            raise _too_complex()
+        if kind == b"ANMF":
+            frames += 1
+        pos += 8 + length + (length & 1)
+    return Structure(frames=min(max(frames, 1), FRAMES_COUNTED))
+
+
+# --- JPEG 2000 -------------------------------------------------------------
+
+
+def _boxes(data: bytes, start: int, end: int):
+    """(type, contents start, contents end) of each box, at most JP2_MAX_BOXES."""
+    pos, count = start, 0
+    while pos + 8 <= end:
+        count += 1
+        if count > JP2_MAX_BOXES:
+            raise _too_complex()
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        head = 8
+        if length == 1:
+            (length,) = struct.unpack_from(">Q", data, pos + 8)
+            head = 16
+        if length == 0:
+            length = end - pos
+        if length < head:
+            return  # img2pdf and Pillow stop here too, or fail
+        yield kind, pos + head, min(pos + length, end)
+        pos += length
+
+
+def _jp2(data: bytes) -> Structure:
+    if data[:4] == b"\xff\x4f\xff\x51":
+        return Structure(depth=_siz_depth(data, 0))
+    depth = 8
+    for kind, start, end in _boxes(data, 0, len(data)):
+        if kind == b"jp2h":
+            for sub, s, e in _boxes(data, start, end):
+                if sub == b"ihdr" and e - s >= 11:
+                    bpc = data[s + 10]
+                    if bpc != 0xFF:
+                        depth = (bpc & 0x7F) + 1
+                elif sub == b"bpcc":
+                    depth = max([(b & 0x7F) + 1 for b in data[s:e]] or [depth])
+                elif sub == b"res ":
+                    for _ in _boxes(data, s, e):
+                        pass
+        elif kind == b"jp2c":
+            depth = max(depth, _siz_depth(data, start))
+    return Structure(depth=depth)
+
+
+def _siz_depth(data: bytes, start: int) -> int:
+    """Deepest component in a codestream's SIZ segment (FF4F FF51 ...)."""
+    if data[start : start + 4] != b"\xff\x4f\xff\x51":
+        return 8
+    (count,) = struct.unpack_from(">H", data, start + 40)
+    sizes = data[start + 42 : start + 42 + 3 * min(count, 16384) : 3]
+    return max([(b & 0x7F) + 1 for b in sizes] or [8])
+
+
+_WALKERS = {
+    "jpeg": _jpeg,
+    "png": _png,
+    "gif": _gif,
+    "tiff": _tiff,
+    "webp": _webp,
+    "jp2": _jp2,
+}

@@ -1,0 +1,54 @@
+"""Imported once by the conversion zygote (app.sandbox's forkserver), never per job.
+
+Pillow loads its format plugins and codecs lazily, on the first open of each
+kind: done in every forked child, that cost ~20 ms per conversion. Converting
+a tiny image of every accepted kind here leaves all of it loaded in the zygote,
+so each fork starts warm. Then the zygote's objects are moved out of the
+garbage collector's sight (gc.freeze): a collection in a child would otherwise
+touch, and so copy, every page of the heap it shares with the zygote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+
+from PIL import Image
+
+from app.convert import convert_to_pdf, inspect_image, take_warning_count
+
+
+def _samples() -> list[bytes]:
+    out = []
+    rgb = Image.new("RGB", (8, 8), (200, 30, 30))
+    rgba = Image.new("RGBA", (8, 8), (200, 30, 30, 128))
+    for im, fmt, params in (
+        (rgb, "JPEG", {}),
+        (rgb, "PNG", {}),
+        (rgba, "PNG", {}),
+        (rgb.convert("P"), "GIF", {}),
+        (rgb, "TIFF", {}),
+        (rgb, "BMP", {}),
+        (rgb, "WEBP", {"lossless": True}),
+        (rgba, "WEBP", {"lossless": True}),
+        (rgb, "JPEG2000", {}),
+    ):
+        buf = io.BytesIO()
+        im.save(buf, fmt, **params)
+        out.append(buf.getvalue())
+    return out
+
+
+def warm() -> None:
+    Image.init()
+    for data in _samples():
+        # A codec missing on this machine only costs its warm-up.
+        with contextlib.suppress(Exception):
+            convert_to_pdf(data, inspect_image(data, 10**6))
+    take_warning_count()
+
+
+warm()
+gc.collect()
+gc.freeze()

@@ -1,0 +1,203 @@
+"""app.sandbox: the child process a conversion runs in, with the real forkserver.
+
+Signals stand in for a decoder that hangs (SIGSTOP) or crashes (SIGSEGV), so the
+outcomes do not depend on timing; memory limits are exercised by real images.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from multiprocessing import forkserver
+from pathlib import Path
+
+import pytest
+
+from app.convert import estimate_peak_bytes, low_memory_variant
+from app.errors import (
+    ConversionCrashed,
+    ConversionTimeout,
+    ConversionTooLarge,
+    InvalidImage,
+)
+from app.sandbox import Limits, Sandbox, inspect_reservation
+from tests.support import hostile, images
+
+MAX_PIXELS = 40_000_000
+TIMEOUT = 3.0
+BUDGET = 400 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    box = Sandbox(Limits(timeout_s=TIMEOUT, max_memory=BUDGET))
+    box.start()
+    return box
+
+
+@pytest.fixture(scope="module")
+def quick():
+    """A sandbox whose timeout the hang tests wait out."""
+    return Sandbox(Limits(timeout_s=1.0, max_memory=BUDGET))
+
+
+def zygote_children() -> list[int]:
+    pid = forkserver._forkserver._forkserver_pid
+    assert pid is not None
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return children
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def limits_of(pid: int) -> dict[str, str]:
+    out = {}
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]:
+        name, soft = line[:26].strip(), line[26:47].strip()
+        out[name] = soft
+    return out
+
+
+def convert(sandbox: Sandbox, data: bytes, reserve: int | None = None) -> bytes:
+    with sandbox.job(data) as job:
+        info = job.inspect(MAX_PIXELS)
+        need = estimate_peak_bytes(info, len(data))
+        if need > BUDGET:
+            info = low_memory_variant(info) or info
+            need = estimate_peak_bytes(info, len(data))
+        return job.convert(info, need if reserve is None else reserve)
+
+
+def test_a_conversion_round_trips_and_leaves_no_process(sandbox):
+    pdf = convert(sandbox, images.jpeg(64, 48))
+    assert pdf.startswith(b"%PDF-")
+    assert zygote_children() == []
+
+
+def test_child_holds_only_stdio_on_dev_null_its_pipe_and_output(sandbox):
+    with sandbox.job(images.png(64, 48)) as job:
+        job.inspect(MAX_PIXELS)  # the child now waits for its reservation
+        fd_dir = Path(f"/proc/{job.pid}/fd")
+        fds = {int(fd): os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir)}
+        assert len(fds) == 5, fds  # 0, 1, 2, the pipe, the output memfd
+        assert all(fds[n] == "/dev/null" for n in (0, 1, 2)), fds
+        assert sum("socket:" in t or "pipe:" in t for t in fds.values()) == 1, fds
+        assert sum("memfd:img2pdf-out" in t for t in fds.values()) == 1, fds
+        limits = limits_of(job.pid)
+        assert limits["Max cpu time"] == str(math.ceil(TIMEOUT) + 1)
+        # The child's own size at start + the inspection's reservation (+ 4 MiB).
+        space = int(limits["Max address space"])
+        status = Path(f"/proc/{job.pid}/status").read_text()
+        size = int(status.split("VmSize:")[1].split()[0]) * 1024
+        reserved = inspect_reservation(len(images.png(64, 48)))
+        assert reserved // 2 < space - size <= reserved + 4 * 1024 * 1024
+        assert limits["Max core file size"] == "0"
+
+
+@pytest.mark.parametrize("phase", ["inspect", "convert"])
+def test_hung_child_is_killed_at_the_timeout(quick, phase):
+    job = quick.job(images.png(64, 48))
+    try:
+        if phase == "convert":
+            info = job.inspect(MAX_PIXELS)
+        os.kill(job.pid, signal.SIGSTOP)  # a decoder that never returns
+        with pytest.raises(ConversionTimeout):
+            if phase == "inspect":
+                job.inspect(MAX_PIXELS)
+            else:
+                job.convert(info, 64 * 1024 * 1024)
+    finally:
+        job.close()
+    assert gone(job.pid)
+    assert zygote_children() == []
+
+
+def test_crashing_decoder_is_a_clean_crash_answer(sandbox):
+    job = sandbox.job(images.png(64, 48))
+    try:
+        os.kill(job.pid, signal.SIGSTOP)
+        os.kill(job.pid, signal.SIGSEGV)
+        os.kill(job.pid, signal.SIGCONT)
+        with pytest.raises(ConversionCrashed):
+            job.inspect(MAX_PIXELS)
+    finally:
+        job.close()
+    assert gone(job.pid)
+    assert zygote_children() == []
+
+
+def test_cpu_limit_signal_is_a_timeout_answer(sandbox):
+    job = sandbox.job(images.png(64, 48))
+    try:
+        os.kill(job.pid, signal.SIGSTOP)
+        os.kill(job.pid, signal.SIGXCPU)  # what RLIMIT_CPU sends
+        os.kill(job.pid, signal.SIGCONT)
+        with pytest.raises(ConversionTimeout):
+            job.inspect(MAX_PIXELS)
+    finally:
+        job.close()
+    assert zygote_children() == []
+
+
+def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
+    data = images.alpha_png(2000, 2000)  # the soft-mask path needs ~90 MB
+    with pytest.raises(ConversionTooLarge):
+        convert(sandbox, data, reserve=16 * 1024 * 1024)
+    assert zygote_children() == []
+    # The zygote is unharmed: the next job works.
+    assert convert(sandbox, images.jpeg(64, 48)).startswith(b"%PDF-")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: images.jpeg(2000, 1500),
+        lambda: images.cmyk_jpeg(1500, 1500),
+        lambda: images.png(1500, 1000),
+        lambda: images.alpha_png(1500, 1000),
+        lambda: images.la_png(1500, 1000),
+        lambda: images.png16_alpha(600, 400),
+        lambda: images.png_interlaced(300, 200),
+        lambda: images.gif(1500, 1000),
+        lambda: images.tiff(1500, 1000),
+        lambda: images.tiff16(600, 400),
+        lambda: images.tiff_alpha(1500, 1000),
+        lambda: images.webp(1500, 1000),
+        lambda: images.webp_alpha(1500, 1000),
+        lambda: images.bmp(1500, 1000),
+        lambda: images.jp2(1000, 800),
+        lambda: hostile.jp2_16bit_gray(1024, 1024),
+        lambda: images.jpeg_with_orientation(5, 1500, 1000),
+    ],
+)
+def test_estimate_is_enough_under_the_kernel_limit(sandbox, make):
+    """Each route converts with exactly its estimate as its address-space limit."""
+    assert convert(sandbox, make()).startswith(b"%PDF-")
+
+
+def test_truncated_progressive_cmyk_jpeg_is_invalid_not_out_of_memory(sandbox):
+    data = hostile.truncated_progressive_cmyk_jpeg(1024, 1024)
+    with pytest.raises(InvalidImage):
+        convert(sandbox, data)
+    assert zygote_children() == []
+
+
+def test_a_dead_zygote_is_started_again_for_the_next_job(sandbox):
+    pid = forkserver._forkserver._forkserver_pid
+    os.kill(pid, signal.SIGKILL)
+    stat = Path(f"/proc/{pid}/stat")
+    while stat.read_text().split(")")[-1].split()[0] != "Z":  # dead, not yet reaped
+        time.sleep(0.01)
+    assert convert(sandbox, images.jpeg(64, 48)).startswith(b"%PDF-")
+    assert forkserver._forkserver._forkserver_pid != pid
+    assert zygote_children() == []
