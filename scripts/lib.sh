@@ -34,14 +34,20 @@ find_controller_python() {
   die "Ansible needs Python >= 3.12 on the controller (install python3.12 or python3.13)"
 }
 
+# venv_current DIR REQUIREMENTS... : DIR was built from exactly these requirement files.
+venv_current() {
+  local dir="$1"; shift
+  local stamp="$dir/.requirements.sha256" want
+  want="$(cat "$@" | sha256sum | cut -d' ' -f1)"
+  [[ -x "$dir/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]
+}
+
 # ensure_venv DIR PYTHON REQUIREMENTS... : (re)build DIR when the requirement files changed.
 ensure_venv() {
   local dir="$1" python="$2"; shift 2
   local stamp="$dir/.requirements.sha256" want
+  if venv_current "$dir" "$@"; then return 0; fi
   want="$(cat "$@" | sha256sum | cut -d' ' -f1)"
-  if [[ -x "$dir/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-    return 0
-  fi
   log "building $dir with $python"
   rm -rf "$dir"
   "$python" -m venv "$dir"
