@@ -562,10 +562,12 @@ if __name__ == "__main__":
         print(ensure_rootfs_tarball())
     elif sys.argv[1:] == ["key"]:  # the tarball's name: CI's cache key
         print(rootfs_tarball_name())
+    elif sys.argv[1:2] == ["mirror"]:  # scripts/lib.sh: env_debian_mirror [FSROOT]
+        print(host_mirror(Path(sys.argv[2]) if len(sys.argv) > 2 else Path("/")))
     elif sys.argv[1:] == ["shell"]:
         with DebianMachine("img2pdf-shell") as machine:
             print(shlex.join(machine.ssh_command()))
             with contextlib.suppress(KeyboardInterrupt):
                 subprocess.run(machine.ssh_command(), check=False)
     else:
-        sys.exit("usage: python -m tests.support.machine warm|key|shell")
+        sys.exit("usage: python -m tests.support.machine warm|key|mirror [FSROOT]|shell")
