@@ -24,6 +24,8 @@
 #   ANSIBLE_VENV       the controller venv (default .venv-ansible, built here from
 #                      config/requirements-ansible.txt when missing or stale; an
 #                      ansible-playbook on PATH is never used)
+#   DEPLOY_ALLOW_OLDER 1: deploy RELEASE even when it is an ancestor of the live
+#                      release (a deliberate rollback by hand; CI never sets it)
 #   DEPLOY_LOOKUP_ATTEMPTS, DEPLOY_LOOKUP_DELAY
 #                      asking the hosts which release is live: attempts (default 3)
 #                      and seconds between them (default 10)
@@ -218,7 +220,7 @@ be told whether ${SHORT} is newer; nothing was deployed" "\`${PREVIOUS}\`"
     echo "::error title=Deploy aborted::live release ${PREVIOUS} is unknown here" >&2
     exit 2
   fi
-  if git merge-base --is-ancestor "$RELEASE" "$PREVIOUS"; then
+  if [[ "${DEPLOY_ALLOW_OLDER:-}" != 1 ]] && git merge-base --is-ancestor "$RELEASE" "$PREVIOUS"; then
     log "release ${RELEASE} is an ancestor of the live release ${PREVIOUS}: skipped"
     summary "skipped" "release ${SHORT} is older than the live release ${PREVIOUS:0:12} \
 (an ancestor of it): a newer release is live, nothing was deployed" "\`${PREVIOUS}\`"

@@ -564,3 +564,15 @@ def test_a_real_unreachable_host_aborts_before_deploying(stubs, project, commits
     summary = summary_of(state)
     assert "Deploy aborted" in summary and "UNREACHABLE" in summary, summary
     assert f"deploying {new}" not in out.stderr, "nothing may be deployed"
+
+
+def test_an_older_release_goes_live_only_when_asked_by_hand(stubs, fake_hosts, project):
+    """A deliberate rollback from a laptop (docs/delivery.md); the workflow never asks."""
+    base, _, state, _ = fake_hosts
+    _, shas = project
+    (state / "current").write_text(shas[2])
+    out = run_deploy(stubs, project, base, shas[1], DEPLOY_ALLOW_OLDER="1")
+    assert out.returncode == 0, out.stderr
+    assert (state / "current").read_text().strip() == shas[1]
+    deploy_yml = (ROOT / ".github" / "workflows" / "deploy.yml").read_text()
+    assert "DEPLOY_ALLOW_OLDER" not in deploy_yml
