@@ -10,15 +10,18 @@ What it does, all on loopback and all bounded in time and request count:
    or the temp dir): photo-like JPEGs of 1-12 MP, screenshot/photo/alpha PNGs,
    and bad inputs (HTML, an oversized body, a pixel bomb, a closed port).
 2. Serves them from a separate process with 50-200 ms of latency per request.
-3. Starts `scripts/entrypoint.sh prod` inside fresh cgroup v1 groups (cpu:
-   cfs_quota 50000 / period 100000 = 0.5 CPU; memory: 1 GiB, no swap): a tiny
-   shell wrapper writes its own PID into both groups, then execs the service,
-   so gunicorn and every worker it forks are inside before they exist.
+3. Starts `scripts/entrypoint.sh prod` inside a fresh cgroup limited like an
+   e2-micro (0.5 CPU: quota 50000 us per 100000 us; 1 GiB; no swap), with the
+   host's backend (tests/support/cgroups.py): `systemd-run --scope` on a
+   systemd + cgroup v2 host, a raw v2 group, or v1 cpu/memory groups. The
+   service's first process is inside before it execs, so gunicorn and every
+   worker it forks are inside before they exist.
 4. Offers an open-loop Poisson arrival rate, step by step, from an asyncio +
    httpx client (timeout 30 s, the load balancer's backend timeout), and
    records per step: throughput, latency percentiles, status mix, client-side
    failures (timeouts, resets), CPU used and throttled, peak memory.
-5. Checks for OOM kills (memory.oom_control, the log's "was sent SIGKILL"),
+5. Checks for OOM kills (v1 memory.oom_control, v2 memory.events, the log's
+   "was sent SIGKILL"),
    removes the cgroups, and writes a JSON report (+ markdown tables, plots).
 
 Exit status: 0 when every answer was one the contract allows for its input
@@ -39,7 +42,6 @@ import multiprocessing
 import os
 import random
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -56,12 +58,13 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support import cgroups  # noqa: E402
 from tests.support.images import non_image, pixel_bomb_png  # noqa: E402
 from tests.support.servers import free_port  # noqa: E402
 
 GIB = 1024**3
 MIB = 1024**2
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+HOST = cgroups.detect()
 CPU_QUOTA_US, CPU_PERIOD_US = 50_000, 100_000  # e2-micro: 2 vCPU at 25 % = 0.5 CPU
 MEMORY_LIMIT = GIB
 CLIENT_TIMEOUT_S = 30.0  # the load balancer's backend timeout (backend_timeout_sec)
@@ -212,7 +215,7 @@ class _SourceHandler(BaseHTTPRequestHandler):
             if path == "/too-large.jpg":
                 self._too_large("declared" in self.path)
                 return
-            data = server.files.get(path)  # type: ignore[attr-defined]
+            data = server.files.get(path)
             if data is None:
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
@@ -292,44 +295,26 @@ def closed_port() -> int:
 # --------------------------------------------------------------------------- cgroups
 
 
-def _read(path: Path) -> str:
-    return path.read_text().strip()
-
-
-def _stat(path: Path) -> dict[str, int]:
-    out = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition(" ")
-        with contextlib.suppress(ValueError):
-            out[key] = int(value)
-    return out
-
-
 _HOME: dict[str, Path] = {}
 
 
 def own_cgroup(controller: str) -> Path:
-    """This process's group in a v1 hierarchy as it was at start: new groups nest under
-    it, never beside it (the session's own groups keep accounting for everything)."""
+    """This process's v1 group as it was at start: new groups nest under it."""
     if controller not in _HOME:
-        _HOME[controller] = _lookup_cgroup(controller)
+        _HOME[controller] = cgroups.own_v1_cgroup(controller)
     return _HOME[controller]
-
-
-def _lookup_cgroup(controller: str) -> Path:
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if controller in controllers.split(","):
-            return CGROUP_ROOT / controller / path.lstrip("/")
-    return CGROUP_ROOT / controller
 
 
 class ClientBoost:
     """Puts the load generator (and the source server it forks) in a cpu group with more
-    shares, so a busy host delays the measuring side less. No quota: it only wins ties."""
+    shares, so a busy host delays the measuring side less. No quota: it only wins ties.
+    v1 only: on v2 the client stays where it is (a runner's job has the host to itself)."""
 
     def __init__(self, name: str, shares: int = 4096):
-        for ctl in Cgroups.CONTROLLERS:  # remember home before leaving it
+        self.dir: Path | None = None
+        if HOST.backend != "v1":
+            return
+        for ctl in cgroups.V1_CONTROLLERS:  # remember home before leaving it
             own_cgroup(ctl)
         self.home = own_cgroup("cpu")
         self.dir = self.home / name
@@ -338,7 +323,9 @@ class ClientBoost:
         (self.dir / "cgroup.procs").write_text(str(os.getpid()))
 
     def close(self) -> None:
-        for pid in _read(self.dir / "cgroup.procs").split():
+        if self.dir is None:
+            return
+        for pid in (self.dir / "cgroup.procs").read_text().split():
             with contextlib.suppress(OSError):
                 (self.home / "cgroup.procs").write_text(pid)
         deadline = time.monotonic() + 10
@@ -351,85 +338,21 @@ class ClientBoost:
                 time.sleep(0.1)
 
 
-class Cgroups:
-    """cgroup v1 groups in the cpu, cpuacct and memory hierarchies, limited like an e2-micro."""
+def make_cgroup(name: str, cpu_weight: int = 800) -> cgroups.Group:
+    """An e2-micro's limits (0.5 CPU, 1 GiB, no swap) with the host's backend.
 
-    CONTROLLERS = ("cpu", "cpuacct", "memory")
-
-    def __init__(self, name: str, cpu_shares: int = 8192):
-        for ctl in ("cpu", "memory"):
-            if not (CGROUP_ROOT / ctl / "cgroup.procs").exists():
-                raise RuntimeError(f"cgroup v1 {ctl} controller not mounted at {CGROUP_ROOT}/{ctl}")
-        self.name = name
-        self.dirs = {}
-        for ctl in self.CONTROLLERS:
-            comounted = (CGROUP_ROOT / "cpuacct").resolve() == (CGROUP_ROOT / "cpu").resolve()
-            if ctl == "cpuacct" and (comounted or not (CGROUP_ROOT / ctl).exists()):
-                continue
-            d = own_cgroup(ctl) / name
-            d.mkdir(exist_ok=True)
-            self.dirs[ctl] = d
-        if "cpuacct" not in self.dirs:
-            self.dirs["cpuacct"] = self.dirs["cpu"]
-        cpu, mem = self.dirs["cpu"], self.dirs["memory"]
-        (cpu / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
-        (cpu / "cpu.cfs_quota_us").write_text(str(CPU_QUOTA_US))
-        # Shares only matter when the host is busy: they let the service have its
-        # 0.5 CPU there too (a VM's baseline is its own), while the quota still caps it.
-        (cpu / "cpu.shares").write_text(str(cpu_shares))
-        (mem / "memory.limit_in_bytes").write_text(str(MEMORY_LIMIT))
-        with contextlib.suppress(OSError):  # no swap here, but never let it hide an OOM
-            (mem / "memory.memsw.limit_in_bytes").write_text(str(MEMORY_LIMIT))
-        with contextlib.suppress(OSError):
-            (mem / "memory.swappiness").write_text("0")
-        self.limits = {
-            "cpu.cfs_quota_us": int(_read(cpu / "cpu.cfs_quota_us")),
-            "cpu.cfs_period_us": int(_read(cpu / "cpu.cfs_period_us")),
-            "memory.limit_in_bytes": int(_read(mem / "memory.limit_in_bytes")),
-        }
-
-    def procs_files(self) -> list[Path]:
-        return [d / "cgroup.procs" for d in dict.fromkeys(self.dirs.values())]
-
-    def wrapper(self, argv: list[str]) -> list[str]:
-        """sh writes its own PID into every group, then execs argv (so its children follow)."""
-        writes = "; ".join(f"echo $$ > {shlex.quote(str(p))}" for p in self.procs_files())
-        return ["/bin/sh", "-c", f'{writes}; exec "$@"', "cgroup-wrapper", *argv]
-
-    def pids(self, ctl: str = "memory") -> set[int]:
-        return {int(p) for p in _read(self.dirs[ctl] / "cgroup.procs").split()}
-
-    def cpu_usage_s(self) -> float:
-        return int(_read(self.dirs["cpuacct"] / "cpuacct.usage")) / 1e9
-
-    def cpu_stat(self) -> dict[str, int]:
-        return _stat(self.dirs["cpu"] / "cpu.stat")
-
-    def memory(self) -> dict[str, int]:
-        mem = self.dirs["memory"]
-        st = _stat(mem / "memory.stat")
-        return {
-            "usage": int(_read(mem / "memory.usage_in_bytes")),
-            "max_usage": int(_read(mem / "memory.max_usage_in_bytes")),
-            "rss": st.get("total_rss", st.get("rss", 0)),
-            "cache": st.get("total_cache", st.get("cache", 0)),
-            "failcnt": int(_read(mem / "memory.failcnt")),
-            "oom_kill": _stat(mem / "memory.oom_control").get("oom_kill", 0),
-        }
-
-    def reset_peak(self) -> None:
-        (self.dirs["memory"] / "memory.max_usage_in_bytes").write_text("0")
-
-    def remove(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        for d in dict.fromkeys(self.dirs.values()):
-            while d.exists():
-                try:
-                    d.rmdir()
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
+    The weight (v1: 8192 shares) only matters when the host is busy: it lets the service
+    have its 0.5 CPU there too (a VM's baseline is its own), while the quota still caps it."""
+    if HOST.backend == "v1":
+        for ctl in cgroups.V1_CONTROLLERS:
+            own_cgroup(ctl)
+    limits = cgroups.Limits(
+        cpu_quota_us=CPU_QUOTA_US,
+        cpu_period_us=CPU_PERIOD_US,
+        memory_max=MEMORY_LIMIT,
+        cpu_weight=cpu_weight,
+    )
+    return cgroups.make_group(name, limits, HOST)
 
 
 # --------------------------------------------------------------------------- the service
@@ -451,7 +374,7 @@ class LimitedService:
         self.base = f"http://127.0.0.1:{self.port}"
         self.data_dir = workdir / f"data-{self.port}"
         self.log_path = workdir / f"service-{variant.name}-{self.port}.log"
-        self.cg = Cgroups(f"img2pdf-load-{os.getpid()}-{self.port}")
+        self.cg = make_cgroup(f"img2pdf-load-{os.getpid()}-{self.port}")
         self.proc: subprocess.Popen | None = None
         self.samples: list[tuple[float, int, int]] = []  # (t, rss, usage)
         self._stop_sampling = threading.Event()
@@ -471,7 +394,7 @@ class LimitedService:
         }
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            self.cg.wrapper([str(ROOT / "scripts" / "entrypoint.sh"), "prod"]),
+            self.cg.wrap([str(ROOT / "scripts" / "entrypoint.sh"), "prod"]),
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -505,7 +428,8 @@ class LimitedService:
     def check_confinement(self) -> dict[str, object]:
         """Every process of the service is in both limited groups (none escaped)."""
         pids = set(self.group_pids())
-        inside = {ctl: sorted(pids - self.cg.pids(ctl)) for ctl in ("cpu", "memory")}
+        held = self.cg.pids_by_controller()
+        inside = {ctl: sorted(pids - held[ctl]) for ctl in ("cpu", "memory")}
         self.escaped = sorted(set(inside["cpu"]) | set(inside["memory"]))
         return {
             "service_pids": sorted(pids),
@@ -517,8 +441,8 @@ class LimitedService:
         """Peak anonymous memory every 0.2 s; stored PDFs deleted so page cache stays small."""
         while not self._stop_sampling.wait(0.2):
             with contextlib.suppress(OSError):
-                m = self.cg.memory()
-                self.samples.append((time.monotonic(), m["rss"], m["usage"]))
+                m = self.cg.stats()
+                self.samples.append((time.monotonic(), int(m["anon"]), int(m["memory_current"])))
             with contextlib.suppress(OSError):
                 for p in self.data_dir.glob("*.pdf"):
                     with contextlib.suppress(OSError):
@@ -558,7 +482,7 @@ class LimitedService:
             self.cg.remove()
         except OSError:
             return False
-        return not any(d.exists() for d in self.cg.dirs.values())
+        return not self.cg.exists
 
 
 def _get_status(port: int, path: str) -> int:
@@ -726,15 +650,15 @@ def summarise(results: list[Result], t0: float, duration: float) -> dict[str, ob
 def run_step(svc: LimitedService, sources, mix, rate, duration, rng, budget, label=""):
     # Settle: memory freed, no stragglers, then measure from a clean peak.
     time.sleep(2.0)
-    svc.cg.reset_peak()
-    cpu0, stat0, oom0 = svc.cg.cpu_usage_s(), svc.cg.cpu_stat(), svc.cg.memory()
+    peak_reset = svc.cg.reset_peak()
+    st0 = svc.cg.stats()
     boots0 = svc.worker_boots()
     wall0 = time.monotonic()
     results, t0, _launched_until, shed = asyncio.run(
         offer(svc.base, sources, mix, rate, duration, rng, budget)
     )
     wall1 = time.monotonic()
-    cpu1, stat1, mem1 = svc.cg.cpu_usage_s(), svc.cg.cpu_stat(), svc.cg.memory()
+    st1 = svc.cg.stats()
     peak_rss, peak_usage = svc.peak_between(wall0, wall1)
     step = {
         "label": label,
@@ -743,16 +667,18 @@ def run_step(svc: LimitedService, sources, mix, rate, duration, rng, budget, lab
         "wall_s": wall1 - wall0,
         "client_shed": shed,
         **summarise(results, t0, duration),
-        "cpu_s": cpu1 - cpu0,
-        "cpu_share": (cpu1 - cpu0) / (wall1 - wall0),
-        "nr_periods": stat1.get("nr_periods", 0) - stat0.get("nr_periods", 0),
-        "nr_throttled": stat1.get("nr_throttled", 0) - stat0.get("nr_throttled", 0),
-        "throttled_s": (stat1.get("throttled_time", 0) - stat0.get("throttled_time", 0)) / 1e9,
+        "cpu_s": st1["cpu_usage_s"] - st0["cpu_usage_s"],
+        "cpu_share": (st1["cpu_usage_s"] - st0["cpu_usage_s"]) / (wall1 - wall0),
+        "nr_throttled": st1["nr_throttled"] - st0["nr_throttled"],
+        "throttled_s": st1["throttled_s"] - st0["throttled_s"],
         "peak_rss": peak_rss,
         "peak_usage_sampled": peak_usage,
-        "max_usage": mem1["max_usage"],
-        "failcnt": mem1["failcnt"] - oom0["failcnt"],
-        "oom_kills": mem1["oom_kill"] - oom0["oom_kill"],
+        # The group's high-water mark: since this step where the kernel can reset it
+        # (v1; v2 from Linux 6.12), else since the service started (never lower).
+        "max_usage": st1["memory_peak"],
+        "max_usage_since_start": not peak_reset,
+        "failcnt": st1["limit_hits"] - st0["limit_hits"],
+        "oom_kills": st1["oom_kill"] - st0["oom_kill"],
         "worker_boots": svc.worker_boots() - boots0,
     }
     step["cpu_s_per_ok"] = step["cpu_s"] / step["ok"] if step["ok"] else None
@@ -850,7 +776,8 @@ def _run_variant(plans: list[Plan], sources, workdir: Path, rng, budget) -> dict
     entry: dict[str, object] = {"variant": variant.name, "env": variant.env, "steps": []}
     try:
         svc.start()
-        entry["limits_read_back"] = svc.cg.limits
+        entry["cgroup_backend"] = svc.cg.backend
+        entry["limits_read_back"] = svc.cg.read_back()
         entry["confinement"] = svc.check_confinement()
         entry["keepalive"] = keepalive_probe(svc.port, 7.0)
         for plan in plans:
@@ -860,9 +787,9 @@ def _run_variant(plans: list[Plan], sources, workdir: Path, rng, budget) -> dict
                 )
                 entry["steps"].append(step)
                 _print_step(variant.name, step)
-        mem = svc.cg.memory()
+        mem = svc.cg.stats()
         entry["oom_kills_total"] = mem["oom_kill"]
-        entry["failcnt_total"] = mem["failcnt"]
+        entry["failcnt_total"] = mem["limit_hits"]
         entry["confinement_end"] = svc.check_confinement()
     finally:
         svc.stop()

@@ -14,7 +14,9 @@ ansible controller, a laptop). pikepdf, when importable, double-checks the PDF.
 
 Exit status: 0 healthy; 1 the service failed a check (roll back); 2 usage;
 3 inconclusive: the source image itself is unreachable from here, so the
-service cannot be judged (do not blame the release for it).
+service cannot be judged (do not blame the release for it); 4 the smoke test
+itself crashed (a bug here, not a verdict on the service). Only 1 means "bad":
+an uncaught exception would also exit 1, so every one is caught and exits 4.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCONCLUSIVE, EXIT_CRASHED = 0, 1, 2, 3, 4
 USER_AGENT = "img2pdf-smoke-test/1"
 MAX_PDF_BYTES = 50 * 1024 * 1024
 
@@ -295,7 +297,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(parse_args(argv))
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except Exception:  # a bug in this script is no proof the release is bad
+        import traceback
+
+        log("CRASHED (no verdict on the service):\n" + traceback.format_exc().rstrip())
+        return EXIT_CRASHED
 
 
 if __name__ == "__main__":

@@ -14,8 +14,19 @@ if [[ $# -gt 0 ]]; then SUITES=("$@"); else SUITES=("${ALL_SUITES[@]}"); fi
 
 APT_PACKAGES=(
   poppler-utils qpdf shellcheck curl rsync openssh-client openssh-server
-  debootstrap systemd-container iproute2 acl chromium
+  debootstrap systemd-container iproute2 acl
+  debian-archive-keyring
 )
+
+# What this host is (scripts/lib.sh: detect_environment), and what follows from it.
+declare -A HOST_ENV=()
+while IFS='=' read -r key value; do HOST_ENV[$key]="$value"; done < <(detect_environment / "$ROOT")
+log "environment: ${HOST_ENV[os]:-?}, cgroup ${HOST_ENV[cgroup_mode]:-?} \
+(backend ${HOST_ENV[cgroup_backend]:-none}), browser ${HOST_ENV[browser]:-none}, \
+debootstrap mirror ${HOST_ENV[debian_mirror]:-?}, ${HOST_ENV[git]:-?} clone"
+wants() { local s; for s in "${SUITES[@]}"; do [[ "$s" == "$1" ]] && return 0; done; return 1; }
+# A browser that is already there is used as it is; Debian's chromium only where it exists.
+if wants web && [[ "${HOST_ENV[apt_chromium]:-no}" == yes ]]; then APT_PACKAGES+=(chromium); fi
 
 install_os_packages() {
   local missing=() pkg
@@ -31,6 +42,16 @@ install_os_packages() {
 }
 
 install_os_packages
+if wants web; then
+  if CHROMIUM="$(env_browser /)"; then
+    export CHROMIUM
+  else
+    log "no browser for the web suite: set CHROMIUM, or install chromium or google-chrome"
+  fi
+fi
+if [[ "${HOST_ENV[cgroup_backend]:-none}" == none ]] && { wants load || wants deploy; }; then
+  log "no cgroup controllers to limit processes with: the load and deploy suites will fail"
+fi
 ensure_venv "$ROOT/.venv" "$(find_service_python)" config/requirements.txt config/requirements-dev.txt
 ensure_venv "$ROOT/.venv-ansible" "$(find_controller_python)" config/requirements-ansible.txt
 export PATH="$ROOT/.venv/bin:$ROOT/.venv-ansible/bin:$PATH"

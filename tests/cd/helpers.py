@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 Handler = Callable[[BaseHTTPRequestHandler], None]
 
@@ -73,3 +77,50 @@ def send_json(h: BaseHTTPRequestHandler, status: int, data: object) -> None:
 
 def read_json(h: BaseHTTPRequestHandler) -> dict:
     return json.loads(h.rfile.read(int(h.headers["Content-Length"])))
+
+
+# --- a scratch history: tests never depend on how this checkout was cloned -------------
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "img2pdf tests",
+    "GIT_AUTHOR_EMAIL": "tests@example.invalid",
+    "GIT_COMMITTER_NAME": "img2pdf tests",
+    "GIT_COMMITTER_EMAIL": "tests@example.invalid",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", "-C", str(repo), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ENV},
+    )
+    return out.stdout.strip()
+
+
+def copy_tree(src: Path, dest: Path, names: tuple[str, ...]) -> Path:
+    """Copy the named top-level folders/files of this checkout (no git needed)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv*", "data", ".lb-url")
+    for name in names:
+        if (src / name).is_dir():
+            shutil.copytree(src / name, dest / name, ignore=ignore)
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / name, dest / name)
+    return dest
+
+
+def linear_history(repo: Path, count: int) -> list[str]:
+    """`git init` the tree at `repo` and make `count` commits on it; oldest first."""
+    git(repo, "init", "-q", "-b", "main")
+    shas = []
+    for i in range(count):
+        (repo / "HISTORY").write_text(f"commit {i}\n")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", f"commit {i}")
+        shas.append(git(repo, "rev-parse", "HEAD"))
+    return shas

@@ -14,7 +14,6 @@ passes and only the smoke test can catch it.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -24,7 +23,9 @@ from tests.support.machine import DebianMachine
 from tests.support.servers import free_port
 
 from .conftest import ROOT, controller_venv
-from .helpers import png_bytes, send, serve
+from .helpers import copy_tree, git, linear_history, png_bytes, send, serve
+
+RELEASE_PATHS = ("app", "config", "scripts", "systemd", "ansible", "ansible.cfg", "pyproject.toml")
 
 BREAK_CONVERSION = """
 
@@ -47,40 +48,12 @@ def create_app(settings=None):  # type: ignore[no-redef]
 """
 
 
-def git(repo: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "img2pdf tests",
-        "GIT_AUTHOR_EMAIL": "tests@example.invalid",
-        "GIT_COMMITTER_NAME": "img2pdf tests",
-        "GIT_COMMITTER_EMAIL": "tests@example.invalid",
-    }
-    out = subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env
-    )
-    return out.stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def history(tmp_path_factory) -> tuple[Path, str, str]:
-    """A scratch repo with this checkout's files: commit good, then commit bad."""
-    repo = tmp_path_factory.mktemp("repo")
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, (f.decode() for f in files)):
-        src = ROOT / name
-        if src.is_file():
-            dst = repo / name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "good")
-    good = git(repo, "rev-parse", "HEAD")
+    """A scratch repo with this checkout's release and deploy paths: commit good, then
+    commit bad (a copy, not a clone: how this checkout was cloned does not matter)."""
+    repo = copy_tree(ROOT, tmp_path_factory.mktemp("repo"), RELEASE_PATHS)
+    (good,) = linear_history(repo, 1)
     with (repo / "app" / "main.py").open("a") as f:
         f.write(BREAK_CONVERSION)
     git(repo, "commit", "-qam", "bad")
@@ -125,7 +98,8 @@ def deploy(repo: Path, release: str, inventory: Path, base_url: str, image_url: 
     }
     env.update(
         {
-            "PATH": f"{controller_venv() / 'bin'}:{os.environ['PATH']}",
+            "PATH": os.environ["PATH"],
+            "ANSIBLE_VENV": str(controller_venv()),
             "CI": "",
             "RELEASE": release,
             "DEPLOY_TRANSPORT": "ssh",
@@ -157,6 +131,7 @@ def test_a_good_commit_goes_live(machine, history, target, image_url, tmp_path):
     inventory, base_url = target
     out, summary = deploy(repo, good, inventory, base_url, image_url, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert f"release {good} replaces nothing" in out.stderr, "a fresh machine has no current"
     assert "smoke: OK" in out.stderr
     assert live_release(machine) == good
     assert "Deploy succeeded" in summary and good in summary

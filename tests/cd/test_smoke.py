@@ -155,6 +155,20 @@ def test_unreachable_source_image_is_inconclusive_not_a_failure():
     assert "INCONCLUSIVE" in out.stderr
 
 
+def test_a_crash_of_the_smoke_test_itself_exits_4_not_1(image_server):
+    """1 means "the release is bad" (deploy.sh rolls back); a bug here proves nothing."""
+    routes = {
+        ("GET", "/ping"): _ping,
+        # A shape the script does not expect: it raises AttributeError, not SmokeFailure.
+        ("GET", "/openapi.json"): lambda h: send_json(h, 200, {"info": []}),
+    }
+    with serve(routes) as base:
+        out = run_smoke(base, "--source-url", image_server, "--wait", "3", "--expect-release", "a")
+    assert out.returncode == 4, out.stderr
+    assert "CRASHED (no verdict on the service)" in out.stderr
+    assert "AttributeError" in out.stderr
+
+
 def test_usage_errors_exit_2():
     out = run_smoke("http://127.0.0.1:1/")
     assert out.returncode == 2

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 
 import pytest
+
+from tests.support import machine
 
 from .conftest import ROOT, controller_venv, load_yaml
 
@@ -166,3 +169,89 @@ def test_no_service_account_keys_anywhere(name):
     text = (WORKFLOWS / name).read_text().lower()
     assert "credentials_json" not in text
     assert "private_key" not in text
+
+
+# --- CI as it really runs: parallel jobs, a cached Debian root, per-commit groups on main --
+
+
+def _test_sh_suites(run: str) -> list[str]:
+    """The suites a `… scripts/test.sh a b c` command runs ([] = every suite)."""
+    words = run.split()
+    return words[words.index("scripts/test.sh") + 1 :] if "scripts/test.sh" in words else []
+
+
+def _all_suites() -> list[str]:
+    text = (ROOT / "scripts" / "test.sh").read_text()
+    return re.search(r"^ALL_SUITES=\(([^)]*)\)", text, re.M).group(1).split()
+
+
+def _job_suites(ci: dict) -> dict[str, list[str]]:
+    out = {}
+    for name, job in ci["jobs"].items():
+        runs = [s["run"] for s in job["steps"] if "scripts/test.sh" in s.get("run", "")]
+        assert len(runs) == 1, f"{name}: one scripts/test.sh call per job"
+        out[name] = _test_sh_suites(runs[0])
+    return out
+
+
+def test_ci_runs_every_suite_once_in_parallel_jobs(ci):
+    suites = _job_suites(ci)
+    assert len(suites) >= 4, "lint+unit+service+web, load, provision, deploy+cd"
+    assert all(suites.values()), "each job names its suites"
+    flat = [s for job in suites.values() for s in job]
+    assert sorted(flat) == sorted(_all_suites()), "every suite of test.sh, each once"
+    groups = {frozenset(v) for v in suites.values()}
+    assert frozenset({"lint", "unit", "service", "web"}) in groups
+    assert frozenset({"load"}) in groups and frozenset({"provision"}) in groups
+    # deploy and cd boot the same kind of machine: one job, one cached root.
+    assert frozenset({"deploy", "cd"}) in groups
+    for job in ci["jobs"].values():
+        assert "needs" not in job, "the jobs run in parallel"
+        assert job["runs-on"] == "ubuntu-24.04"
+
+
+def test_ci_entry_still_runs_every_suite():
+    text = (ROOT / ".ci" / "run").read_text()
+    (line,) = [ln for ln in text.splitlines() if "scripts/test.sh" in ln]
+    assert _test_sh_suites(line) == [], ".ci/run runs all suites (no subset)"
+
+
+def test_ci_caches_the_debian_root_keyed_by_its_inputs(ci):
+    (job,) = [j for j in ci["jobs"].values() if "deploy" in _job_suites({"jobs": {"j": j}})["j"]]
+    steps = job["steps"]
+    named = next(s for s in steps if s.get("id") == "rootfs")
+    assert "python3 -m tests.support.machine key" in named["run"]
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache@"))
+    assert steps.index(named) < steps.index(cache) < steps.index(steps[-1])
+    assert "steps.rootfs.outputs.name" in cache["with"]["key"]
+    assert cache["with"]["path"].startswith("${{ env.IMG2PDF_TEST_CACHE }}/")
+    assert "IMG2PDF_TEST_CACHE=$IMG2PDF_TEST_CACHE" in steps[-1]["run"], "tests use that cache"
+
+
+def test_the_cache_key_is_the_tarball_the_machine_builds():
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.support.machine", "key"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == machine.rootfs_tarball_name()
+    assert re.fullmatch(r"debian-bookworm-[0-9a-f]{16}\.tar", out.stdout.strip())
+
+
+def test_ci_on_main_gives_every_commit_its_own_concurrency_group(ci):
+    conc = ci["concurrency"]
+    group = conc["group"]
+    # On main: the commit SHA, so no commit's run is cancelled while pending.
+    assert "github.ref == 'refs/heads/main' && github.sha" in group
+    # Elsewhere: the ref, so a newer push supersedes the older run.
+    assert "|| github.ref" in group
+    assert conc["cancel-in-progress"] == "${{ github.ref != 'refs/heads/main' }}"
+
+
+def test_checkouts_need_no_history(ci):
+    """The tests make their own history: CI's checkout stays at depth 1."""
+    for step in _steps(ci):
+        if step.get("uses", "").startswith("actions/checkout@"):
+            assert "fetch-depth" not in step["with"]

@@ -11,11 +11,14 @@ cache costs about a minute more.
         vm.ssh_host, vm.ssh_port, vm.ssh_user, vm.ssh_key
         vm.write_inventory(path, group="img2pdf_app", host_vars={...})
 
-Pitfalls handled here (see DESIGN §3): nspawn needs `--register=no --keep-unit` on a host
-whose PID 1 is not systemd; SIGKILL on nspawn orphans the machine, so `stop()` sends SIGTERM
-and waits; cgroup limits inside the machine are not enforced on a cgroup v1/hybrid host, so a
-memory cap is put on the whole machine from the host (`memory_limit=`): nspawn is started
-inside a fresh v1 memory cgroup, so the machine's every process is charged to it.
+Pitfalls handled here (see DESIGN §3): on a host whose PID 1 is not systemd, nspawn needs
+`--register=no --keep-unit`; where systemd is PID 1 (the CI runner) it registers the machine
+in its own scope. SIGKILL on nspawn orphans the machine, so `stop()` sends SIGTERM and
+waits. cgroup limits inside the machine are not enforced on a cgroup v1/hybrid host, so a
+memory cap is put on the whole machine from the host (`memory_limit=`, no swap) with the
+host's backend (tests/support/cgroups.py): `--property=MemoryMax=… --property=MemorySwapMax=0`
+on the machine's scope under systemd, else nspawn is started inside a fresh v2 or v1 memory
+group, so the machine's every process is charged to it.
 
 Run `python -m tests.support.machine warm` to build the cached root filesystem ahead of time.
 """
@@ -39,6 +42,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from tests.support import cgroups
 from tests.support.servers import free_port
 
 SUITE = "bookworm"
@@ -56,8 +60,10 @@ BASE_PACKAGES = (
 )
 CACHE_DIR = Path(os.environ.get("IMG2PDF_TEST_CACHE", "/var/cache/img2pdf-tests"))
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+#: Bump when the steps after debootstrap change what the tarball holds.
+ROOTFS_RECIPE = "v2"
 SSH_USER = "deployer"
-CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
 PIP_CACHE_INSIDE = "/var/cache/host-pip"
 
 
@@ -69,25 +75,89 @@ def log(msg: str) -> None:
     print(f"[machine] {msg}", file=sys.stderr, flush=True)
 
 
-def host_mirror() -> str:
-    """The Debian mirror the host's apt uses (deb822 or one-line format)."""
-    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+def _deb822_stanzas(text: str) -> Iterator[dict[str, str]]:
+    for block in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        key = ""
+        for line in block.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            if line[0] in " \t" and key:  # a continuation line
+                fields[key] += " " + line.strip()
+                continue
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            fields[key] = value.strip()
+        if fields:
+            yield fields
+
+
+def _usable(uri: str) -> bool:
+    """debootstrap fetches over http(s) only: not mirror+file:, file:, cdrom:."""
+    return uri.startswith(("http://", "https://"))
+
+
+def host_mirror(root: Path = Path("/"), suite: str = SUITE) -> str:
+    """A Debian mirror the host's apt already uses for `suite`, else deb.debian.org.
+
+    Only a source whose suites include `suite` counts (deb822 `Suites:` or a one-line
+    `deb URI SUITE …`): on an Ubuntu runner the first `URIs:` is an Ubuntu mirror list
+    (`mirror+file:/etc/apt/apt-mirrors.txt`), which has no Debian in it.
+    """
+    apt = root / "etc/apt"
+    sources = [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*"))]
     for path in sources:
         if not path.is_file():
             continue
         text = path.read_text(errors="replace")
-        for m in re.finditer(r"^URIs:\s*(\S+)", text, re.M):
-            if "security" not in m.group(1):
-                return m.group(1)
-        for m in re.finditer(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+bookworm\b", text, re.M):
-            return m.group(1)
+        if path.suffix == ".sources":
+            for stanza in _deb822_stanzas(text):
+                if stanza.get("enabled", "yes").lower() == "no":
+                    continue
+                if "deb" not in stanza.get("types", "").split():
+                    continue
+                if suite not in stanza.get("suites", "").split():
+                    continue
+                for uri in stanza.get("uris", "").split():
+                    if _usable(uri):
+                        return uri.rstrip("/")
+        elif path.suffix == ".list" or path.name == "sources.list":
+            one_line = rf"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+{re.escape(suite)}\s"
+            for m in re.finditer(one_line, text + "\n", re.M):
+                if _usable(m.group(1)):
+                    return m.group(1).rstrip("/")
     return DEFAULT_MIRROR
 
 
-def rootfs_key(packages: tuple[str, ...] = BASE_PACKAGES, suite: str = SUITE) -> str:
-    """Cache key: what the tarball is built from (a changed package list rebuilds it)."""
-    recipe = f"v1 minbase {suite} {','.join(sorted(packages))}"
+def debootstrap_command(
+    target: Path, mirror: str, packages: tuple[str, ...] = BASE_PACKAGES, suite: str = SUITE
+) -> list[str]:
+    """debootstrap, verifying what it fetches against Debian's own keys on any host
+    (Ubuntu's debootstrap does not know Debian's keyring by default)."""
+    return [
+        "debootstrap",
+        "--variant=minbase",
+        f"--keyring={DEBIAN_KEYRING}",
+        f"--include={','.join(packages)}",
+        suite,
+        str(target),
+        mirror,
+    ]
+
+
+def rootfs_key(
+    packages: tuple[str, ...] = BASE_PACKAGES, suite: str = SUITE, mirror: str | None = None
+) -> str:
+    """Cache key: everything the tarball is built from. The package list, the suite, the
+    recipe (variant and the steps after debootstrap) and the mirror, which debootstrap
+    writes into the root's own sources.list."""
+    mirror = host_mirror(suite=suite) if mirror is None else mirror
+    recipe = f"{ROOTFS_RECIPE} minbase {suite} {','.join(sorted(packages))} {mirror}"
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+def rootfs_tarball_name(packages: tuple[str, ...] = BASE_PACKAGES, suite: str = SUITE) -> str:
+    return f"debian-{suite}-{rootfs_key(packages, suite)}.tar"
 
 
 def ensure_rootfs_tarball(
@@ -95,27 +165,22 @@ def ensure_rootfs_tarball(
 ) -> Path:
     """Return the cached root tarball, building it with debootstrap when missing."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tarball = cache_dir / f"debian-{suite}-{rootfs_key(packages, suite)}.tar"
+    mirror = host_mirror(suite=suite)
+    tarball = cache_dir / f"debian-{suite}-{rootfs_key(packages, suite, mirror)}.tar"
     with open(cache_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs never build the same tarball at once
         if tarball.exists():
             return tarball
         if not shutil.which("debootstrap"):
             raise MachineError("debootstrap is not installed (apt-get install debootstrap)")
+        if not Path(DEBIAN_KEYRING).exists():
+            raise MachineError(f"no {DEBIAN_KEYRING} (apt-get install debian-archive-keyring)")
         build = Path(tempfile.mkdtemp(prefix="rootfs-", dir=cache_dir))
         try:
-            mirror = host_mirror()
             log(f"debootstrap {suite} from {mirror} (cold cache: about a minute)")
             started = time.monotonic()
             subprocess.run(
-                [
-                    "debootstrap",
-                    "--variant=minbase",
-                    f"--include={','.join(packages)}",
-                    suite,
-                    str(build / "root"),
-                    mirror,
-                ],
+                debootstrap_command(build / "root", mirror, packages, suite),
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
@@ -187,7 +252,8 @@ class DebianMachine:
         self.ssh_user = SSH_USER
         self.ssh_key = self.workdir / "id_ed25519"
         self.console_log = self.workdir / "console.log"
-        self.cgroup: Path | None = None
+        self.host = cgroups.detect()
+        self.cgroup: cgroups.Group | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -214,6 +280,8 @@ class DebianMachine:
         self._configure_root()
         self.cgroup = self._make_cgroup()
         self._start_nspawn()
+        if isinstance(self.cgroup, cgroups.SystemdGroup):
+            self.cgroup.attach(timeout=self.boot_timeout)  # the machine's scope, once registered
         self._wait_until_up()
         log(f"{self.name} up in {time.monotonic() - started:.1f}s (ssh port {self.ssh_port})")
 
@@ -330,18 +398,22 @@ class DebianMachine:
             i += 1
         return pids
 
-    def memory_cgroup_stat(self, name: str) -> str:
+    def _group(self) -> cgroups.Group:
         if self.cgroup is None:
-            raise MachineError("machine was booted without a memory cgroup")
-        return (self.cgroup / name).read_text()
+            raise MachineError("machine was booted without a memory limit")
+        return self.cgroup
+
+    def memory_limits(self) -> dict[str, int | None]:
+        """The machine's limits as the kernel holds them (memory_max, swap_max, …)."""
+        return self._group().read_back()
+
+    def memory_peak(self) -> int:
+        """The machine's memory high-water mark since it booted (page cache included)."""
+        return int(self._group().stats()["memory_peak"])
 
     def oom_kills(self) -> int:
-        """The memory cgroup's oom_kill counter (kernel OOM kills charged to the machine)."""
-        for line in self.memory_cgroup_stat("memory.oom_control").splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-        raise MachineError("this kernel has no oom_kill counter in memory.oom_control")
+        """Kernel OOM kills charged to the machine (v1 memory.oom_control, v2 memory.events)."""
+        return int(self._group().stats()["oom_kill"])
 
     # -- internals -------------------------------------------------------------------------
 
@@ -400,34 +472,21 @@ class DebianMachine:
                 binds.append(f"--bind-ro={value}")
         return binds
 
-    def _make_cgroup(self) -> Path | None:
-        """A v1 memory cgroup below ours to hold the whole machine (only with a limit)."""
+    def _make_cgroup(self) -> cgroups.Group | None:
+        """A group holding the whole machine (only with a limit), on the host's backend."""
         if self.memory_limit is None:
             return None
-        if not (CGROUP_V1_MEMORY / "cgroup.procs").exists():
-            raise MachineError("no cgroup v1 memory hierarchy at /sys/fs/cgroup/memory")
-        parent = CGROUP_V1_MEMORY
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            if "memory" in controllers.split(","):
-                parent = CGROUP_V1_MEMORY / path.lstrip("/")
-        cgroup = parent / f"{self.name}-{os.getpid()}"
-        cgroup.mkdir(exist_ok=True)
-        (cgroup / "memory.limit_in_bytes").write_text(str(self.memory_limit))
-        with contextlib.suppress(OSError):  # no swap on these boxes; cap it too where there is
-            (cgroup / "memory.memsw.limit_in_bytes").write_text(str(self.memory_limit))
-        return cgroup
+        limits = cgroups.Limits(cpu_quota_us=None, memory_max=self.memory_limit)
+        try:
+            return cgroups.make_group(f"{self.name}-{os.getpid()}", limits, self.host)
+        except (RuntimeError, OSError) as exc:
+            raise MachineError(f"cannot cap the machine's memory: {exc}") from exc
 
     def _remove_cgroup(self) -> None:
         cgroup, self.cgroup = self.cgroup, None
-        if cgroup is None or not cgroup.exists():
-            return
-        # Children first (systemd inside may have made some); all are empty once nspawn exited.
-        for path in sorted((p for p in cgroup.rglob("*") if p.is_dir()), reverse=True):
-            with contextlib.suppress(OSError):
-                path.rmdir()
-        with contextlib.suppress(OSError):
-            cgroup.rmdir()
+        if cgroup is not None:
+            with contextlib.suppress(OSError):  # all are empty once nspawn exited
+                cgroup.remove()
 
     def _start_nspawn(self) -> None:
         nspawn = [
@@ -436,27 +495,21 @@ class DebianMachine:
             "-D",
             str(self.root),
             "--boot",
-            "--register=no",
-            "--keep-unit",
             f"--machine={self.name}",
             "--resolv-conf=copy-host",
             "--timezone=off",
             *self._bind_mounts(),
         ]
         if self.cgroup is not None:
-            # Join the memory cgroup first, then become nspawn: every process of the machine
-            # is born inside the cgroup, so the cap holds from PID 1 on.
-            command = [
-                "sh",
-                "-c",
-                'echo $$ > "$1/cgroup.procs" && shift && exec "$@"',
-                "sh",
-                str(self.cgroup),
-                *nspawn,
-            ]
-        else:
+            # systemd host: the machine's own scope carries the limits (--property=);
+            # otherwise join the group first, then become nspawn, so every process of the
+            # machine is born inside it and the cap holds from PID 1 on.
+            command = self.cgroup.nspawn(nspawn)
+        elif self.host.systemd:
             command = nspawn
-        log("starting: " + shlex.join(nspawn))
+        else:
+            command = [*nspawn, "--register=no", "--keep-unit"]
+        log("starting: " + shlex.join(command))
         console = open(self.console_log, "wb")  # noqa: SIM115 - lives as long as the machine
         self.proc = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT
@@ -507,10 +560,14 @@ def debian_machine(name: str = "img2pdf-testvm", **kwargs: object) -> Iterator[D
 if __name__ == "__main__":
     if sys.argv[1:] == ["warm"]:
         print(ensure_rootfs_tarball())
+    elif sys.argv[1:] == ["key"]:  # the tarball's name: CI's cache key
+        print(rootfs_tarball_name())
+    elif sys.argv[1:2] == ["mirror"]:  # scripts/lib.sh: env_debian_mirror [FSROOT]
+        print(host_mirror(Path(sys.argv[2]) if len(sys.argv) > 2 else Path("/")))
     elif sys.argv[1:] == ["shell"]:
         with DebianMachine("img2pdf-shell") as machine:
             print(shlex.join(machine.ssh_command()))
             with contextlib.suppress(KeyboardInterrupt):
                 subprocess.run(machine.ssh_command(), check=False)
     else:
-        sys.exit("usage: python -m tests.support.machine warm|shell")
+        sys.exit("usage: python -m tests.support.machine warm|key|mirror [FSROOT]|shell")

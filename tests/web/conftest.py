@@ -1,10 +1,12 @@
-"""The page at GET / in headless Chromium (Debian's), driven by Playwright, against
+"""The page at GET / in headless Chromium (or Chrome), driven by Playwright, against
 the real service (gunicorn via scripts/entrypoint.sh prod) and a real source server,
 all on loopback. Screenshots of each state go to tests/artifacts/web/."""
 
 from __future__ import annotations
 
 import io
+import os
+import shutil
 from pathlib import Path
 
 import pikepdf
@@ -13,7 +15,17 @@ from playwright.sync_api import Page, sync_playwright
 
 from tests.support.servers import ROOT, Service
 
-CHROMIUM = Path("/usr/bin/chromium")
+#: The browser: $CHROMIUM (scripts/test.sh sets it), else the first of these on PATH.
+#: Debian has chromium; GitHub's runner has Chrome as /usr/bin/chromium and google-chrome.
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome")
+
+
+def find_browser() -> str | None:
+    if os.environ.get("CHROMIUM"):
+        return os.environ["CHROMIUM"]
+    return next(filter(None, (shutil.which(name) for name in BROWSER_NAMES)), None)
+
+
 ARTIFACTS = ROOT / "tests" / "artifacts" / "web"
 # The flags that work on these machines (and in CI): no GPU, no sandbox (root),
 # and none of Chromium's own background traffic. Playwright adds a fresh
@@ -40,11 +52,12 @@ def service(tmp_path_factory):
 # stops, which would break asyncio.run() in any suite collected after this one.
 @pytest.fixture(scope="module")
 def browser():
-    assert CHROMIUM.exists(), "install Debian's chromium (scripts/test.sh does)"
+    executable = find_browser()
+    assert executable and Path(executable).exists(), (
+        f"no browser: set CHROMIUM or install one of {BROWSER_NAMES}"
+    )
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
+        chromium = pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
