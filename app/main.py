@@ -301,9 +301,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(AccessLogMiddleware)
 
+    def also_head(path: str, endpoint) -> None:
+        """HEAD answers like GET without the body (curl -I, link checkers, monitors);
+        kept out of the schema, where a second method with the same operation id
+        made FastAPI warn on every /openapi.json."""
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+
     @app.get("/ping", summary="Liveness check")
     async def ping() -> dict[str, str]:
         return {"ping": "pong"}
+
+    also_head("/ping", ping)
 
     @app.post(
         "/image_to_pdf",
@@ -362,17 +370,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_image_pixels=s.max_image_pixels,
         )
 
+    also_head("/limits", limits)
+
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
 
+    also_head("/", page)
+
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
-    @app.api_route(
-        "/files/{name}",
-        methods=["GET", "HEAD"],
-        summary="Download a converted PDF (local storage only)",
-    )
+    @app.get("/files/{name}", summary="Download a converted PDF (local storage only)")
     async def download(name: str, request: Request):
         storage = request.app.state.services.storage
         path = storage.path_for(name) if isinstance(storage, LocalStorage) else None
@@ -388,5 +396,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "X-Content-Type-Options": "nosniff",
             },
         )
+
+    also_head("/files/{name}", download)
 
     return app
