@@ -283,6 +283,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Turn an image at a URL into a PDF and say where to download it.",
         version=settings.release or "dev",
         lifespan=lifespan,
+        # Starlette answered `/ping/` with a 307 to `http://<the request's Host>/ping`:
+        # a redirect to whatever host a client names. No route here needs it.
+        redirect_slashes=False,
     )
     _install_error_handlers(app)
     # Outermost last: the access log sees (and times) rate-limited answers too.

@@ -6,6 +6,7 @@ the request that broke it, and the clean answer it gets now.
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -63,6 +64,28 @@ def test_openapi_has_one_operation_per_route_and_logs_no_warning(service):
     assert len(operations) == len(set(operations)), operations
     assert "head" not in spec["paths"]["/files/{name}"]
     assert "Duplicate Operation ID" not in service.log()
+
+
+# --- a trailing slash -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/ping/", "/limits/", "/files/{name}/"])
+def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_clients_host(service, source, path):
+    converted = service.post(source.add_bytes("/slash.png", images.png())).json()
+    name = converted["converted_url"].rsplit("/", 1)[1]
+    target = path.format(name=name).encode()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+        # A raw request: a client library would follow the redirect off the machine.
+        sock.sendall(
+            b"GET " + target + b" HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+        )
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 "), head
+    assert b"evil.example" not in head.lower()
+    assert json.loads(body) == {"detail": "Not Found", "code": "not_found"}
 
 
 # --- an answer sent before the request body arrived ------------------------------
