@@ -175,6 +175,9 @@ def _error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+_NOT_JSON = " (the body is not valid JSON)"
+
 # A 422 names this many fields at most, then how many more there were.
 _FIELDS_SHOWN = 5
 
@@ -195,12 +198,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         request.scope.setdefault("state", {})["error_code"] = exc.code
         return _error(exc.status, exc.code, exc.detail, exc.headers, getattr(exc, "item", None))
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError):
+    def invalid(request: Request, where: str):
         request.scope.setdefault("state", {})["error_code"] = "invalid_request"
-        named = {".".join(str(p) for p in e.get("loc", ())[1:]) for e in exc.errors()}
-        fields = sorted((f for f in named if f), key=_field_order)
-        where = f" (check: {_field_summary(fields)})" if fields else ""
         if request.url.path.endswith("/upload"):
             detail = 'Send multipart/form-data with image files in parts named "files"'
         else:
@@ -208,11 +207,25 @@ def _install_error_handlers(app: FastAPI) -> None:
                 'Send JSON like {"source_url": "https://example.com/cat.png"},'
                 ' or "source_urls" with a list of such URLs'
             )
-        detail += where + "."
-        return _error(422, "invalid_request", detail)
+        return _error(422, "invalid_request", detail + where + ".")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            # Its "location" is a character offset, not a field.
+            return invalid(request, _NOT_JSON)
+        named = {".".join(str(p) for p in e.get("loc", ())[1:]) for e in errors}
+        fields = sorted((f for f in named if f), key=_field_order)
+        return invalid(request, f" (check: {_field_summary(fields)})" if fields else "")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+            # FastAPI's answer when decoding the body raised something other than
+            # JSONDecodeError (not UTF-8, nested past the recursion limit, a number
+            # of more than 4,300 digits): the same bad JSON as `{{{`, so the same 422.
+            return invalid(request, _NOT_JSON)
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else "Request failed."
         return _error(exc.status_code, code, detail, getattr(exc, "headers", None))

@@ -35,6 +35,27 @@ def test_a_redirect_to_a_malformed_idna_host_is_a_502_not_a_500(service, source,
     assert "IDNAError" not in service.log()
 
 
+# --- bodies that are not JSON ------------------------------------------------------
+
+
+NOT_JSON = {
+    "syntax": b"{{{",
+    "truncated": b'{"source_url": "http://a',
+    "not_utf8": b'{"source_url": "http://127.0.0.1/\xff\xfe"}',
+    "nested_past_the_recursion_limit": b"[" * 20_000 + b"]" * 20_000,
+    "a_5000_digit_number": b'{"source_url": "http://a", "page_size": 1' + b"0" * 5000 + b"}",
+}
+
+
+@pytest.mark.parametrize("body", NOT_JSON.values(), ids=NOT_JSON.keys())
+def test_every_body_that_is_not_json_gets_the_same_422(service, body):
+    # Three of these were FastAPI's 400 "There was an error parsing the body" and
+    # the others a 422 naming a character offset as the field to check ("check: 1").
+    resp = http("POST", service.base + "/image_to_pdf", body)
+    assert_error(resp, 422, "invalid_request")
+    assert resp.json()["detail"].endswith("(the body is not valid JSON).")
+
+
 # --- HEAD on every GET route -----------------------------------------------------
 
 
