@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from app.admission import Admission
 from app.batch import convert_many, url_source
@@ -246,6 +247,19 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal_error", "Internal error.")
 
 
+class PdfFile(FileResponse):
+    """A stored PDF. Starlette answered a Range it could not read with a plain-text
+    400 and one past the end with an empty 416; a malformed Range is now ignored
+    (the whole file, as RFC 9110 allows) and the 416 is checked by `download`."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []
+
+
 def make_buckets(settings: Settings) -> TokenBuckets | None:
     if settings.rate_limit_per_minute <= 0:
         return None  # RATE_LIMIT_PER_MINUTE=0 turns the limit off
@@ -403,8 +417,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if path is None:
             return _error(404, "not_found", "No such file.")
         filename = storage.filename_for(name) or download_filename(name)
-        return FileResponse(
+        try:
+            stat = path.stat()  # once, here: a file deleted since `path_for` is a 404
+        except OSError:
+            return _error(404, "not_found", "No such file.")
+        size = stat.st_size
+        http_range = request.headers.get("range")
+        if http_range is not None and "if-range" not in request.headers:
+            try:
+                PdfFile._parse_range_header(http_range, size)
+            except RangeNotSatisfiable:
+                return _error(
+                    416,
+                    "range_not_satisfiable",
+                    "The requested range starts past the end of the file.",
+                    {"Content-Range": f"bytes */{size}"},
+                )
+        return PdfFile(
             path,
+            stat_result=stat,
             media_type="application/pdf",
             headers={
                 "Content-Disposition": content_disposition(filename),

@@ -109,6 +109,34 @@ def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_clients_host(service, s
     assert json.loads(body) == {"detail": "Not Found", "code": "not_found"}
 
 
+# --- Range requests on /files --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stored_pdf(service, source):
+    converted = service.post(source.add_bytes("/ranged.png", images.png())).json()
+    url = converted["converted_url"]
+    return url, http("GET", url).body
+
+
+@pytest.mark.parametrize("header", ["bytes=abc", "bytes=5-2", "items=0-1", "bytes", "bytes=-"])
+def test_an_unreadable_range_is_ignored_not_a_plain_text_400(stored_pdf, header):
+    url, whole = stored_pdf
+    resp = http("GET", url, headers={"Range": header})
+    assert resp.status == 200, (resp.status, resp.body[:100])
+    assert resp.body == whole
+
+
+def test_a_range_past_the_end_is_a_json_416(stored_pdf):
+    url, whole = stored_pdf
+    last = http("GET", url, headers={"Range": f"bytes={len(whole) - 1}-"})
+    assert last.status == 206
+    assert last.body == whole[-1:]
+    resp = http("GET", url, headers={"Range": f"bytes={len(whole)}-"})
+    assert_error(resp, 416, "range_not_satisfiable")
+    assert resp.headers["content-range"] == f"bytes */{len(whole)}"
+
+
 # --- an answer sent before the request body arrived ------------------------------
 
 
