@@ -105,6 +105,7 @@ _BLOCKED_NETWORKS: tuple[tuple[str, str], ...] = (
     ("2001:db8::/32", "documentation"),
     ("2002::/16", "6to4: would reach the embedded IPv4 address"),
     ("3fff::/20", "documentation"),
+    ("5f00::/16", "SRv6 segment identifiers: not globally reachable (RFC 9602)"),
     ("fc00::/7", "unique local"),
     ("fe80::/10", "link-local"),
     ("fec0::/10", "site-local (deprecated)"),
@@ -334,9 +335,11 @@ async def _send(client: httpx.AsyncClient, target: ParsedTarget, ips: list[str])
             return await client.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout):
             continue  # this address is down or silent: the next checked one may answer
-        except httpx.InvalidURL:
+        except (httpx.InvalidURL, UnicodeError):
             # Our request URL was built and checked above; httpx parses only the
             # answer's Location here (for `next_request`), so this is a bad redirect.
+            # A host that is a malformed IDNA A-label (`xn--`, `xn--zz-`) raises
+            # idna's IDNAError, a UnicodeError, from that same parse.
             raise SourceBadRedirect() from None
         except httpx.RemoteProtocolError as exc:
             if str(exc).startswith("Invalid URL in location header"):

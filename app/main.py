@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from app.admission import Admission
 from app.batch import convert_many, url_source
@@ -175,6 +176,9 @@ def _error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+_NOT_JSON = " (the body is not valid JSON)"
+
 # A 422 names this many fields at most, then how many more there were.
 _FIELDS_SHOWN = 5
 
@@ -195,12 +199,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         request.scope.setdefault("state", {})["error_code"] = exc.code
         return _error(exc.status, exc.code, exc.detail, exc.headers, getattr(exc, "item", None))
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError):
+    def invalid(request: Request, where: str):
         request.scope.setdefault("state", {})["error_code"] = "invalid_request"
-        named = {".".join(str(p) for p in e.get("loc", ())[1:]) for e in exc.errors()}
-        fields = sorted((f for f in named if f), key=_field_order)
-        where = f" (check: {_field_summary(fields)})" if fields else ""
         if request.url.path.endswith("/upload"):
             detail = 'Send multipart/form-data with image files in parts named "files"'
         else:
@@ -208,11 +208,25 @@ def _install_error_handlers(app: FastAPI) -> None:
                 'Send JSON like {"source_url": "https://example.com/cat.png"},'
                 ' or "source_urls" with a list of such URLs'
             )
-        detail += where + "."
-        return _error(422, "invalid_request", detail)
+        return _error(422, "invalid_request", detail + where + ".")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            # Its "location" is a character offset, not a field.
+            return invalid(request, _NOT_JSON)
+        named = {".".join(str(p) for p in e.get("loc", ())[1:]) for e in errors}
+        fields = sorted((f for f in named if f), key=_field_order)
+        return invalid(request, f" (check: {_field_summary(fields)})" if fields else "")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+            # FastAPI's answer when decoding the body raised something other than
+            # JSONDecodeError (not UTF-8, nested past the recursion limit, a number
+            # of more than 4,300 digits): the same bad JSON as `{{{`, so the same 422.
+            return invalid(request, _NOT_JSON)
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else "Request failed."
         return _error(exc.status_code, code, detail, getattr(exc, "headers", None))
@@ -231,6 +245,19 @@ def _install_error_handlers(app: FastAPI) -> None:
         # the server-error middleware after this response); the client learns nothing.
         log.error("unhandled error", exc_info=exc)
         return _error(500, "internal_error", "Internal error.")
+
+
+class PdfFile(FileResponse):
+    """A stored PDF. Starlette answered a Range it could not read with a plain-text
+    400 and one past the end with an empty 416; a malformed Range is now ignored
+    (the whole file, as RFC 9110 allows) and the 416 is checked by `download`."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []
 
 
 def make_buckets(settings: Settings) -> TokenBuckets | None:
@@ -283,6 +310,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Turn an image at a URL into a PDF and say where to download it.",
         version=settings.release or "dev",
         lifespan=lifespan,
+        # Starlette answered `/ping/` with a 307 to `http://<the request's Host>/ping`:
+        # a redirect to whatever host a client names. No route here needs it.
+        redirect_slashes=False,
     )
     _install_error_handlers(app)
     # Outermost last: the access log sees (and times) rate-limited answers too.
@@ -301,9 +331,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(AccessLogMiddleware)
 
+    def also_head(path: str, endpoint) -> None:
+        """HEAD answers like GET without the body (curl -I, link checkers, monitors);
+        kept out of the schema, where a second method with the same operation id
+        made FastAPI warn on every /openapi.json."""
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+
     @app.get("/ping", summary="Liveness check")
     async def ping() -> dict[str, str]:
         return {"ping": "pong"}
+
+    also_head("/ping", ping)
 
     @app.post(
         "/image_to_pdf",
@@ -362,25 +400,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_image_pixels=s.max_image_pixels,
         )
 
+    also_head("/limits", limits)
+
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
 
+    also_head("/", page)
+
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
-    @app.api_route(
-        "/files/{name}",
-        methods=["GET", "HEAD"],
-        summary="Download a converted PDF (local storage only)",
-    )
+    @app.get("/files/{name}", summary="Download a converted PDF (local storage only)")
     async def download(name: str, request: Request):
         storage = request.app.state.services.storage
         path = storage.path_for(name) if isinstance(storage, LocalStorage) else None
         if path is None:
             return _error(404, "not_found", "No such file.")
         filename = storage.filename_for(name) or download_filename(name)
-        return FileResponse(
+        try:
+            stat = path.stat()  # once, here: a file deleted since `path_for` is a 404
+        except OSError:
+            return _error(404, "not_found", "No such file.")
+        size = stat.st_size
+        http_range = request.headers.get("range")
+        if http_range is not None and "if-range" not in request.headers:
+            try:
+                PdfFile._parse_range_header(http_range, size)
+            except RangeNotSatisfiable:
+                return _error(
+                    416,
+                    "range_not_satisfiable",
+                    "The requested range starts past the end of the file.",
+                    {"Content-Range": f"bytes */{size}"},
+                )
+        return PdfFile(
             path,
+            stat_result=stat,
             media_type="application/pdf",
             headers={
                 "Content-Disposition": content_disposition(filename),
@@ -388,5 +443,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "X-Content-Type-Options": "nosniff",
             },
         )
+
+    also_head("/files/{name}", download)
 
     return app

@@ -15,6 +15,13 @@ connection is in one phase at a time:
 - idle between requests: uvicorn's keep-alive timer, untouched, so the LB's
   long-lived connections keep working.
 
+An answer sent before the request's body arrived (the upload's 413 on its
+Content-Length, a 422 for a wrong Content-Type) ends the connection: the rest of
+that body will never be read, so the server half-closes after the answer, drops
+whatever still arrives for LINGER_S, then closes (a plain close with unread data
+would reset the connection and could destroy the answer in flight). It used to
+leave the client uploading into a connection nobody read until HTTP_BODY_TIMEOUT.
+
 At most MAX_CONNECTIONS_PER_WORKER connections are open per worker. A new one
 over the cap first evicts the oldest connection still waiting for its headers
 (a slow client loses its slot to a fresh one, and real requests, whose headers
@@ -40,6 +47,8 @@ from app.settings import Settings
 log = logging.getLogger("img2pdf.server")
 
 LOG_INTERVAL_S = 60.0
+# How long an early-answered connection drains its unread body before closing.
+LINGER_S = 2.0
 
 
 def _raw_response(status: str, code: str, detail: str, extra: str = "") -> bytes:
@@ -134,6 +143,18 @@ class GuardedH11Protocol(H11Protocol):
         else:
             self._set_phase("app")
 
+    def _linger(self) -> None:
+        """The answer is out, the request body is not: half-close, drain, close."""
+        self._set_phase("linger")
+        self._phase_timer = self.loop.call_later(LINGER_S, self._close_lingering)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # after the buffered answer: the client sees EOF
+
+    def _close_lingering(self) -> None:
+        self._phase_timer = None
+        self._set_phase("closed")
+        self.transport.close()
+
     def _timed_out(self) -> None:
         self._phase_timer = None
         self.counters.add(f"{self._phase}_timeout")
@@ -161,11 +182,22 @@ class GuardedH11Protocol(H11Protocol):
         self._set_phase("headers")
 
     def data_received(self, data: bytes) -> None:
+        if self._phase == "linger":
+            return  # the rest of a body nobody will read
         super().data_received(data)
         self._follow()
 
+    def eof_received(self) -> bool | None:
+        if self._phase == "linger":
+            self._close_lingering()  # the client has stopped sending: close now
+            return None
+        return super().eof_received()
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.SEND_BODY:
+            self._linger()
+            return
         # Idle under uvicorn's keep-alive timer, unless a pipelined request is here.
         self._set_phase("idle")
         self._follow()

@@ -102,6 +102,9 @@ BLOCKED = [
     "2001:1::1",
     "2001:2::1",
     "3fff::1",
+    # SRv6 SIDs (5f00::/16, RFC 9602), first and last: Python 3.11 calls them global.
+    "5f00::",
+    "5f00:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
     # IPv4-translated (::ffff:0:0:0/96): 127.0.0.1, the metadata address, first, last.
     "::ffff:0:7f00:1",
     "::ffff:0:a9fe:a9fe",
