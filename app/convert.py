@@ -48,6 +48,7 @@ import contextlib
 import io
 import logging
 import math
+import os
 import struct
 import warnings
 import zlib
@@ -55,9 +56,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import img2pdf
+from isal import isal_zlib
 from PIL import Image
 
-from app import structure
+from app import pdfstream, structure
 from app.errors import ApiError, ImageTooLarge, InvalidImage, UnsupportedImage
 from app.sniff import SNIFF_BYTES, sniff_image_type
 
@@ -111,7 +113,15 @@ _COST: dict[str, tuple[float, float]] = {
     "pillow": (13.5, 1.0),
     "pillow-flatten": (10.5, 1.0),
     "pillow-jpeg": (10.5, 1.0),
+    # app.pdfstream: libvips decodes strips; see _STREAM_* below for per-kind floors.
+    "stream": (1.5, 1.25),
 }
+# The streaming route holds a strip, not the image, except where libvips' loader
+# keeps a whole frame: interlaced PNG (all of it), GIF (an RGBA frame), WebP (the
+# decoded frame). Bytes per pixel per kind, worst measured + ~25%.
+_STREAM_PER_PIXEL = {"gif": 7.0, "webp": 32.0}
+_STREAM_INTERLACED_PER_PIXEL = 10.5
+_STREAM_FIXED = 8 * 1024 * 1024  # libvips, the loader's buffers, numpy strips
 _WEBP_PER_PIXEL = 32.0
 _FIXED_OVERHEAD = 8 * 1024 * 1024  # pikepdf/img2pdf bookkeeping, buffers
 
@@ -206,6 +216,8 @@ class ImageInfo:
     # Memory a decoder needs beyond the route's per-pixel cost: libjpeg keeps
     # every DCT coefficient (2 bytes each) of a progressive JPEG it decodes.
     decoder_bytes: int = field(default=0, compare=False)
+    # An interlaced PNG: libvips decodes all of it before the first strip.
+    interlaced: bool = field(default=False, compare=False)
 
     @property
     def pixels(self) -> int:
@@ -249,12 +261,13 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
             if width * height > max_pixels:
                 raise ImageTooLarge()
             facts = _facts(im, data, kind, shape)
-            route = _route(kind, im.mode, facts)
+            route = _stream_or(_route(kind, im.mode, facts), data, kind, facts)
             decoder = 0
             decodes = route == "pillow-jpeg" or not _ends_with_eoi(data)
             if kind == "jpeg" and shape.progressive and decodes:
                 decoder = _jpeg_coefficient_bytes(width, height, shape.components)
-            return ImageInfo(kind, width, height, im.mode, shape.frames, route, decoder)
+            interlaced = kind == "png" and facts.png_interlaced
+            return ImageInfo(kind, width, height, im.mode, shape.frames, route, decoder, interlaced)
     except ApiError:
         raise
     except Exception:
@@ -308,17 +321,32 @@ def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
     worst = 0.0
     for route in routes:
         per_pixel, per_source_byte = _COST[route]
-        if info.kind == "webp":
+        if route == "stream":
+            per_pixel = max(per_pixel, _STREAM_PER_PIXEL.get(info.kind, 0.0))
+            if info.kind == "png" and info.interlaced:
+                per_pixel = max(per_pixel, _STREAM_INTERLACED_PER_PIXEL)
+        elif info.kind == "webp":
             per_pixel = max(per_pixel, _WEBP_PER_PIXEL)
-        worst = max(worst, per_pixel * pixels + per_source_byte * source_len)
+        fixed = _STREAM_FIXED if route == "stream" else 0
+        worst = max(worst, per_pixel * pixels + per_source_byte * source_len + fixed)
     return int(worst) + decoder + _FIXED_OVERHEAD
 
 
 def convert_to_pdf(data: bytes, info: ImageInfo) -> bytes:
     """Convert the first frame of `data` into a one-page PDF sized to the image."""
+    fd = os.memfd_create("img2pdf-pdf", os.MFD_CLOEXEC)
+    try:
+        size = convert_to_fd(data, info, fd)
+        return os.pread(fd, size, 0) if size else b""
+    finally:
+        os.close(fd)
+
+
+def convert_to_fd(data: bytes, info: ImageInfo, fd: int) -> int:
+    """Write the one-page PDF of `data`'s first frame to `fd` (at its start); its size."""
     try:
         with counted_warnings():
-            return _convert(data, info)
+            return _convert(data, info, fd)
     except ApiError:
         raise
     except MemoryError:
@@ -333,12 +361,20 @@ def convert_to_pdf(data: bytes, info: ImageInfo) -> bytes:
         log.info("image undecodable", exc_info=True)
         raise InvalidImage() from None
     except Exception:
-        # Pillow and img2pdf report corrupt input with many exception types.
+        # Pillow, img2pdf and libvips report corrupt input with many exception types.
         log.info("image undecodable", exc_info=True)
         raise InvalidImage() from None
 
 
-def _convert(data: bytes, info: ImageInfo) -> bytes:
+def _write_bytes(fd: int, pdf: bytes) -> int:
+    view = memoryview(pdf)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+    return len(pdf)
+
+
+def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
     kind = info.kind if info.kind in _PIL_FORMATS else sniff_image_type(data[:SNIFF_BYTES])
     if kind is None:
         raise UnsupportedImage()
@@ -346,22 +382,67 @@ def _convert(data: bytes, info: ImageInfo) -> bytes:
     with _open(data, kind) as im:
         facts = _facts(im, data, kind, shape)
         route = _route(kind, im.mode, facts)
+        if info.route == "stream" or (info.route not in _COST and route != "embed-png"):
+            route = _stream_or(route, data, kind, facts)
         dpi = _tiff_dpi(im, facts) if kind == "tiff" else None
+        if route == "stream":
+            orientation = facts.orientation
+            if kind == "tiff":
+                orientation = _valid_orientation(im.tag_v2.get(_ORIENTATION_TAG, 1))
+            raw_dpi = img2pdf.pil_get_dpi(im, _IMG2PDF_FORMAT[kind], img2pdf.default_dpi)
         if route == "img2pdf-alpha" and info.route == LOW_MEMORY_ALPHA_ROUTE:
             route = LOW_MEMORY_ALPHA_ROUTE  # the caller chose the cheaper flattening
         if kind == "jpeg" and not _ends_with_eoi(data):
             _check_jpeg(im)
+    if route == "stream":
+        return _stream(data, kind, orientation, raw_dpi, fd)
     if kind == "png" and route == "embed-png":
         # Only the copying route needs this; decoding routes fail on truncation.
         _check_png(data, facts)
 
     if not route.startswith("pillow"):
         try:
-            return _img2pdf(data, _ROTATION.get(facts.orientation, 0), dpi)
+            return _write_bytes(fd, _img2pdf(data, _ROTATION.get(facts.orientation, 0), dpi))
         except _IMG2PDF_REFUSALS as exc:
             log.info("img2pdf refused (%s); normalising with Pillow", type(exc).__name__)
     normalised, rotation, dpi = _normalise(data, kind, facts)
-    return _img2pdf(normalised, rotation, dpi)
+    return _write_bytes(fd, _img2pdf(normalised, rotation, dpi))
+
+
+def _stream_or(route: str, data: bytes, kind: str, facts: _Facts) -> str:
+    """ "stream" when app.pdfstream can decode this image, else `route`.
+
+    Plain 8-bit PNGs keep img2pdf's IDAT copy; JPEG, JPEG 2000 and BMP stay on
+    their routes (libvips here has no JPEG 2000 or BMP loader).
+    """
+    if route == "embed-png" and facts.png_depth <= 8:
+        return route
+    if route.startswith("embed-") and kind != "png":
+        return route
+    try:
+        image = pdfstream.open_image(data, kind)
+    except Exception:  # libvips refuses the header: the old route reports it
+        return route
+    if image is None or pdfstream.header(image) is None:
+        return route
+    return "stream"
+
+
+def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int) -> int:
+    image = pdfstream.open_image(data, kind)
+    head = pdfstream.header(image) if image is not None else None
+    if head is None:
+        raise UnsupportedImage()
+    dpi_x, dpi_y = float(dpi[0]), float(dpi[1])
+    shown_w, shown_h = head.width, head.height
+    if orientation >= 5:
+        shown_w, shown_h, dpi_x, dpi_y = shown_h, shown_w, dpi_y, dpi_x
+    page_w, page_h, img_w, img_h = _layout_at(shown_w, shown_h, (dpi_x, dpi_y))
+    unit = 1.0
+    if max(page_w, page_h) > _MAX_PAGE_PT:
+        unit = float(img2pdf.find_scale(page_w, page_h))
+    layout = (page_w / unit, page_h / unit, img_w / unit, img_h / unit, unit)
+    return pdfstream.write_pdf(image, head, orientation, layout, fd)
 
 
 def _facts(im: Image.Image, data: bytes, kind: str, shape: structure.Structure) -> _Facts:
@@ -513,7 +594,7 @@ def _check_png(data: bytes, facts: _Facts) -> None:
     """
     width, height = struct.unpack_from(">II", data, 16)
     expected = _png_raw_size(width, height, facts)
-    inflater = zlib.decompressobj()
+    inflater = isal_zlib.decompressobj()  # ISA-L: ~3x zlib's speed (docs/performance.md)
     produced = 0
     view = memoryview(data)
     try:
@@ -531,7 +612,7 @@ def _check_png(data: bytes, facts: _Facts) -> None:
                 pending = inflater.unconsumed_tail
             if inflater.unused_data:
                 raise InvalidImage()
-    except zlib.error:
+    except (zlib.error, isal_zlib.error):
         raise InvalidImage() from None
     finally:
         view.release()
