@@ -1,38 +1,36 @@
-"""Image bytes -> one-page PDF bytes, with img2pdf as the engine.
+"""Image bytes -> one-page PDF, by one of two engines.
 
 img2pdf embeds JPEG/JPEG 2000 byte for byte and copies the IDAT of plain PNGs,
-so the common cases never decode a pixel. Pillow is used only where img2pdf
-refuses (16-bit with alpha, 16-bit TIFF, WebP/BMP with alpha, mirrored EXIF
-orientations) or cannot see a problem (a truncated JPEG or PNG embeds silently).
-Normalised images with alpha are flattened onto white, the colour a page shows
-behind img2pdf's own soft masks; a black background is never produced.
+so the common cases never decode a pixel. Every other image that libvips can
+read (PNG with alpha, 16-bit, interlaced or palette + tRNS; TIFF; GIF; WebP;
+mirrored orientations) takes the "stream" route (app.pdfstream): decoded in
+strips, written as PNG-predictor deflate streams with alpha as /SMask, oriented
+by the page's matrix; memory O(strip). Pillow remains for what neither handles
+(BMP, 16-bit JPEG 2000, mirrored JPEGs) and for what img2pdf cannot see (a
+truncated JPEG or PNG embeds silently). Pillow-normalised images with alpha are
+flattened onto white, never onto black.
 
 This module runs inside a conversion's child process (app.sandbox): the file's
 structure is capped byte by byte (app.structure) before any parser sees it,
 and the child's address space is limited by the kernel to the estimate below.
 
-Memory (a 1 GB VM): `estimate_peak_bytes` feeds admission control. Its
-coefficients come from `scripts/measure_convert_memory.py`: peak RSS growth of a
-fresh process per sample (VmHWM after resetting it via /proc/self/clear_refs;
-like ru_maxrss it sees the C allocations tracemalloc misses, without inheriting
-the parent's peak), 2 MP and 8 MP noisy "photos" (incompressible, so re-encoded
-PNG copies are as large as they get). Measured with img2pdf 0.6.3, Pillow 13.0,
-pikepdf 10.18, Python 3.11, x86_64:
+Memory: `estimate_peak_bytes` feeds admission control and is the child's
+RLIMIT_AS. Its coefficients come from `scripts/measure_convert_memory.py`: peak
+RSS growth (VmHWM reset via /proc/self/clear_refs) and address-space growth
+(VmPeak) of a fresh process per sample, noisy "photos" at 2 and 12 MP (30 MP for
+the streamed PNG). Measured with img2pdf 0.6.3, Pillow 13.0, libvips 8.18,
+Python 3.11, x86_64; the child's copy of the source comes on top:
 
     sample                        route            peak growth
-    JPEG, baseline/progressive    embed-jpeg       4.1-5.0 x source bytes (~3 B/px)
+    JPEG, baseline/progressive    embed-jpeg       2.0-2.8 B/px
     PNG RGB                       embed-png        3.0-3.9 x source bytes
-    PNG RGBA                      img2pdf-alpha    18.3 B/px
-    TIFF LZW / BMP RGB            img2pdf-decode   12.4 B/px
-    GIF (P)                       img2pdf-decode    2.9 B/px
-    WebP RGB                      img2pdf-decode   25.7 B/px (Pillow decodes via RGBA)
-    WebP RGBA                     pillow-flatten   18.3 B/px
-    PNG 16-bit RGBA               pillow-flatten    8.0 B/px
-    PNG RGBA, EXIF mirrored       pillow-flatten    8.0 B/px
-    PNG RGB, EXIF mirrored        pillow           10.7 B/px
-    TIFF 16-bit grey              pillow            6.0 B/px
-    JPEG, EXIF mirrored           pillow-jpeg       8.3 B/px
-    JPEG 2000 16-bit grey         pillow            9.6 B/px
+    PNG RGBA / LA / palette+tRNS  stream           10 MB at 2 MP, 21 at 12, 23 at 30
+    PNG 16-bit RGBA, TIFF         stream           <= 21 MB at 12 MP
+    GIF                           stream           5.7 B/px (libvips holds the frame)
+    WebP                          stream           9 B/px resident, 27 B/px address space
+    JPEG, EXIF mirrored           pillow-jpeg       8.0 B/px
+    BMP RGB                       img2pdf-decode    8.9 B/px
+    JPEG 2000 16-bit grey         pillow            9.8 B/px (10.8 address space)
     progressive CMYK JPEG, cut    embed-jpeg        8.0 B/px (the truncation check's
                                                     decode keeps every coefficient)
 
@@ -252,7 +250,7 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
     kind = sniff_image_type(data[:SNIFF_BYTES])
     if kind is None:
         raise UnsupportedImage()
-    shape = structure.scan(data, kind)  # before any parser: ImageTooComplex
+    shape = _scan(data, kind)  # before any parser: ImageTooComplex
     try:
         with counted_warnings(), _open(data, kind) as im:
             width, height = im.size
@@ -273,6 +271,21 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
     except Exception:
         log.info("image header unreadable", exc_info=True)
         raise InvalidImage() from None
+
+
+# The last scan, with the very object it was made from (held, so its id cannot
+# be reused): a conversion process inspects and then converts the same bytes,
+# and the walk over a 12 MP JPEG costs ~4-8 ms.
+_last_scan: tuple[bytes, str, structure.Structure] | None = None
+
+
+def _scan(data: bytes, kind: str) -> structure.Structure:
+    global _last_scan
+    if _last_scan is not None and _last_scan[0] is data and _last_scan[1] == kind:
+        return _last_scan[2]
+    shape = structure.scan(data, kind)
+    _last_scan = (data, kind, shape)
+    return shape
 
 
 def _jpeg_coefficient_bytes(width: int, height: int, components: int) -> int:
@@ -378,7 +391,7 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
     kind = info.kind if info.kind in _PIL_FORMATS else sniff_image_type(data[:SNIFF_BYTES])
     if kind is None:
         raise UnsupportedImage()
-    shape = structure.scan(data, kind)
+    shape = _scan(data, kind)
     with _open(data, kind) as im:
         facts = _facts(im, data, kind, shape)
         route = _route(kind, im.mode, facts)
