@@ -128,7 +128,10 @@ def header(image) -> Header | None:
         return None
     icc = None
     if "icc-profile-data" in image.get_fields():
-        icc = image.get("icc-profile-data")
+        icc = bytes(image.get("icc-profile-data"))
+        # ICCBased needs a profile for the stream's own colour space (/N).
+        if icc[16:20] != (b"GRAY" if colours == 1 else b"RGB "):
+            icc = None
     return Header(image.width, image.height, colours, alpha, _SAMPLE[image.format][1], icc)
 
 
@@ -242,7 +245,7 @@ def write_pdf(image, head: Header, orientation: int, layout, out_fd: int) -> int
     # 5: colour image, 6: its length; 7: soft mask, 8: its length; 9: ICC; 10: info
     colour_space = b"/DeviceGray" if head.colours == 1 else b"/DeviceRGB"
     if head.icc:
-        colour_space = b"9 0 R"
+        colour_space = b"[/ICCBased 9 0 R]"
     bps = head.depth // 8
     width, height = head.width, head.height
     smask = b" /SMask 7 0 R" if head.alpha else b""

@@ -73,8 +73,8 @@ def streams(pdf: bytes) -> tuple[np.ndarray, np.ndarray | None]:
                 out.append(None)
                 continue
             bands = 1 if obj.ColorSpace == "/DeviceGray" else 3
-            if isinstance(obj.ColorSpace, pikepdf.Stream):  # ICCBased
-                bands = int(obj.ColorSpace.N)
+            if isinstance(obj.ColorSpace, pikepdf.Array):  # [/ICCBased profile]
+                bands = int(obj.ColorSpace[1].N)
             dtype = ">u2" if int(obj.BitsPerComponent) == 16 else np.uint8
             data = np.frombuffer(obj.read_bytes(), dtype)
             out.append(data.reshape(int(obj.Height), int(obj.Width), bands))
@@ -208,3 +208,22 @@ def test_streaming_estimate_does_not_scale_like_a_decoded_copy():
     big = type(info)("png", w, h, "RGBA", 1, "stream")
     assert estimate_peak_bytes(big, 20 * 2**20) < 120 * 2**20
     assert estimate_peak_bytes(big, 20 * 2**20) >= 1.0 * w * h
+
+
+def test_an_icc_profile_is_kept_only_for_its_own_colour_space():
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = noise(20, 10, 4)
+    with pikepdf.open(io.BytesIO(convert(encode(src, "PNG", "RGBA", icc_profile=srgb)))) as doc:
+        (image,) = doc.pages[0].get_images().values()
+        assert image.ColorSpace[0] == "/ICCBased"
+        assert image.ColorSpace[1].read_bytes() == srgb
+    opaque = np.kron(noise(6, 4, 4), np.ones((8, 8, 1), np.uint8))
+    opaque[..., 3] = 255
+    got = rendered_rgba(convert(encode(opaque, "PNG", "RGBA", icc_profile=srgb)), (48, 32))
+    assert np.abs(got.astype(int) - opaque).max() <= 3  # sRGB renders as sRGB
+    grey = noise(20, 10, 2)  # an RGB profile on a grey image is dropped, not embedded
+    with pikepdf.open(io.BytesIO(convert(encode(grey, "PNG", "LA", icc_profile=srgb)))) as doc:
+        (image,) = doc.pages[0].get_images().values()
+        assert image.ColorSpace == "/DeviceGray"
