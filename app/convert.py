@@ -259,7 +259,7 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
             if width * height > max_pixels:
                 raise ImageTooLarge()
             facts = _facts(im, data, kind, shape)
-            route = _stream_or(_route(kind, im.mode, facts), data, kind, facts)
+            route = _stream_or(_route(kind, im.mode, facts), data, kind, facts, shape)
             decoder = 0
             decodes = route == "pillow-jpeg" or not _ends_with_eoi(data)
             if kind == "jpeg" and shape.progressive and decodes:
@@ -396,7 +396,7 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
         facts = _facts(im, data, kind, shape)
         route = _route(kind, im.mode, facts)
         if info.route == "stream" or (info.route not in _COST and route != "embed-png"):
-            route = _stream_or(route, data, kind, facts)
+            route = _stream_or(route, data, kind, facts, shape)
         dpi = _tiff_dpi(im, facts) if kind == "tiff" else None
         if route == "stream":
             orientation = facts.orientation
@@ -422,13 +422,19 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
     return _write_bytes(fd, _img2pdf(normalised, rotation, dpi))
 
 
-def _stream_or(route: str, data: bytes, kind: str, facts: _Facts) -> str:
-    """ "stream" when app.pdfstream can decode this image, else `route`.
+def _stream_or(
+    route: str, data: bytes, kind: str, facts: _Facts, shape: structure.Structure
+) -> str:
+    """The "stream" route when app.pdfstream can decode this image, else `route`.
 
     Plain 8-bit PNGs keep img2pdf's IDAT copy; JPEG, JPEG 2000 and BMP stay on
-    their routes (libvips here has no JPEG 2000 or BMP loader).
+    their routes (libvips here has no JPEG 2000 or BMP loader). A TIFF whose IFD
+    chain reaches the count cap stays with Pillow, which reads only the first:
+    libtiff under libvips walks every IFD to count pages (180k took > 15 s).
     """
     if route == "embed-png" and facts.png_depth <= 8:
+        return route
+    if kind == "tiff" and shape.frames >= structure.FRAMES_COUNTED:
         return route
     if route.startswith("embed-") and kind != "png":
         return route

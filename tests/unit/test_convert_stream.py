@@ -227,3 +227,13 @@ def test_an_icc_profile_is_kept_only_for_its_own_colour_space():
     with pikepdf.open(io.BytesIO(convert(encode(grey, "PNG", "LA", icc_profile=srgb)))) as doc:
         (image,) = doc.pages[0].get_images().values()
         assert image.ColorSpace == "/DeviceGray"
+
+
+def test_a_tiff_with_an_ifd_chain_past_the_count_cap_is_not_streamed():
+    """libtiff under libvips counts every IFD (180k took > 15 s); Pillow reads the first."""
+    from app import structure
+    from tests.support import hostile
+
+    many = inspect_image(hostile.tiff_ifd_chain(structure.FRAMES_COUNTED), 10**8)
+    assert many.route != "stream"
+    assert inspect_image(images.tiff(64, 48), 10**8).route == "stream"
