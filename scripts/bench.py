@@ -191,6 +191,55 @@ def deflate_libraries() -> None:
                 )
 
 
+_CONVERT_IN_TREE = r"""
+import statistics, sys, time
+tree, root = sys.argv[1], sys.argv[2]
+sys.path.insert(0, tree)
+from app.convert import convert_to_pdf, inspect_image
+import app.convert
+assert app.convert.__file__.startswith(tree), app.convert.__file__
+try:
+    from app import pdfstream
+    pdfstream.configure()  # as the conversion zygote does
+except ImportError:
+    pass
+sys.path.insert(1, root + "/scripts")
+from bench import encode, photo
+row = []
+for data in (encode(photo(1633, 1224), "PNG", compress_level=6),
+             encode(photo(1633, 1224, "RGBA"), "PNG", compress_level=6)):
+    for _ in range(2):
+        convert_to_pdf(data, inspect_image(data, 10**9))
+    times = []
+    for _ in range(9):
+        t0 = time.perf_counter()
+        convert_to_pdf(data, inspect_image(data, 10**9))
+        times.append(time.perf_counter() - t0)
+    row.append(1000 * statistics.median(times))
+print(*row)
+"""
+
+
+def conversion_before_after(before: Path, rounds: int = 3) -> None:
+    """Check + conversion in process, previous revision vs this one, interleaved."""
+    import subprocess
+
+    head = f"{'png before':>11} {'after':>6} {'alpha before':>13} {'after':>6}"
+    print(f"\n{'in process, 2 MP (ms)':<24}{head}")
+    for _ in range(rounds):
+        got = []
+        for tree in (before.resolve(), ROOT):
+            out = subprocess.run(
+                [sys.executable, "-c", _CONVERT_IN_TREE, str(tree), str(ROOT)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            got.append([float(x) for x in out.stdout.split()])
+        (pb, ab), (pa, aa) = got
+        print(f"{'':<24}{pb:>11.0f} {pa:>6.0f} {ab:>13.0f} {aa:>6.0f}")
+
+
 class TreeService(Service):
     """The service of another checkout (its own scripts/entrypoint.sh), same venv."""
 
@@ -262,6 +311,8 @@ def main() -> int:
     if args.boundary_only:
         return 0
     conversion_only(three, 3 if args.quick else 5)
+    if args.before:
+        conversion_before_after(args.before)
     deflate_libraries()
     source = SourceServer()
     urls = {
