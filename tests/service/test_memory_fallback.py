@@ -65,6 +65,6 @@ def test_concurrent_thirty_megapixel_alpha_pngs_are_never_413(service, source):
     done = [r for r in answers if r.status == 200]
     assert done, statuses
     pdf = open_pdf(http("GET", done[0].json()["converted_url"]).body)
-    (image,) = pdf.pages[0].images.values()
+    (image,) = pdf.pages[0].get_images().values()
     assert (int(image.Width), int(image.Height)) == (6000, 5000)
     assert int(image.SMask.Width) == 6000
