@@ -1,38 +1,36 @@
-"""Image bytes -> one-page PDF bytes, with img2pdf as the engine.
+"""Image bytes -> one-page PDF, by one of two engines.
 
 img2pdf embeds JPEG/JPEG 2000 byte for byte and copies the IDAT of plain PNGs,
-so the common cases never decode a pixel. Pillow is used only where img2pdf
-refuses (16-bit with alpha, 16-bit TIFF, WebP/BMP with alpha, mirrored EXIF
-orientations) or cannot see a problem (a truncated JPEG or PNG embeds silently).
-Normalised images with alpha are flattened onto white, the colour a page shows
-behind img2pdf's own soft masks; a black background is never produced.
+so the common cases never decode a pixel. Every other image that libvips can
+read (PNG with alpha, 16-bit, interlaced or palette + tRNS; TIFF; GIF; WebP;
+mirrored orientations) takes the "stream" route (app.pdfstream): decoded in
+strips, written as PNG-predictor deflate streams with alpha as /SMask, oriented
+by the page's matrix; memory O(strip). Pillow remains for what neither handles
+(BMP, 16-bit JPEG 2000, mirrored JPEGs) and for what img2pdf cannot see (a
+truncated JPEG or PNG embeds silently). Pillow-normalised images with alpha are
+flattened onto white, never onto black.
 
 This module runs inside a conversion's child process (app.sandbox): the file's
 structure is capped byte by byte (app.structure) before any parser sees it,
 and the child's address space is limited by the kernel to the estimate below.
 
-Memory (a 1 GB VM): `estimate_peak_bytes` feeds admission control. Its
-coefficients come from `scripts/measure_convert_memory.py`: peak RSS growth of a
-fresh process per sample (VmHWM after resetting it via /proc/self/clear_refs;
-like ru_maxrss it sees the C allocations tracemalloc misses, without inheriting
-the parent's peak), 2 MP and 8 MP noisy "photos" (incompressible, so re-encoded
-PNG copies are as large as they get). Measured with img2pdf 0.6.3, Pillow 13.0,
-pikepdf 10.18, Python 3.11, x86_64:
+Memory: `estimate_peak_bytes` feeds admission control and is the child's
+RLIMIT_AS. Its coefficients come from `scripts/measure_convert_memory.py`: peak
+RSS growth (VmHWM reset via /proc/self/clear_refs) and address-space growth
+(VmPeak) of a fresh process per sample, noisy "photos" at 2 and 12 MP (30 MP for
+the streamed PNG). Measured with img2pdf 0.6.3, Pillow 13.0, libvips 8.18,
+Python 3.11, x86_64; the child's copy of the source comes on top:
 
     sample                        route            peak growth
-    JPEG, baseline/progressive    embed-jpeg       4.1-5.0 x source bytes (~3 B/px)
+    JPEG, baseline/progressive    embed-jpeg       2.0-2.8 B/px
     PNG RGB                       embed-png        3.0-3.9 x source bytes
-    PNG RGBA                      img2pdf-alpha    18.3 B/px
-    TIFF LZW / BMP RGB            img2pdf-decode   12.4 B/px
-    GIF (P)                       img2pdf-decode    2.9 B/px
-    WebP RGB                      img2pdf-decode   25.7 B/px (Pillow decodes via RGBA)
-    WebP RGBA                     pillow-flatten   18.3 B/px
-    PNG 16-bit RGBA               pillow-flatten    8.0 B/px
-    PNG RGBA, EXIF mirrored       pillow-flatten    8.0 B/px
-    PNG RGB, EXIF mirrored        pillow           10.7 B/px
-    TIFF 16-bit grey              pillow            6.0 B/px
-    JPEG, EXIF mirrored           pillow-jpeg       8.3 B/px
-    JPEG 2000 16-bit grey         pillow            9.6 B/px
+    PNG RGBA / LA / palette+tRNS  stream           10 MB at 2 MP, 21 at 12, 23 at 30
+    PNG 16-bit RGBA, TIFF         stream           <= 21 MB at 12 MP
+    GIF                           stream           5.7 B/px (libvips holds the frame)
+    WebP                          stream           9 B/px resident, 27 B/px address space
+    JPEG, EXIF mirrored           pillow-jpeg       8.0 B/px
+    BMP RGB                       img2pdf-decode    8.9 B/px
+    JPEG 2000 16-bit grey         pillow            9.8 B/px (10.8 address space)
     progressive CMYK JPEG, cut    embed-jpeg        8.0 B/px (the truncation check's
                                                     decode keeps every coefficient)
 
@@ -48,6 +46,7 @@ import contextlib
 import io
 import logging
 import math
+import os
 import struct
 import warnings
 import zlib
@@ -55,9 +54,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import img2pdf
+from isal import isal_zlib
 from PIL import Image
 
-from app import structure
+from app import pdfstream, structure
 from app.errors import ApiError, ImageTooLarge, InvalidImage, UnsupportedImage
 from app.sniff import SNIFF_BYTES, sniff_image_type
 
@@ -111,7 +111,15 @@ _COST: dict[str, tuple[float, float]] = {
     "pillow": (13.5, 1.0),
     "pillow-flatten": (10.5, 1.0),
     "pillow-jpeg": (10.5, 1.0),
+    # app.pdfstream: libvips decodes strips; see _STREAM_* below for per-kind floors.
+    "stream": (1.5, 1.25),
 }
+# The streaming route holds a strip, not the image, except where libvips' loader
+# keeps a whole frame: interlaced PNG (all of it), GIF (an RGBA frame), WebP (the
+# decoded frame). Bytes per pixel per kind, worst measured + ~25%.
+_STREAM_PER_PIXEL = {"gif": 7.0, "webp": 32.0}
+_STREAM_INTERLACED_PER_PIXEL = 10.5
+_STREAM_FIXED = 8 * 1024 * 1024  # libvips, the loader's buffers, numpy strips
 _WEBP_PER_PIXEL = 32.0
 _FIXED_OVERHEAD = 8 * 1024 * 1024  # pikepdf/img2pdf bookkeeping, buffers
 
@@ -206,6 +214,8 @@ class ImageInfo:
     # Memory a decoder needs beyond the route's per-pixel cost: libjpeg keeps
     # every DCT coefficient (2 bytes each) of a progressive JPEG it decodes.
     decoder_bytes: int = field(default=0, compare=False)
+    # An interlaced PNG: libvips decodes all of it before the first strip.
+    interlaced: bool = field(default=False, compare=False)
 
     @property
     def pixels(self) -> int:
@@ -240,7 +250,7 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
     kind = sniff_image_type(data[:SNIFF_BYTES])
     if kind is None:
         raise UnsupportedImage()
-    shape = structure.scan(data, kind)  # before any parser: ImageTooComplex
+    shape = _scan(data, kind)  # before any parser: ImageTooComplex
     try:
         with counted_warnings(), _open(data, kind) as im:
             width, height = im.size
@@ -249,17 +259,33 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
             if width * height > max_pixels:
                 raise ImageTooLarge()
             facts = _facts(im, data, kind, shape)
-            route = _route(kind, im.mode, facts)
+            route = _stream_or(_route(kind, im.mode, facts), data, kind, facts, shape)
             decoder = 0
             decodes = route == "pillow-jpeg" or not _ends_with_eoi(data)
             if kind == "jpeg" and shape.progressive and decodes:
                 decoder = _jpeg_coefficient_bytes(width, height, shape.components)
-            return ImageInfo(kind, width, height, im.mode, shape.frames, route, decoder)
+            interlaced = kind == "png" and facts.png_interlaced
+            return ImageInfo(kind, width, height, im.mode, shape.frames, route, decoder, interlaced)
     except ApiError:
         raise
     except Exception:
         log.info("image header unreadable", exc_info=True)
         raise InvalidImage() from None
+
+
+# The last scan, with the very object it was made from (held, so its id cannot
+# be reused): a conversion process inspects and then converts the same bytes,
+# and the walk over a 12 MP JPEG costs ~4-8 ms.
+_last_scan: tuple[bytes, str, structure.Structure] | None = None
+
+
+def _scan(data: bytes, kind: str) -> structure.Structure:
+    global _last_scan
+    if _last_scan is not None and _last_scan[0] is data and _last_scan[1] == kind:
+        return _last_scan[2]
+    shape = structure.scan(data, kind)
+    _last_scan = (data, kind, shape)
+    return shape
 
 
 def _jpeg_coefficient_bytes(width: int, height: int, components: int) -> int:
@@ -308,17 +334,32 @@ def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
     worst = 0.0
     for route in routes:
         per_pixel, per_source_byte = _COST[route]
-        if info.kind == "webp":
+        if route == "stream":
+            per_pixel = max(per_pixel, _STREAM_PER_PIXEL.get(info.kind, 0.0))
+            if info.kind == "png" and info.interlaced:
+                per_pixel = max(per_pixel, _STREAM_INTERLACED_PER_PIXEL)
+        elif info.kind == "webp":
             per_pixel = max(per_pixel, _WEBP_PER_PIXEL)
-        worst = max(worst, per_pixel * pixels + per_source_byte * source_len)
+        fixed = _STREAM_FIXED if route == "stream" else 0
+        worst = max(worst, per_pixel * pixels + per_source_byte * source_len + fixed)
     return int(worst) + decoder + _FIXED_OVERHEAD
 
 
 def convert_to_pdf(data: bytes, info: ImageInfo) -> bytes:
     """Convert the first frame of `data` into a one-page PDF sized to the image."""
+    fd = os.memfd_create("img2pdf-pdf", os.MFD_CLOEXEC)
+    try:
+        size = convert_to_fd(data, info, fd)
+        return os.pread(fd, size, 0) if size else b""
+    finally:
+        os.close(fd)
+
+
+def convert_to_fd(data: bytes, info: ImageInfo, fd: int) -> int:
+    """Write the one-page PDF of `data`'s first frame to `fd` (at its start); its size."""
     try:
         with counted_warnings():
-            return _convert(data, info)
+            return _convert(data, info, fd)
     except ApiError:
         raise
     except MemoryError:
@@ -333,35 +374,94 @@ def convert_to_pdf(data: bytes, info: ImageInfo) -> bytes:
         log.info("image undecodable", exc_info=True)
         raise InvalidImage() from None
     except Exception:
-        # Pillow and img2pdf report corrupt input with many exception types.
+        # Pillow, img2pdf and libvips report corrupt input with many exception types.
         log.info("image undecodable", exc_info=True)
         raise InvalidImage() from None
 
 
-def _convert(data: bytes, info: ImageInfo) -> bytes:
+def _write_bytes(fd: int, pdf: bytes) -> int:
+    view = memoryview(pdf)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+    return len(pdf)
+
+
+def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
     kind = info.kind if info.kind in _PIL_FORMATS else sniff_image_type(data[:SNIFF_BYTES])
     if kind is None:
         raise UnsupportedImage()
-    shape = structure.scan(data, kind)
+    shape = _scan(data, kind)
     with _open(data, kind) as im:
         facts = _facts(im, data, kind, shape)
         route = _route(kind, im.mode, facts)
+        if info.route == "stream" or (info.route not in _COST and route != "embed-png"):
+            route = _stream_or(route, data, kind, facts, shape)
         dpi = _tiff_dpi(im, facts) if kind == "tiff" else None
+        if route == "stream":
+            orientation = facts.orientation
+            if kind == "tiff":
+                orientation = _valid_orientation(im.tag_v2.get(_ORIENTATION_TAG, 1))
+            raw_dpi = img2pdf.pil_get_dpi(im, _IMG2PDF_FORMAT[kind], img2pdf.default_dpi)
         if route == "img2pdf-alpha" and info.route == LOW_MEMORY_ALPHA_ROUTE:
             route = LOW_MEMORY_ALPHA_ROUTE  # the caller chose the cheaper flattening
         if kind == "jpeg" and not _ends_with_eoi(data):
             _check_jpeg(im)
+    if route == "stream":
+        return _stream(data, kind, orientation, raw_dpi, fd)
     if kind == "png" and route == "embed-png":
         # Only the copying route needs this; decoding routes fail on truncation.
         _check_png(data, facts)
 
     if not route.startswith("pillow"):
         try:
-            return _img2pdf(data, _ROTATION.get(facts.orientation, 0), dpi)
+            return _write_bytes(fd, _img2pdf(data, _ROTATION.get(facts.orientation, 0), dpi))
         except _IMG2PDF_REFUSALS as exc:
             log.info("img2pdf refused (%s); normalising with Pillow", type(exc).__name__)
     normalised, rotation, dpi = _normalise(data, kind, facts)
-    return _img2pdf(normalised, rotation, dpi)
+    return _write_bytes(fd, _img2pdf(normalised, rotation, dpi))
+
+
+def _stream_or(
+    route: str, data: bytes, kind: str, facts: _Facts, shape: structure.Structure
+) -> str:
+    """The "stream" route when app.pdfstream can decode this image, else `route`.
+
+    Plain 8-bit PNGs keep img2pdf's IDAT copy; JPEG, JPEG 2000 and BMP stay on
+    their routes (libvips here has no JPEG 2000 or BMP loader). A TIFF whose IFD
+    chain reaches the count cap stays with Pillow, which reads only the first:
+    libtiff under libvips walks every IFD to count pages (180k took > 15 s).
+    """
+    if route == "embed-png" and facts.png_depth <= 8:
+        return route
+    if kind == "tiff" and shape.frames >= structure.FRAMES_COUNTED:
+        return route
+    if route.startswith("embed-") and kind != "png":
+        return route
+    try:
+        image = pdfstream.open_image(data, kind)
+    except Exception:  # libvips refuses the header: the old route reports it
+        return route
+    if image is None or pdfstream.header(image) is None:
+        return route
+    return "stream"
+
+
+def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int) -> int:
+    image = pdfstream.open_image(data, kind)
+    head = pdfstream.header(image) if image is not None else None
+    if head is None:
+        raise UnsupportedImage()
+    dpi_x, dpi_y = float(dpi[0]), float(dpi[1])
+    shown_w, shown_h = head.width, head.height
+    if orientation >= 5:
+        shown_w, shown_h, dpi_x, dpi_y = shown_h, shown_w, dpi_y, dpi_x
+    page_w, page_h, img_w, img_h = _layout_at(shown_w, shown_h, (dpi_x, dpi_y))
+    unit = 1.0
+    if max(page_w, page_h) > _MAX_PAGE_PT:
+        unit = float(img2pdf.find_scale(page_w, page_h))
+    layout = (page_w / unit, page_h / unit, img_w / unit, img_h / unit, unit)
+    return pdfstream.write_pdf(image, head, orientation, layout, fd)
 
 
 def _facts(im: Image.Image, data: bytes, kind: str, shape: structure.Structure) -> _Facts:
@@ -513,7 +613,7 @@ def _check_png(data: bytes, facts: _Facts) -> None:
     """
     width, height = struct.unpack_from(">II", data, 16)
     expected = _png_raw_size(width, height, facts)
-    inflater = zlib.decompressobj()
+    inflater = isal_zlib.decompressobj()  # ISA-L: ~3x zlib's speed (docs/performance.md)
     produced = 0
     view = memoryview(data)
     try:
@@ -531,7 +631,7 @@ def _check_png(data: bytes, facts: _Facts) -> None:
                 pending = inflater.unconsumed_tail
             if inflater.unused_data:
                 raise InvalidImage()
-    except zlib.error:
+    except (zlib.error, isal_zlib.error):
         raise InvalidImage() from None
     finally:
         view.release()

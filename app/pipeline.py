@@ -6,7 +6,9 @@ Plain functions over a `Services` bundle so tests and other entry points
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 from dataclasses import dataclass, field
 
 import anyio
@@ -46,6 +48,21 @@ class Services:
 
 
 async def image_to_pdf(data: bytes, held: Reservation, svc: Services) -> bytes:
+    """Convert bytes already held (data pool) into PDF bytes (batches join these)."""
+    out = await image_to_pdf_file(data, held, svc)
+    try:
+        return os.pread(out.fileno(), out.size, 0) if out.size else b""
+    finally:
+        out.close()
+
+
+class PdfFile(io.FileIO):
+    """The conversion's output file (a memfd), read from its start by the store."""
+
+    size: int = 0
+
+
+async def image_to_pdf_file(data: bytes, held: Reservation, svc: Services) -> PdfFile:
     """Convert bytes already held (data pool) once the work pool has room for the peak.
 
     The image is only ever parsed in a child process (app.sandbox), which lives
@@ -53,12 +70,14 @@ async def image_to_pdf(data: bytes, held: Reservation, svc: Services) -> bytes:
     them: first the inspection's share, then the estimated peak. A job never
     waits while holding work-pool bytes (app.admission): when the peak does not
     fit at once, the inspecting child is stopped, the share given back, and a
-    fresh child converts once the peak is reserved.
+    fresh child converts once the peak is reserved. The PDF stays in the file
+    the child wrote (the caller closes it); its bytes stay reserved meanwhile.
     """
     # The child's copy of the source and its header parsing count from its start.
     await held.resize(inspect_reservation(len(data)))
     job = await _start(data, svc)
     warned = 0
+    out = None
     try:
         info: ImageInfo = await anyio.to_thread.run_sync(
             job.inspect, svc.settings.max_image_pixels, limiter=svc.convert_limiter
@@ -72,13 +91,17 @@ async def image_to_pdf(data: bytes, held: Reservation, svc: Services) -> bytes:
             await held.resize(0)
             await held.resize(need)  # may wait: nothing of the work pool is held
             job = await _start(data, svc)
-        pdf = await anyio.to_thread.run_sync(job.convert, info, need, limiter=svc.convert_limiter)
+        size = await anyio.to_thread.run_sync(
+            job.convert_size, info, need, limiter=svc.convert_limiter
+        )
+        out = PdfFile(os.dup(job.output_fd), "rb")
+        out.size = size
     finally:
         warned += await _close(job)
         if warned:
             log.info("decoder warnings: %d while converting one image", warned)
-    await held.resize(len(pdf))  # the peak is over; only the PDF remains
-    return pdf
+    await held.resize(out.size)  # the peak is over; only the PDF remains
+    return out
 
 
 async def _start(data: bytes, svc: Services) -> Job:
@@ -97,13 +120,20 @@ async def _close(job: Job) -> int:
     return count
 
 
-async def store_pdf(pdf: bytes, source_name: str, svc: Services) -> str:
-    """Store under a fresh uuid name; an outage is a retryable 503, and reported."""
+async def store_pdf(pdf: bytes | PdfFile, source_name: str, svc: Services) -> str:
+    """Store under a fresh uuid name; an outage is a retryable 503, and reported.
+
+    A PdfFile is uploaded from the file (GCS: resumable from the file object;
+    local: copied by the kernel, then renamed), never read into memory.
+    """
     name = new_pdf_name()
+    filename = download_filename(source_name)
     try:
-        return await anyio.to_thread.run_sync(
-            svc.storage.save_pdf, pdf, name, download_filename(source_name)
-        )
+        if isinstance(pdf, PdfFile):
+            return await anyio.to_thread.run_sync(
+                svc.storage.save_pdf_file, pdf, pdf.size, name, filename
+            )
+        return await anyio.to_thread.run_sync(svc.storage.save_pdf, pdf, name, filename)
     except ApiError:
         raise
     except Exception as exc:  # any backend failure: the client may retry
@@ -117,10 +147,11 @@ async def convert_source_url(source_url: str, svc: Services) -> str:
     async with svc.admission.reserve() as held:
         fetched = await fetch_source(source_url, svc.policy, on_bytes=held.hold_data)
         held.hold_data(len(fetched.data))
-        pdf = await image_to_pdf(fetched.data, held, svc)
-        del fetched
-        held.hold_data(0)
-        return await store_pdf(pdf, source_url, svc)
+        pdf = await image_to_pdf_file(fetched.data, held, svc)
+        with pdf:
+            del fetched
+            held.hold_data(0)
+            return await store_pdf(pdf, source_url, svc)
 
 
 def _report(exc: BaseException) -> None:

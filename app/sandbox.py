@@ -156,6 +156,7 @@ class Job:
     def __init__(self, data: bytes, limits: Limits):
         self.limits = limits
         self.warnings = 0
+        self.peak_rss = 0  # the child's VmHWM once it has converted
         self._closed = False
         self._remaining = limits.timeout_s
         self._out = _memfd("img2pdf-out")
@@ -185,13 +186,27 @@ class Job:
         return self._pid
 
     def inspect(self, max_pixels: int):
-        self._conn.send(("inspect", max_pixels))
+        self._send(("inspect", max_pixels))
         return self._reply("info")
 
     def convert(self, info, reserved_bytes: int) -> bytes:
-        self._conn.send(("convert", info, reserved_bytes))
-        size = self._reply("pdf")
+        size = self.convert_size(info, reserved_bytes)
         return os.pread(self._out, size, 0) if size else b""
+
+    def convert_size(self, info, reserved_bytes: int) -> int:
+        """Convert; the PDF is then the first `size` bytes of `self.output_fd`."""
+        self._send(("convert", info, reserved_bytes))
+        return self._reply("pdf")
+
+    @property
+    def output_fd(self) -> int:
+        return self._out
+
+    def _send(self, message) -> None:
+        try:
+            self._conn.send(message)
+        except OSError:  # the child is gone already (a signal, a crash)
+            raise self._died() from None
 
     def close(self) -> None:
         """Kill the child if it still runs and reap it; nothing is left behind."""
@@ -236,6 +251,8 @@ class Job:
         self.warnings += message[-1]
         tag = message[0]
         if tag == expected:
+            if tag == "pdf":
+                self.peak_rss = message[2]
             return message[1]
         if tag == "api":
             _, name, detail, _count = message
@@ -282,6 +299,14 @@ def _write_all(fd: int, data: bytes) -> None:
 def _vm_size() -> int:
     with open("/proc/self/statm", "rb") as f:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _limit_memory(soft: int, hard: int | None = None) -> None:
@@ -349,7 +374,7 @@ def _child_main(conn, src_fd: int, out_fd: int, size: int, limits: Limits) -> No
 
 
 def _serve(conn, data: bytes, out_fd: int, baseline: int, counter: _WarningCounter) -> None:
-    from app.convert import convert_to_pdf, inspect_image, take_warning_count
+    from app.convert import convert_to_fd, inspect_image, take_warning_count
 
     def warned() -> int:
         return counter.take() + take_warning_count()
@@ -368,10 +393,9 @@ def _serve(conn, data: bytes, out_fd: int, baseline: int, counter: _WarningCount
                 _, info, reserved = request
                 limit = baseline + reserved + LIMIT_SLACK
                 _limit_memory(limit, limit)
-                pdf = convert_to_pdf(data, info)
+                size = convert_to_fd(data, info, out_fd)
                 del data
-                _write_all(out_fd, pdf)
-                reply = ("pdf", len(pdf), warned())
+                reply = ("pdf", size, _peak_rss(), warned())
             else:
                 return
         except ApiError as exc:

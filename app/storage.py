@@ -12,7 +12,7 @@ import re
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import quote, urlsplit
 
 from app.settings import Settings
@@ -49,6 +49,11 @@ class Storage(Protocol):
         """Store `pdf` as `name` and return the URL clients download it from."""
         ...
 
+    def save_pdf_file(self, pdf: BinaryIO, size: int, name: str, filename: str) -> str:
+        """`save_pdf` for the first `size` bytes of a file (read from its start),
+        so the PDF never has to be in this process's memory."""
+        ...
+
 
 _FILENAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,84}\.pdf$")
 
@@ -73,12 +78,37 @@ class LocalStorage:
         self._write(self.data_dir / name, pdf)
         return f"{self.public_base_url}/files/{name}"
 
+    def save_pdf_file(self, pdf: BinaryIO, size: int, name: str, filename: str) -> str:
+        if not is_pdf_name(name):
+            raise ValueError(f"refusing to store {name!r}")
+        if _FILENAME_RE.fullmatch(filename):
+            self._write(self.data_dir / f"{name}.filename", filename.encode())
+        self._write_from(self.data_dir / name, pdf.fileno(), size)
+        return f"{self.public_base_url}/files/{name}"
+
     def _write(self, path: Path, data: bytes) -> None:
         # Write then rename: a reader never sees half a file.
         fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".upload-")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _write_from(self, path: Path, src: int, size: int) -> None:
+        """Copy `size` bytes of `src` in the kernel (sendfile), then rename into place."""
+        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                offset = 0
+                while offset < size:
+                    sent = os.sendfile(fh.fileno(), src, offset, size - offset)
+                    if sent == 0:
+                        raise OSError(f"PDF file ended at {offset} of {size} bytes")
+                    offset += sent
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException:
@@ -143,6 +173,26 @@ class GCSStorage:
             timeout=self.timeout_s,
             retry=self._retry,
         )
+        return self._url(blob, name)
+
+    def save_pdf_file(self, pdf: BinaryIO, size: int, name: str, filename: str) -> str:
+        blob = self.bucket.blob(name)
+        blob.content_disposition = content_disposition(filename)
+        blob.cache_control = CACHE_CONTROL
+        # Read from the file as it is sent: a resumable upload above 8 MB (the
+        # library's multipart limit), rewound by the library on a retry.
+        pdf.seek(0)
+        blob.upload_from_file(
+            pdf,
+            size=size,
+            content_type="application/pdf",
+            if_generation_match=0,
+            timeout=self.timeout_s,
+            retry=self._retry,
+        )
+        return self._url(blob, name)
+
+    def _url(self, blob, name: str) -> str:
         if self.url_mode == "signed":
             return self._signed_url(blob)
         return f"{self.PUBLIC_BASE}/{self.bucket.name}/{name}"

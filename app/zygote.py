@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import os
 
 from PIL import Image
 
+from app import pdfstream
 from app.convert import convert_to_pdf, inspect_image, take_warning_count
 
 
@@ -27,6 +29,7 @@ def _samples() -> list[bytes]:
         (rgb, "JPEG", {}),
         (rgb, "PNG", {}),
         (rgba, "PNG", {}),
+        (rgba.convert("LA"), "PNG", {}),
         (rgb.convert("P"), "GIF", {}),
         (rgb, "TIFF", {}),
         (rgb, "BMP", {}),
@@ -41,12 +44,21 @@ def _samples() -> list[bytes]:
 
 
 def warm() -> None:
+    pdfstream.configure()
     Image.init()
     for data in _samples():
         # A codec missing on this machine only costs its warm-up.
         with contextlib.suppress(Exception):
-            convert_to_pdf(data, inspect_image(data, 10**6))
+            info = inspect_image(data, 10**6)
+            if info.kind != "webp":  # libvips' WebP loader starts a worker thread
+                convert_to_pdf(data, info)
     take_warning_count()
+    # A fork copies only the forking thread: a thread started here (numpy's
+    # OpenBLAS, a libvips worker) would be missing in every child, and whatever
+    # waits for it there would wait forever.
+    threads = len(os.listdir("/proc/self/task"))
+    if threads != 1:
+        raise RuntimeError(f"the conversion zygote must be single-threaded, has {threads}")
 
 
 warm()

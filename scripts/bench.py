@@ -6,8 +6,13 @@ from a local server, and prints req/s, p50/p95 latency and the ratio to the
 baseline for a 12 MP JPEG, a 2 MP PNG and an alpha PNG at c=1 and c=4; then a
 worst-case burst to compare each worker's peak RSS with idle RSS + budget.
 It also prices the process boundary (app.sandbox): the same conversions in
-process and in a forked child, with a loopback fetch of each file for scale.
+process and in a forked child, with a loopback fetch of each file for scale;
+runs a copy-only server (download to a file, no conversion: the floor any
+converter pays) in the same run; compares deflate/inflate libraries on a photo
+and a screenshot; and with --before DIR (a checkout of an older revision) runs
+that revision's service too, so "before" and "after" share one run.
 Usage: .venv/bin/python scripts/bench.py [--requests N] [--quick] [--boundary-only]
+       [--before DIR] [--deflate-only]
 """
 
 from __future__ import annotations
@@ -135,6 +140,134 @@ def process_boundary(images: dict[str, bytes], repeats: int) -> None:
         source.close()
 
 
+def deflate_libraries() -> None:
+    """zlib vs ISA-L (isal) vs zlib-ng (when installed) on PNG-Up-filtered samples."""
+    import zlib
+
+    import numpy as np
+    from isal import isal_zlib
+    from PIL import ImageDraw
+
+    libs = [("zlib", zlib, (1, 6)), ("isal", isal_zlib, (0, 1, 2))]
+    try:
+        from zlib_ng import zlib_ng
+
+        libs.append(("zlib-ng", zlib_ng, (1, 2, 6)))
+    except ImportError:
+        print("(zlib-ng not installed: pip install zlib-ng to compare it too)")
+    shot = Image.new("RGB", (1633, 1224), (245, 245, 245))
+    draw = ImageDraw.Draw(shot)
+    for y in range(0, 1224, 18):
+        draw.text((10, y), "The quick brown fox jumps over the lazy dog 0123456789 " * 3, (20,) * 3)
+    for x in range(0, 1633, 200):
+        draw.rectangle((x, 100, x + 150, 300), fill=(40, 90, 200))
+
+    def up(im: Image.Image) -> bytes:
+        rows = np.asarray(im.convert("RGB")).reshape(im.height, -1)
+        out = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
+        out[:, 0] = 2
+        out[0, 1:] = rows[0]
+        np.subtract(rows[1:], rows[:-1], out=out[1:, 1:])
+        return out.tobytes()
+
+    print(f"\n{'deflate (2 MP, Up filter)':<28}{'ms':>7} {'size':>7} {'inflate ms':>11}")
+    for name, raw in (("photo", up(photo(1633, 1224))), ("screenshot", up(shot))):
+        for lib, mod, levels in libs:
+            for level in levels:
+                packed, times = b"", []
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    packed = mod.compress(raw, level)
+                    times.append(time.perf_counter() - t0)
+                inflate = []
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    mod.decompress(packed)
+                    inflate.append(time.perf_counter() - t0)
+                label = f"{name} {lib} {level}"
+                print(
+                    f"{label:<28}{1000 * min(times):>7.1f} {100 * len(packed) / len(raw):>6.1f}%"
+                    f" {1000 * min(inflate):>11.1f}"
+                )
+
+
+_CONVERT_IN_TREE = r"""
+import statistics, sys, time
+tree, root = sys.argv[1], sys.argv[2]
+sys.path.insert(0, tree)
+from app.convert import convert_to_pdf, inspect_image
+import app.convert
+assert app.convert.__file__.startswith(tree), app.convert.__file__
+try:
+    from app import pdfstream
+    pdfstream.configure()  # as the conversion zygote does
+except ImportError:
+    pass
+sys.path.insert(1, root + "/scripts")
+from bench import encode, photo
+row = []
+for data in (encode(photo(1633, 1224), "PNG", compress_level=6),
+             encode(photo(1633, 1224, "RGBA"), "PNG", compress_level=6)):
+    for _ in range(2):
+        convert_to_pdf(data, inspect_image(data, 10**9))
+    times = []
+    for _ in range(9):
+        t0 = time.perf_counter()
+        convert_to_pdf(data, inspect_image(data, 10**9))
+        times.append(time.perf_counter() - t0)
+    row.append(1000 * statistics.median(times))
+print(*row)
+"""
+
+
+def conversion_before_after(before: Path, rounds: int = 3) -> None:
+    """Check + conversion in process, previous revision vs this one, interleaved."""
+    import subprocess
+
+    head = f"{'png before':>11} {'after':>6} {'alpha before':>13} {'after':>6}"
+    print(f"\n{'in process, 2 MP (ms)':<24}{head}")
+    for _ in range(rounds):
+        got = []
+        for tree in (before.resolve(), ROOT):
+            out = subprocess.run(
+                [sys.executable, "-c", _CONVERT_IN_TREE, str(tree), str(ROOT)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            got.append([float(x) for x in out.stdout.split()])
+        (pb, ab), (pa, aa) = got
+        print(f"{'':<24}{pb:>11.0f} {pa:>6.0f} {ab:>13.0f} {aa:>6.0f}")
+
+
+class TreeService(Service):
+    """The service of another checkout (its own scripts/entrypoint.sh), same venv."""
+
+    def __init__(self, tree: Path, tmp: Path, env: dict[str, str]):
+        super().__init__(tmp, env=env)
+        self.tree = tree
+
+    def start(self, timeout: float = 60.0) -> Service:
+        import contextlib
+        import subprocess
+
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(self.tree / "scripts" / "entrypoint.sh"), self.mode],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if http("GET", self.base + "/ping", timeout=2).status == 200:
+                    return self
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.tree} did not answer /ping:\n{self.log()}")
+
+
 def worker_pids(svc: Service) -> list[int]:
     """The gunicorn workers (not their conversion zygotes or resource trackers).
 
@@ -154,7 +287,12 @@ def main() -> int:
     ap.add_argument(
         "--boundary-only", action="store_true", help="only the process-boundary overhead"
     )
+    ap.add_argument("--deflate-only", action="store_true", help="only the deflate comparison")
+    ap.add_argument("--before", type=Path, help="a checkout of an older revision to compare")
     args = ap.parse_args()
+    if args.deflate_only:
+        deflate_libraries()
+        return 0
     scale = 0.25 if args.quick else 1.0
     n = 4 if args.quick else args.requests
 
@@ -173,6 +311,9 @@ def main() -> int:
     if args.boundary_only:
         return 0
     conversion_only(three, 3 if args.quick else 5)
+    if args.before:
+        conversion_before_after(args.before)
+    deflate_libraries()
     source = SourceServer()
     urls = {
         "jpeg 12MP": source.add_bytes("/j.jpg", jpeg12),
@@ -192,10 +333,21 @@ def main() -> int:
     baseline = Service(tmp / "baseline", env=base_env)
     (tmp / "baseline").mkdir()
     baseline.env["APP_MODULE"] = "scripts.bench_baseline:create_app()"
+    copy_env = {**env, "DATA_DIR": str(tmp / "copy-data")}
+    (tmp / "copy").mkdir()
+    copier = Service(tmp / "copy", env=copy_env)
+    copier.env["APP_MODULE"] = "scripts.bench_baseline:create_copy_app()"
+    before = None
+    if args.before:
+        (tmp / "before").mkdir()
+        before = TreeService(args.before.resolve(), tmp / "before", env)
     rows = []
     try:
         ours.start()
         baseline.start()
+        copier.start()
+        if before:
+            before.start()
         idle = {p: rss_kib(p) for p in worker_pids(ours)}
         print(
             f"\n{'case':<16}{'c':>3} {'ours rps':>9} {'p50':>7} {'p95':>7}"
@@ -212,6 +364,26 @@ def main() -> int:
                     f" {b['rps']:>9.2f} {b['p50_ms']:>7.0f} {b['p95_ms']:>7.0f} {ratio:>6.1f}x"
                     + ("" if a["errors"] == 0 else f"  ours errors={a['errors']}")
                 )
+                if before:
+                    o = run_case(before.base, url, c, n)
+                    ratio_o = o["rps"] / b["rps"] if b["rps"] else float("inf")
+                    rows[-1]["before"] = round(ratio_o, 2)
+                    print(
+                        f"{'  before':<16}{c:>3} {o['rps']:>9.2f} {o['p50_ms']:>7.0f}"
+                        f" {o['p95_ms']:>7.0f} {'':>25} {ratio_o:>6.1f}x"
+                    )
+        print(
+            f"\n{'copy-only floor':<16}{'c':>3} {'copy rps':>9} {'ours rps':>9} {'ours/copy':>10}"
+        )
+        for c in (1, 4):
+            cp = run_case(copier.base, urls["jpeg 12MP"], c, n)
+            a = run_case(ours.base, urls["jpeg 12MP"], c, n)
+            line = f"{'jpeg 12MP':<16}{c:>3} {cp['rps']:>9.2f} {a['rps']:>9.2f}"
+            line += f" {a['rps'] / cp['rps']:>9.0%}"
+            if before:
+                o = run_case(before.base, urls["jpeg 12MP"], c, n)
+                line += f"   before {o['rps']:.2f} rps = {o['rps'] / cp['rps']:.0%}"
+            print(line)
         # Lossless check: the JPEG's bytes appear unchanged in our PDF.
         pdf = http(
             "GET", run_case(ours.base, urls["jpeg 12MP"], 1, 1)["last"].json()["converted_url"]
@@ -248,6 +420,9 @@ def main() -> int:
     finally:
         ours.stop()
         baseline.stop()
+        copier.stop()
+        if before:
+            before.stop()
         source.close()
     summary = {r["case"] + f" c={r['c']}": round(r["ratio"], 2) for r in rows}
     print("\nthroughput ratio ours/baseline:", json.dumps(summary))

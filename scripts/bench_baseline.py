@@ -58,3 +58,37 @@ def create_app() -> FastAPI:
         return FileResponse(DATA / Path(name).name, media_type="application/pdf")
 
     return app
+
+
+def _copy(url: str, path: Path) -> None:
+    import shutil
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=60) as src, open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def create_copy_app() -> FastAPI:
+    """The floor for any converter: stream the source to a file, answer its URL.
+
+    No conversion at all; urllib in a thread, as plain as a server gets.
+    """
+    app = FastAPI()
+    DATA.mkdir(parents=True, exist_ok=True)
+
+    @app.get("/ping")
+    async def ping():
+        return {"ping": "pong"}
+
+    @app.post("/image_to_pdf")
+    async def copy(body: Body):
+        name = f"{uuid.uuid4()}.pdf"
+        await anyio.to_thread.run_sync(_copy, body.source_url, DATA / name)
+        return {"source_url": body.source_url, "converted_url": f"{BASE}/files/{name}"}
+
+    @app.get("/files/{name}")
+    async def files(name: str):
+        return FileResponse(DATA / Path(name).name, media_type="application/pdf")
+
+    return app

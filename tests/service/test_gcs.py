@@ -111,3 +111,25 @@ def test_storage_outage_is_a_retryable_503_not_a_500(source, tmp_path):
         assert http("GET", svc.base + "/ping").status == 200
     finally:
         svc.stop()
+
+
+def test_a_pdf_over_the_multipart_limit_is_uploaded_from_its_file_intact(gcs, gcs_service, source):
+    """Over 8 MB the client library switches to a resumable upload, read from the
+    conversion's output file in chunks; the object must be the PDF byte for byte."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(16).integers(0, 256, (2600, 2600, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, "JPEG", quality=97)
+    jpeg = buf.getvalue()
+    assert len(jpeg) > 8 * 1024 * 1024
+    resp = gcs_service.post(source.add_bytes("/photos/big.jpg", jpeg), timeout=120)
+    assert resp.status == 200, resp.body
+    name = resp.json()["converted_url"].rsplit("/", 1)[1]
+    body = http("GET", f"{gcs}/download/storage/v1/b/{BUCKET}/o/{name}?alt=media").body
+    assert jpeg in body
+    assert len(open_pdf(body).pages) == 1
+    assert int(object_meta(gcs, name)["size"]) == len(body)

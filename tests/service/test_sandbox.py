@@ -150,9 +150,10 @@ def test_cpu_limit_signal_is_a_timeout_answer(sandbox):
 
 
 def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
-    data = images.alpha_png(2000, 2000)  # the soft-mask path needs ~90 MB
+    # Streamed in strips this needs ~10 MB (its estimate: ~28 MB); 4 MB cannot do.
+    data = images.alpha_png(2000, 2000)
     with pytest.raises(ConversionTooLarge):
-        convert(sandbox, data, reserve=16 * 1024 * 1024)
+        convert(sandbox, data, reserve=4 * 1024 * 1024)
     assert zygote_children() == []
     # The zygote is unharmed: the next job works.
     assert convert(sandbox, images.jpeg(64, 48)).startswith(b"%PDF-")
@@ -168,6 +169,10 @@ def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
         lambda: images.la_png(1500, 1000),
         lambda: images.png16_alpha(600, 400),
         lambda: images.png_interlaced(300, 200),
+        lambda: images.palette_transparent_png(1500, 1000),
+        lambda: images.gif_transparent(1500, 1000),
+        lambda: images.png(1500, 1000, "RGBA", exif=mirrored()),
+        lambda: images.tiff(1500, 1000, "RGB", compression="tiff_lzw"),
         lambda: images.gif(1500, 1000),
         lambda: images.tiff(1500, 1000),
         lambda: images.tiff16(600, 400),
@@ -183,6 +188,42 @@ def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
 def test_estimate_is_enough_under_the_kernel_limit(sandbox, make):
     """Each route converts with exactly its estimate as its address-space limit."""
     assert convert(sandbox, make()).startswith(b"%PDF-")
+
+
+def mirrored() -> bytes:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 2
+    return exif.tobytes()
+
+
+def test_thirty_megapixel_alpha_png_converts_in_under_120_mb():
+    """The conversion process's own peak RSS (VmHWM, zygote pages included),
+    under a kernel limit of exactly the estimate."""
+    box = Sandbox(Limits(timeout_s=60.0, max_memory=BUDGET))
+    data = noisy_rgba_png(6000, 5000)
+    with box.job(data) as job:
+        info = job.inspect(MAX_PIXELS)
+        assert info.route == "stream"
+        need = estimate_peak_bytes(info, len(data))
+        assert need < 120 * 1024 * 1024
+        assert job.convert_size(info, need) > 0
+        assert 0 < job.peak_rss <= 120 * 1024 * 1024, job.peak_rss
+
+
+def noisy_rgba_png(w: int, h: int) -> bytes:
+    """Noise in two channels: ~1 B/px compressed (a scan; a poster export is smaller)."""
+    import io
+
+    from PIL import Image
+
+    noise = Image.effect_noise((w, h), 20).convert("L")
+    grad = Image.linear_gradient("L").resize((w, h))
+    im = Image.merge("RGBA", (noise, grad, grad.transpose(Image.Transpose.ROTATE_180), grad))
+    buf = io.BytesIO()
+    im.save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
 
 
 def test_truncated_progressive_cmyk_jpeg_is_invalid_not_out_of_memory(sandbox):

@@ -4,6 +4,7 @@ and the exact page size, px * 72 / dpi, on every route, non-square dpi included.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pikepdf
@@ -112,7 +113,8 @@ def test_orientation_renders_like_exif_transpose(fmt, mode, orientation):
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
 def test_low_memory_alpha_route_keeps_orientation_and_page_size(orientation):
     data = encode("PNG", "RGBA", orientation)
-    cheaper = low_memory_variant(inspect_image(data, 10**8))
+    info = dataclasses.replace(inspect_image(data, 10**8), route="img2pdf-alpha")
+    cheaper = low_memory_variant(info)
     assert cheaper is not None
     pdf = convert_to_pdf(data, cheaper)
     want = expected("RGBA", orientation)

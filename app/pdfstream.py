@@ -1,0 +1,344 @@
+"""The streaming engine: decode with libvips in strips, write the PDF as it goes.
+
+For the routes that must decode (PNG with alpha, 16-bit, interlaced or
+palette + tRNS; TIFF; GIF; WebP; mirrored orientations) the image is read by
+libvips with sequential access, a strip of rows at a time, and never held whole.
+Each strip is split into colour and alpha, PNG-filtered (Up) and deflated
+straight into the PDF image stream (`/FlateDecode` with `/Predictor 15`, the
+PNG predictor PDF readers undo); the alpha stream goes to a memfd and is
+appended after the colour stream, as the image's `/SMask`. No sample is held
+twice and none is re-encoded twice.
+
+Orientation costs nothing: the image is stored as decoded and placed on the
+page by the content stream's matrix (`cm`), which flips and turns it as the
+EXIF/TIFF orientation says; the page has the shown size (px * 72 / dpi).
+
+The PDF around the streams is written here (a few small objects): pikepdf
+would hold each stream in memory before writing it (docs/decisions.md).
+Deflate is ISA-L (`isal`) level 1: see docs/performance.md for the numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from isal import isal_zlib
+
+# Imported on first use (_load), in the conversion processes only: the web
+# worker that imports app.convert for its estimates needs neither, and numpy's
+# OpenBLAS starts a thread at import, which the conversion zygote must not have
+# (a fork copies only the forking thread).
+np: Any = None
+pyvips: Any = None
+_loaded = False
+
+
+def _load() -> None:
+    global np, pyvips, _loaded
+    if _loaded:
+        return
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    import numpy
+
+    np = numpy
+    try:  # pyvips reads the libvips of the pyvips-binary wheel
+        import pyvips as vips
+    except (ImportError, OSError):  # pragma: no cover - a machine without libvips
+        vips = None
+    pyvips = vips
+    _loaded = True
+
+
+# Samples per strip: peak memory grows with it (a 30 MP RGBA PNG: +19 MB at
+# 64 KB, +41 MB at 1 MB), speed barely (2 MP: 74-80 ms at any size here).
+STRIP_BYTES = 128 * 1024
+DEFLATE_LEVEL = 1
+PRODUCER = "img2pdf-service"
+
+# libvips loaders by sniffed kind, and the formats we can stream.
+# libvips holds a whole frame for GIF and WebP (WebP: ~9 B/px resident, ~27 B/px
+# of address space with its loader's worker thread; Pillow: 17 and 25).
+_LOADERS = {"png": "pngload_source", "tiff": "tiffload_source", "gif": "gifload_source"}
+_LOADERS["webp"] = "webpload_source"
+_SAMPLE = {"uchar": ("u1", 8), "ushort": ("<u2", 16)}
+
+
+def available() -> bool:
+    _load()
+    return pyvips is not None
+
+
+def configure() -> None:
+    """One conversion per process: no operation cache, one thread, one malloc arena.
+
+    Each glibc arena reserves 64 MB of address space, which the child's
+    RLIMIT_AS counts; libvips' own caches would keep decoded tiles alive.
+    """
+    _load()
+    if pyvips is None:
+        return
+    pyvips.cache_set_max(0)
+    pyvips.cache_set_max_mem(0)
+    pyvips.cache_set_max_files(0)
+    pyvips.vips_lib.vips_concurrency_set(1)
+    libc = ctypes.util.find_library("c")
+    if libc:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(libc).mallopt(-8, 1)  # M_ARENA_MAX = 1
+
+
+@dataclass(frozen=True)
+class Header:
+    """What libvips says about an image without decoding its pixels."""
+
+    width: int
+    height: int
+    colours: int  # 1 or 3
+    alpha: bool
+    depth: int  # 8 or 16
+    icc: bytes | None
+
+
+def open_image(data: bytes, kind: str):
+    """A lazily decoding libvips image of frame 0, or None when it cannot stream this kind."""
+    _load()
+    if pyvips is None or kind not in _LOADERS:
+        return None
+    loader = getattr(pyvips.Image, _LOADERS[kind])
+    options = {"access": "sequential", "fail_on": "error"}
+    if kind in {"gif", "webp", "tiff"}:
+        options["n"] = 1
+    # A source over our bytes, not a buffer argument: pyvips copies a buffer.
+    return loader(pyvips.Source.new_from_memory(data), **options)
+
+
+def header(image) -> Header | None:
+    """The image's layout if this engine can write it, else None (the caller falls back)."""
+    if image.format not in _SAMPLE or image.coding != "none":
+        return None
+    alpha = bool(image.hasalpha())
+    colours = image.bands - (1 if alpha else 0)
+    if colours not in (1, 3) or image.interpretation in {"cmyk", "lab", "labs", "labq"}:
+        return None
+    icc = None
+    if "icc-profile-data" in image.get_fields():
+        icc = bytes(image.get("icc-profile-data"))
+        # ICCBased needs a profile for the stream's own colour space (/N).
+        if icc[16:20] != (b"GRAY" if colours == 1 else b"RGB "):
+            icc = None
+    return Header(image.width, image.height, colours, alpha, _SAMPLE[image.format][1], icc)
+
+
+class _Out:
+    """Writes to a file descriptor and counts the offset (for the xref table)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.pos = 0
+        self.offsets: dict[int, int] = {}
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        self.pos += len(data)
+
+    def begin(self, num: int) -> None:
+        self.offsets[num] = self.pos
+        self.write(b"%d 0 obj\n" % num)
+
+    def obj(self, num: int, body: bytes) -> None:
+        self.begin(num)
+        self.write(body + b"\nendobj\n")
+
+
+class _Filter:
+    """PNG Up filter and deflate for one image stream, strip by strip."""
+
+    def __init__(self, row_bytes: int):
+        self.prev = np.zeros(row_bytes, np.uint8)
+        self.deflate = isal_zlib.compressobj(DEFLATE_LEVEL)
+        self.size = 0
+
+    def strip(self, rows: np.ndarray) -> bytes:
+        """`rows`: (n, row_bytes) uint8 samples, big-endian if 16-bit."""
+        out = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
+        out[:, 0] = 2  # PNG filter type Up, on every row
+        np.subtract(rows[0], self.prev, out=out[0, 1:])
+        np.subtract(rows[1:], rows[:-1], out=out[1:, 1:])
+        self.prev = rows[-1].copy()
+        data = self.deflate.compress(out)
+        self.size += len(data)
+        return data
+
+    def end(self) -> bytes:
+        data = self.deflate.flush()
+        self.size += len(data)
+        return data
+
+
+def _orientation_matrix(orientation: int, box: tuple[float, float, float, float]):
+    """The `cm` matrix that draws the stored image (unit square) as shown in `box`.
+
+    A stored pixel at fractions (u, v) from its top-left is shown at (X, Y) from
+    the shown image's top-left, by EXIF orientation; PDF image space has y up.
+    """
+    x0, y0, w, h = box
+    shown = {
+        1: lambda u, v: (u, v),
+        2: lambda u, v: (1 - u, v),
+        3: lambda u, v: (1 - u, 1 - v),
+        4: lambda u, v: (u, 1 - v),
+        5: lambda u, v: (v, u),
+        6: lambda u, v: (1 - v, u),
+        7: lambda u, v: (1 - v, 1 - u),
+        8: lambda u, v: (v, 1 - u),
+    }[orientation]
+
+    def page(x: float, y: float) -> tuple[float, float]:
+        sx, sy = shown(x, 1 - y)
+        return x0 + sx * w, y0 + (1 - sy) * h
+
+    ex, ey = page(0, 0)
+    ax, ay = page(1, 0)
+    cx, cy = page(0, 1)
+    return (ax - ex, ay - ey, cx - ex, cy - ey, ex, ey)
+
+
+def _num(value: float) -> bytes:
+    text = f"{value:.4f}".rstrip("0").rstrip(".")
+    return (text if text not in {"", "-0"} else "0").encode()
+
+
+def write_pdf(image, head: Header, orientation: int, layout, out_fd: int) -> int:
+    """Decode `image` strip by strip into a one-page PDF on `out_fd`; returns its size.
+
+    `layout` is (page width, page height, image width, image height, user unit)
+    for the image as shown, in PDF units (points / user unit).
+    """
+    page_w, page_h, img_w, img_h, unit = layout
+    out = _Out(out_fd)
+    out.write(b"%PDF-1.5\n%\xe2\xe3\xcf\xd3\n")
+    out.obj(1, b"<< /Type /Catalog /Pages 2 0 R >>")
+    out.obj(2, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>")
+    box = ((page_w - img_w) / 2, (page_h - img_h) / 2, img_w, img_h)
+    matrix = b" ".join(_num(v) for v in _orientation_matrix(orientation, box))
+    content = b"q\n" + matrix + b" cm\n/Im0 Do\nQ\n"
+    media = b"[0 0 %s %s]" % (_num(page_w), _num(page_h))
+    user_unit = b" /UserUnit %s" % _num(unit) if unit != 1 else b""
+    out.obj(
+        3,
+        b"<< /Type /Page /Parent 2 0 R /MediaBox "
+        + media
+        + user_unit
+        + b" /Resources << /XObject << /Im0 5 0 R >> >> /Contents 4 0 R >>",
+    )
+    out.obj(4, b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
+
+    # 5: colour image, 6: its length; 7: soft mask, 8: its length; 9: ICC; 10: info
+    colour_space = b"/DeviceGray" if head.colours == 1 else b"/DeviceRGB"
+    if head.icc:
+        colour_space = b"[/ICCBased 9 0 R]"
+    bps = head.depth // 8
+    width, height = head.width, head.height
+    smask = b" /SMask 7 0 R" if head.alpha else b""
+    out.begin(5)
+    out.write(_image_dict(width, height, colour_space, head.colours, head.depth, 6) + smask)
+    out.write(b" >>\nstream\n")
+    start = out.pos
+    colour = _Filter(width * head.colours * bps)
+    alpha = _Filter(width * bps) if head.alpha else None
+    alpha_fd = os.memfd_create("img2pdf-smask", os.MFD_CLOEXEC) if head.alpha else -1
+    try:
+        alpha_out = _Out(alpha_fd) if head.alpha else None
+        region = pyvips.Region.new(image)
+        bands = head.colours + (1 if head.alpha else 0)
+        rows = max(1, min(height, STRIP_BYTES // max(1, width * bands * bps)))
+        dtype = _SAMPLE[image.format][0]
+        for y in range(0, height, rows):
+            n = min(rows, height - y)
+            samples = np.frombuffer(_fetch(region, y, width, n), dtype).reshape(n, width, bands)
+            if bps == 2:
+                samples = samples.astype(">u2")
+            out.write(colour.strip(_rows(samples[..., : head.colours], n)))
+            if alpha_out is not None and alpha is not None:
+                alpha_out.write(alpha.strip(_rows(samples[..., head.colours :], n)))
+        out.write(colour.end())
+        length = out.pos - start
+        out.write(b"\nendstream\nendobj\n")
+        out.obj(6, b"%d" % length)
+        if alpha_out is not None and alpha is not None:
+            alpha_out.write(alpha.end())
+            out.begin(7)
+            out.write(_image_dict(width, height, b"/DeviceGray", 1, head.depth, 8))
+            out.write(b" >>\nstream\n")
+            _copy(alpha_fd, alpha_out.pos, out)
+            out.write(b"\nendstream\nendobj\n")
+            out.obj(8, b"%d" % alpha_out.pos)
+    finally:
+        if alpha_fd >= 0:
+            os.close(alpha_fd)
+    if head.icc:
+        icc = head.icc
+        alternate = b"/DeviceGray" if head.colours == 1 else b"/DeviceRGB"
+        out.obj(
+            9,
+            b"<< /N %d /Alternate %s /Length %d >>\nstream\n" % (head.colours, alternate, len(icc))
+            + icc
+            + b"\nendstream",
+        )
+    producer = PRODUCER.encode()
+    out.obj(10, b"<< /Producer (%s) /Creator (%s) >>" % (producer, producer))
+    xref = out.pos
+    count = 11
+    lines = [b"xref\n0 %d\n" % count, b"0000000000 65535 f \n"]
+    for num in range(1, count):
+        if num in out.offsets:
+            lines.append(b"%010d 00000 n \n" % out.offsets[num])
+        else:
+            lines.append(b"0000000000 65535 f \n")
+    out.write(b"".join(lines))
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R /Info 10 0 R >>\n" % count)
+    out.write(b"startxref\n%d\n%%%%EOF\n" % xref)
+    return out.pos
+
+
+def _fetch(region, y: int, width: int, rows: int) -> bytes:
+    """The next strip; libvips' allocation failures are MemoryError (the process's limit)."""
+    try:
+        return region.fetch(0, y, width, rows)
+    except pyvips.Error as exc:
+        if "out of memory" in f"{exc.message} {exc.detail}":
+            raise MemoryError() from None
+        raise
+
+
+def _image_dict(width: int, height: int, space: bytes, colours: int, depth: int, length: int):
+    return (
+        b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace %s"
+        b" /BitsPerComponent %d /Filter /FlateDecode /DecodeParms << /Predictor 15"
+        b" /Colors %d /BitsPerComponent %d /Columns %d >> /Length %d 0 R"
+        % (width, height, space, depth, colours, depth, width, length)
+    )
+
+
+def _rows(samples: np.ndarray, n: int) -> np.ndarray:
+    """(n, width, bands) samples -> (n, row bytes) uint8, copied only when split."""
+    return np.ascontiguousarray(samples).view(np.uint8).reshape(n, -1)
+
+
+def _copy(src_fd: int, size: int, out: _Out) -> None:
+    offset = 0
+    while offset < size:
+        chunk = os.pread(src_fd, min(STRIP_BYTES, size - offset), offset)
+        if not chunk:
+            raise OSError("soft mask stream shorter than written")
+        out.write(chunk)
+        offset += len(chunk)
