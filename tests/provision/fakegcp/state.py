@@ -313,6 +313,13 @@ class FakeGcpState:
         except Exception as e:  # a bug in the fake: say so loudly
             status, body = 500, ApiError(500, f"fake GCP internal error: {e!r}").body()
         entry["status"] = status
+        if isinstance(body, dict) and status >= 400:
+            entry["error"] = (body.get("error") or {}).get("message", "")
+        if isinstance(body, dict) and status == 200 and http_method != "GET":
+            if body.get("kind") == "compute#operation":
+                entry["operation"] = "operations/" + body["name"]
+            elif "done" in body and "operations/" in str(body.get("name", "")):
+                entry["operation"] = body["name"]
         with self.lock:
             self.log.append(entry)
         return status, body
@@ -341,6 +348,7 @@ class FakeGcpState:
                 reason="required",
             )
         token = auth[7:].strip()
+        entry["token"] = token
         with self.lock:
             expiry = self.tokens.get(token)
         if expiry is not None and expiry <= time.time():
