@@ -110,7 +110,7 @@ PY
   INVENTORY="$WORK/inventory.gcp.yml"
   # A throwaway key registered with OS Login for one hour, and the POSIX user of
   # the run's credentials (ADC): ansible/oslogin.yml, the play deploy.yml imports.
-  ansible-playbook -i localhost, ansible/oslogin.yml -e "gcp_project=$GCP_PROJECT" \
+  ansible-playbook -i "$INVENTORY" ansible/oslogin.yml -e "gcp_project=$GCP_PROJECT" \
     -e "oslogin_key_file=$WORK/id_deploy" -e "oslogin_env_file=$WORK/oslogin.env" >&2 ||
     die "OS Login key registration failed"
   local user
