@@ -174,6 +174,8 @@ def _bucket_defaults(state: FakeGcpState, b: Res, old: Res | None) -> None:
         raise ApiError(400, f"Invalid argument: publicAccessPrevention {pap}.")
     iam["publicAccessPrevention"] = pap
     b.setdefault("rpo", "DEFAULT")
+    # Soft delete is on by default, 7 days (https://cloud.google.com/storage/docs/soft-delete);
+    # a full PUT that omits it resets it to that default.
     b.setdefault(
         "softDeletePolicy", {"retentionDurationSeconds": "604800", "effectiveTime": now_utc()}
     )
@@ -394,6 +396,7 @@ def bucket_patch(state: FakeGcpState, req: Request) -> tuple[int, Any]:
 def bucket_delete(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     b = _get_bucket(state, req.vars["bucket"])
     key = bucket_key(b["name"])
+    # https://cloud.google.com/storage/docs/deleting-buckets: only empty buckets.
     if any(k.startswith(key + "/o/") for k in state.store):
         raise ApiError(
             409,
