@@ -3,8 +3,12 @@
 `fake_gcp` starts, once per session, a CONNECT proxy on 127.0.0.1 that
 terminates TLS for the Google API hosts (certificates from a local trustme CA)
 and answers with an in-memory fake of Compute, Storage, IAM, Resource Manager,
-Service Usage and IAM Credentials, validated against Google's discovery
-documents. Ansible reaches it through `fake_gcp.env`:
+Service Usage, IAM Credentials and OS Login, validated against Google's
+discovery documents and as strict as GCP: after `reset()` the project is
+brand-new (only the default services enabled), operations answer RUNNING on
+the reply and the first poll, new service accounts are refused in bindings
+for IAM_LAG_S, the project policy holds a conditional binding. Tests turn the
+other knobs through `fake_gcp.state` (see FakeGcpState). Ansible reaches it through `fake_gcp.env`:
 
     result = run_playbook("ansible/provision.yml", "-e", "gcp_auth_kind=accesstoken",
                           "-e", "gcp_access_token=fake", env=fake_gcp.env)
