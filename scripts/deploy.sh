@@ -125,14 +125,14 @@ inv["projects"] = [project]
 yaml.safe_dump(inv, open(dst, "w"))
 PY
   INVENTORY="$WORK/inventory.gcp.yml"
-  # A throwaway key, registered with OS Login for one hour only.
-  ssh-keygen -q -t ed25519 -N '' -C "deploy-${SHORT}" -f "$WORK/id_deploy"
-  gcloud compute os-login ssh-keys add --project "$GCP_PROJECT" \
-    --key-file "$WORK/id_deploy.pub" --ttl 1h >/dev/null
+  # A throwaway key registered with OS Login for one hour, and the POSIX user of
+  # the run's credentials (ADC): ansible/oslogin.yml, the play deploy.yml imports.
+  ansible-playbook -i "$INVENTORY" ansible/oslogin.yml -e "gcp_project=$GCP_PROJECT" \
+    -e "oslogin_key_file=$WORK/id_deploy" -e "oslogin_env_file=$WORK/oslogin.env" >&2 ||
+    die "OS Login key registration failed"
   local user
-  user="$(gcloud compute os-login describe-profile --project "$GCP_PROJECT" \
-    --format='value(posixAccounts[0].username)')"
-  [[ -n "$user" ]] || die "no OS Login user for the active account"
+  user="$(sed -n 's/^ANSIBLE_REMOTE_USER=//p' "$WORK/oslogin.env" 2>/dev/null || true)"
+  [[ -n "$user" ]] || die "no OS Login user for the credentials of this run"
   export ANSIBLE_REMOTE_USER="$user"
   export ANSIBLE_PRIVATE_KEY_FILE="$WORK/id_deploy"
   # The IAP ProxyCommand and the app settings are group_vars next to the

@@ -1,8 +1,10 @@
 """ansible/bootstrap-ci.yml against the offline fake GCP API (tests/provision/fakegcp).
 
-First run creates the pool, the provider restricted to the repository and main,
-the deployer and its four bindings; a second run changes nothing; the deployer
-gets no other role anywhere.
+From a project where only provision.yml's service account exists (and only
+the IAM API is enabled), the first run enables the APIs CD needs, creates the
+pool, the provider restricted to the repository and main, the deployer and its
+four bindings (waiting while IAM does not know the new deployer yet); a second
+run changes nothing; the deployer gets no other role anywhere.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ def members(policy: dict | None, role: str) -> set[str]:
 @pytest.fixture(scope="module")
 def first_run(fake_gcp, tmp_path_factory):
     fake_gcp.reset()
+    with fake_gcp.state.lock:  # the VM's account exists: its API is on
+        fake_gcp.state.services.add("iam.googleapis.com")
+        # longer than creating the pool and the provider takes, so the
+        # deployer's first binding meets the lag
+        fake_gcp.state.iam_lag_s = 12.0
     tmp = tmp_path_factory.mktemp("bootstrap")
     (tmp / "vm_sa.yml").write_text(VM_SA_PLAYBOOK)
     run_playbook(str(tmp / "vm_sa.yml"), env=fake_gcp.env)
@@ -81,6 +88,39 @@ def test_first_run_creates_pool_provider_and_deployer(fake_gcp, first_run):
     pool = fake_gcp.get(f"{IAM}/locations/global/workloadIdentityPools/{POOL}")
     assert pool and pool["state"] == "ACTIVE"
     assert fake_gcp.get(f"{IAM}/serviceAccounts/{DEPLOYER}") is not None
+
+
+def test_enables_the_apis_cd_needs_before_the_pool(fake_gcp, first_run):
+    log = fake_gcp.requests_log()
+    ids = [r["id"] for r in log]
+    [enable] = [r for r in log if r["id"] == "serviceusage.services.batchEnable"]
+    assert set(enable["body"]["serviceIds"]) >= {
+        "iamcredentials.googleapis.com",
+        "sts.googleapis.com",
+        "iap.googleapis.com",
+        "oslogin.googleapis.com",
+        "cloudresourcemanager.googleapis.com",
+    }
+    assert "iam.googleapis.com" not in enable["body"]["serviceIds"], "only what is disabled"
+    pool = ids.index("iam.projects.locations.workloadIdentityPools.create")
+    assert ids.index("serviceusage.services.batchEnable") < pool
+    done = [i for i, r in enumerate(log) if r["id"] == "serviceusage.operations.get"]
+    assert len(done) >= 2 and done[-1] < pool, "its operation is done before the pool"
+    assert not [r for r in log if r["status"] == 403]
+
+
+def test_bindings_of_the_new_deployer_wait_for_iam(fake_gcp, first_run):
+    _, result = first_run
+    sets = [
+        r
+        for r in fake_gcp.requests_log()
+        if r["id"] == "cloudresourcemanager.projects.setIamPolicy"
+    ]
+    assert sets[0]["status"] == 400 and "does not exist" in sets[0]["error"]
+    assert sets[-1]["status"] == 200
+    assert "bounded backoff" in result.stdout
+    policy = fake_gcp.get(f"cloudresourcemanager/v1/projects/{PROJECT}:iamPolicy")
+    assert [b["role"] for b in policy["bindings"] if "condition" in b] == ["roles/compute.viewer"]
 
 
 def test_provider_trusts_only_this_repository_on_main(fake_gcp, first_run):

@@ -48,6 +48,7 @@ ANSIBLE_PLAYBOOK_STUB = """#!/usr/bin/env bash
   for a in "$@"; do [[ $a == *.gcp.yml ]] && echo "group_vars=$(dirname "$a")/group_vars" \\
     "$(ls "$(dirname "$a")/group_vars/")"; done; } >>"$STUB_STATE/playbook.log"
 for arg in "$@"; do
+  case "$arg" in oslogin_env_file=*) echo ANSIBLE_REMOTE_USER=sa_1234567890 >"${arg#*=}" ;; esac
   case "$arg" in app_release=*) echo "${arg#app_release=}" >"$STUB_STATE/current" ;; esac
   case "$arg" in @*) cp "${arg#@}" "$STUB_STATE/extra_vars.json" ;; esac
 done
@@ -302,10 +303,9 @@ def test_iap_transport_is_wired_from_configuration_only(stubs, fake_hosts, proje
         GCP_PROJECT="my-proj",
     )
     assert out.returncode == 0, out.stderr
-    gcloud = (state / "gcloud.log").read_text()
-    assert "compute os-login ssh-keys add --project my-proj" in gcloud
-    assert "--ttl 1h" in gcloud
     calls = (state / "playbook.log").read_text()
+    # The OS Login key and user come from the same play deploy.yml imports.
+    assert "ansible/oslogin.yml -e gcp_project=my-proj" in calls
     assert "remote_user=sa_1234567890" in calls
     inventory = re.search(r"-i (\S+)", calls).group(1)
     assert inventory.endswith(".gcp.yml")

@@ -3,8 +3,12 @@
 `fake_gcp` starts, once per session, a CONNECT proxy on 127.0.0.1 that
 terminates TLS for the Google API hosts (certificates from a local trustme CA)
 and answers with an in-memory fake of Compute, Storage, IAM, Resource Manager,
-Service Usage and IAM Credentials, validated against Google's discovery
-documents. Ansible reaches it through `fake_gcp.env`:
+Service Usage, IAM Credentials and OS Login, validated against Google's
+discovery documents and as strict as GCP: after `reset()` the project is
+brand-new (only the default services enabled), operations answer RUNNING on
+the reply and the first poll, new service accounts are refused in bindings
+for IAM_LAG_S, the project policy holds a conditional binding. Tests turn the
+other knobs through `fake_gcp.state` (see FakeGcpState). Ansible reaches it through `fake_gcp.env`:
 
     result = run_playbook("ansible/provision.yml", "-e", "gcp_auth_kind=accesstoken",
                           "-e", "gcp_access_token=fake", env=fake_gcp.env)
@@ -50,6 +54,10 @@ __all__ = ["FakeGcp", "PlaybookResult", "fake_gcp", "run_playbook"]
 
 PROJECT = "img2pdf-test"
 PROJECT_NUMBER = "123456789012"
+# Short but nonzero: a new service account is refused in IAM bindings for this
+# long, and every operation answers RUNNING on the reply and the first poll.
+IAM_LAG_S = 2.0
+OP_POLLS = 1
 
 
 class FakeGcp:
@@ -154,14 +162,29 @@ class FakeGcp:
             return copy.deepcopy(self._state.put_object(bucket, name, data))
 
     def reset(self) -> None:
-        """Forget every resource, policy, operation and logged request."""
+        """Back to a brand-new project: no resources, no operations, no logged
+        requests, only the default services enabled, every knob at its default."""
         self._state.reset()
+
+    def enable_all_services(self) -> None:
+        """For tests of single APIs that do not go through Service Usage first."""
+        from tests.provision.fakegcp.state import API_SERVICE
+
+        with self._state.lock:
+            self._state.services.update(API_SERVICE.values())
+
+    @property
+    def state(self) -> FakeGcpState:
+        """The fake's knobs (op_polls, iam_lag_s, org_public_access_prevention, ...):
+        change them under `state.lock`; reset() restores the defaults."""
+        return self._state
 
 
 @pytest.fixture(scope="session")
 def fake_gcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcp]:
     server = FakeGcpServer(
-        tmp_path_factory.mktemp("fake-gcp"), FakeGcpState(PROJECT, PROJECT_NUMBER)
+        tmp_path_factory.mktemp("fake-gcp"),
+        FakeGcpState(PROJECT, PROJECT_NUMBER, iam_lag_s=IAM_LAG_S, op_polls=OP_POLLS),
     ).start()
     try:
         yield FakeGcp(server)

@@ -208,7 +208,7 @@ def test_app_settings_for_gcp(tmp_path):
         f"        dest: {shown}\n"
         "        mode: '0644'\n"
         '        content: \'{{ {"url": app_public_base_url,'
-        ' "env": app_env_extra} | to_json }}\'\n'
+        ' "env": app_env_extra, "mode": app_url_mode} | to_json }}\'\n'
     )
     env = {
         **os.environ,
@@ -217,18 +217,17 @@ def test_app_settings_for_gcp(tmp_path):
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_STDOUT_CALLBACK": "default",
     }
-    subprocess.run(
-        [str(ansible_venv() / "bin/ansible-playbook"), "-i", str(inv), str(playbook)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
+    cmd = [str(ansible_venv() / "bin/ansible-playbook"), "-i", str(inv), str(playbook)]
+    subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=120)
     assert json.loads(shown.read_text()) == {
         "url": "https://34.120.0.7.nip.io/",
         "env": {"RATE_LIMIT_PER_MINUTE": 30, "RATE_LIMIT_BURST": 10, "CLIENT_IP_SOURCE": "gclb"},
+        "mode": "public",
     }
+    # A private bucket (public access prevention): the app signs its URLs.
+    private = [*cmd, "-e", "pdf_bucket_public_read=false"]
+    subprocess.run(private, env=env, capture_output=True, text=True, check=True, timeout=120)
+    assert json.loads(shown.read_text())["mode"] == "signed"
 
 
 def test_teardown_leaves_nothing(fake_gcp, provisioned, workdir):

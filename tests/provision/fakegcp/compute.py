@@ -205,8 +205,17 @@ def all_refs(res: Res) -> list[str]:
 
 # ---------------------------------------------------------------------------- operations
 def make_op(
-    state: FakeGcpState, op_type: str, key: str, res: Res | None, scope_key: str | None = None
+    state: FakeGcpState,
+    op_type: str,
+    key: str,
+    res: Res | None,
+    scope_key: str | None = None,
+    error: Res | None = None,
 ) -> tuple[int, Res]:
+    """A Compute operation. Like GCP's, it answers PENDING/RUNNING on the reply
+    and on the first `state.op_polls` polls, then DONE; a DONE operation may carry
+    `error` (https://cloud.google.com/compute/docs/api/how-tos/api-requests-responses#handling_api_responses:
+    "the operation is DONE ... check the error field")."""
     k = Key(scope_key or key)
     name = f"operation-{int(time.time() * 1000)}-{uuid.uuid4().hex[:13]}"
     if k.scope_kind in ("zone", "region"):
@@ -233,8 +242,22 @@ def make_op(
         op["zone"] = self_link(k.scope_path)
     elif k.scope_kind == "region":
         op["region"] = self_link(k.scope_path)
+    if error is not None:
+        op["error"] = error
+        op["httpErrorStatusCode"] = 403
+        op["httpErrorMessage"] = "FORBIDDEN"
     state.operations[op_key] = op
-    return 200, op
+    state.pending[op_key] = (state.op_polls, None)
+    return 200, _op_in_progress(op, "PENDING")
+
+
+def _op_in_progress(op: Res, status: str) -> Res:
+    out = {k: copy.deepcopy(v) for k, v in op.items() if k not in ("error", "endTime")}
+    out["status"] = status
+    out["progress"] = 0
+    for k in ("httpErrorStatusCode", "httpErrorMessage"):
+        out.pop(k, None)
+    return out
 
 
 # ---------------------------------------------------------------------------- defaults
@@ -463,6 +486,27 @@ def _url_map(state: FakeGcpState, k: Key, res: Res, old: Res | None) -> None:
         raise ApiError(400, "Required field 'resource.defaultService' not specified")
     if "defaultService" in res:
         check_ref(state, res["defaultService"], "resource.defaultService")
+    res["fingerprint"] = content_fingerprint(_fp_view(res))
+
+
+# https://cloud.google.com/load-balancing/docs/ssl-policies-concepts: profile
+# COMPATIBLE and minimum TLS 1.0 unless set; CUSTOM needs customFeatures.
+SSL_PROFILE_FEATURES = {
+    "COMPATIBLE": ["TLS_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
+    "MODERN": ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
+    "RESTRICTED": ["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"],
+}
+
+
+@defaults("sslPolicies")
+def _ssl_policy(state: FakeGcpState, k: Key, res: Res, old: Res | None) -> None:
+    profile = res.setdefault("profile", "COMPATIBLE")
+    res.setdefault("minTlsVersion", "TLS_1_0")
+    if profile == "CUSTOM" and not res.get("customFeatures"):
+        raise ApiError(400, "Custom features must be specified for the CUSTOM profile.")
+    if profile != "CUSTOM" and res.get("customFeatures"):
+        raise ApiError(400, "Custom features may only be given with the CUSTOM profile.")
+    res["enabledFeatures"] = sorted(res.get("customFeatures") or SSL_PROFILE_FEATURES[profile])
     res["fingerprint"] = content_fingerprint(_fp_view(res))
 
 
@@ -1300,6 +1344,11 @@ def op_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     op = state.operations.get(key)
     if op is None:
         raise ApiError(404, f"The resource '{Key(key).short()}' was not found", reason="notFound")
+    left, _ = state.pending.get(key, (0, None))
+    if left > 0 and req.method.name != "wait":  # wait blocks until DONE
+        state.pending[key] = (left - 1, None)
+        return 200, _op_in_progress(op, "RUNNING")
+    state.pending.pop(key, None)
     return 200, copy.deepcopy(op)
 
 

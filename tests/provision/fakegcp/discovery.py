@@ -27,6 +27,7 @@ HOST_APIS: dict[str, list[str]] = {
     "iamcredentials.googleapis.com": ["iamcredentials.v1"],
     "sts.googleapis.com": ["sts.v1"],
     "serviceusage.googleapis.com": ["serviceusage.v1"],
+    "oslogin.googleapis.com": ["oslogin.v1"],
     "oauth2.googleapis.com": [],
 }
 FAKED_HOSTS = frozenset(HOST_APIS)
@@ -55,16 +56,19 @@ class ApiError(Exception):
         self.message = message
         self.reason = reason
         self.status = status or self.STATUS.get(code, "UNKNOWN")
+        self.domain = "global"
+        self.details: list[dict[str, Any]] = []
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "code": self.code,
-                "message": self.message,
-                "errors": [{"message": self.message, "domain": "global", "reason": self.reason}],
-                "status": self.status,
-            }
+        err: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "errors": [{"message": self.message, "domain": self.domain, "reason": self.reason}],
+            "status": self.status,
         }
+        if self.details:
+            err["details"] = self.details
+        return {"error": err}
 
 
 @dataclass

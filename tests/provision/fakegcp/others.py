@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
+import json
 import os
 import time
 import uuid
@@ -38,6 +40,14 @@ def check_policy(state: FakeGcpState, policy: Res, storage: bool = False) -> Non
         role = b.get("role", "")
         if not ROLE_RE.match(role):
             raise ApiError(400, f"Role ({role}) does not exist in the resource's hierarchy.")
+        if "_withcond_" in role:
+            # A v1 read renames conditional bindings; writing one back is refused
+            # (https://cloud.google.com/iam/docs/policies#versions).
+            raise ApiError(
+                400,
+                f"Role {role} is a placeholder for a conditional role binding in a version 1 "
+                "policy and cannot be set. Read the policy with requestedPolicyVersion 3.",
+            )
         if not b.get("members"):
             raise ApiError(400, f"Invalid argument: bindings[{i}].members must not be empty.")
         for m in b["members"]:
@@ -47,15 +57,56 @@ def check_policy(state: FakeGcpState, policy: Res, storage: bool = False) -> Non
                 f"@{state.project}.iam.gserviceaccount.com"
             ):
                 email = m.split(":", 1)[1]
-                if find_sa(state, email) is None:
+                created = state.sa_created.get(email)
+                young = created is not None and time.time() - created < state.iam_lag_s
+                # IAM is eventually consistent: a binding naming an account created
+                # moments ago is refused (https://cloud.google.com/iam/docs/
+                # service-accounts-create#creating: "wait ... before you use it").
+                if find_sa(state, email) is None or young:
                     raise ApiError(400, f"Service account {email} does not exist.")
+
+
+def _has_conditions(policy: Res) -> bool:
+    return any("condition" in b for b in policy.get("bindings") or [])
+
+
+def policy_view(policy: Res, requested: int) -> Res:
+    """What getIamPolicy answers for a requested policy version: a policy with
+    conditional bindings read as version 1 has those roles renamed
+    `<role>_withcond_<hash>` and no condition
+    (https://cloud.google.com/iam/docs/policies#versions)."""
+    out = copy.deepcopy(policy)
+    conditional = _has_conditions(policy)
+    out["version"] = 3 if conditional and requested >= 3 else 1
+    if conditional and requested < 3:
+        renamed = []
+        for b in out.get("bindings") or []:
+            cond = b.pop("condition", None)
+            if cond is not None:
+                digest = hashlib.sha1(json.dumps(cond, sort_keys=True).encode()).hexdigest()
+                b["role"] = f"{b['role']}_withcond_{digest[:20]}"
+            renamed.append(b)
+        out["bindings"] = renamed
+    return out
+
+
+def _requested_version(raw: str | int | None) -> int:
+    try:
+        return int(raw or 0)
+    except ValueError:
+        raise ApiError(400, f"Invalid requested policy version: {raw}.") from None
 
 
 def _set_policy(state: FakeGcpState, key: str, policy: Res, stale_code: int) -> Res:
     cur = state.policies[key]
+    if state.policy_races.get(key, 0) > 0:
+        # Someone else wrote the policy between our read and write.
+        state.policy_races[key] -= 1
+        cur["etag"] = new_etag()
     if policy.get("etag") and policy["etag"] != cur["etag"]:
         if stale_code == 412:
             raise ApiError(412, "Precondition Failed", reason="conditionNotMet")
+        # https://cloud.google.com/iam/docs/policies#etag: a stale etag is 409 ABORTED.
         raise ApiError(
             409,
             "There were concurrent policy changes. Please retry the whole read-modify-write "
@@ -63,15 +114,28 @@ def _set_policy(state: FakeGcpState, key: str, policy: Res, stale_code: int) -> 
             reason="aborted",
             status="ABORTED",
         )
+    version = int(policy.get("version") or 1)
+    if _has_conditions(policy) and version < 3:
+        raise ApiError(
+            400,
+            "Invalid argument: a policy with conditional role bindings must be version 3.",
+        )
+    if _has_conditions(cur) and version < 3:
+        # https://cloud.google.com/iam/docs/policies#specifying-version-set
+        raise ApiError(
+            400,
+            "The existing policy has conditional role bindings: set it with version 3 "
+            "(a version 1 write would drop them).",
+        )
     new = {k: v for k, v in policy.items() if k not in ("etag",)}
-    new = {**new, "etag": new_etag(), "version": policy.get("version", 1)}
+    new = {**new, "etag": new_etag(), "version": version}
     if not new.get("bindings"):
         new.pop("bindings", None)
     for extra in ("kind", "resourceId"):
         if extra in cur:
             new[extra] = cur[extra]
     state.policies[key] = new
-    return copy.deepcopy(new)
+    return policy_view(new, version)
 
 
 # ============================================================================ storage
@@ -110,6 +174,8 @@ def _bucket_defaults(state: FakeGcpState, b: Res, old: Res | None) -> None:
         raise ApiError(400, f"Invalid argument: publicAccessPrevention {pap}.")
     iam["publicAccessPrevention"] = pap
     b.setdefault("rpo", "DEFAULT")
+    # Soft delete is on by default, 7 days (https://cloud.google.com/storage/docs/soft-delete);
+    # a full PUT that omits it resets it to that default.
     b.setdefault(
         "softDeletePolicy", {"retentionDurationSeconds": "604800", "effectiveTime": now_utc()}
     )
@@ -330,6 +396,7 @@ def bucket_patch(state: FakeGcpState, req: Request) -> tuple[int, Any]:
 def bucket_delete(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     b = _get_bucket(state, req.vars["bucket"])
     key = bucket_key(b["name"])
+    # https://cloud.google.com/storage/docs/deleting-buckets: only empty buckets.
     if any(k.startswith(key + "/o/") for k in state.store):
         raise ApiError(
             409,
@@ -345,7 +412,8 @@ def bucket_delete(state: FakeGcpState, req: Request) -> tuple[int, Any]:
 @handles("storage.buckets.getIamPolicy")
 def bucket_get_iam(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     b = _get_bucket(state, req.vars["bucket"])
-    return 200, copy.deepcopy(state.policies[bucket_key(b["name"]) + "/iam"])
+    requested = _requested_version(req.query.get("optionsRequestedPolicyVersion"))
+    return 200, policy_view(state.policies[bucket_key(b["name"]) + "/iam"], requested)
 
 
 @handles("storage.buckets.setIamPolicy")
@@ -358,7 +426,11 @@ def bucket_set_iam(state: FakeGcpState, req: Request) -> tuple[int, Any]:
         for bnd in policy.get("bindings") or []
         for m in bnd.get("members", [])
     )
-    if public and b["iamConfiguration"]["publicAccessPrevention"] == "enforced":
+    pap = b["iamConfiguration"]["publicAccessPrevention"]
+    # The org policy constraints/storage.publicAccessPrevention enforces it on
+    # every bucket whose own setting is "inherited"
+    # (https://cloud.google.com/storage/docs/public-access-prevention#org-policy).
+    if public and (pap == "enforced" or state.org_public_access_prevention):
         raise ApiError(
             412,
             "The member bindings allUsers and allAuthenticatedUsers are not allowed since "
@@ -376,10 +448,25 @@ def bucket_set_iam(state: FakeGcpState, req: Request) -> tuple[int, Any]:
 def object_list(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     b = _get_bucket(state, req.vars["bucket"])
     prefix = bucket_key(b["name"]) + "/o/"
-    items = [copy.deepcopy(o) for k, o in sorted(state.store.items()) if k.startswith(prefix)]
+    # At most 1,000 items a page, then nextPageToken
+    # (https://cloud.google.com/storage/docs/json_api/v1/objects/list).
+    size = min(_requested_version(req.query.get("maxResults")) or 1000, 1000)
+    after = req.query.get("pageToken")
+    if after:
+        try:
+            after = base64.urlsafe_b64decode(after.encode()).decode()
+        except ValueError:
+            raise ApiError(400, "Invalid page token.") from None
+    names = sorted(k for k in state.store if k.startswith(prefix))
+    if after:
+        names = [k for k in names if k[len(prefix) :] > after]
+    page = names[:size]
     out: Res = {"kind": "storage#objects"}
-    if items:
-        out["items"] = items
+    if page:
+        out["items"] = [copy.deepcopy(state.store[k]) for k in page]
+    if len(names) > size:
+        last = page[-1][len(prefix) :]
+        out["nextPageToken"] = base64.urlsafe_b64encode(last.encode()).decode()
     return 200, out
 
 
@@ -474,6 +561,7 @@ def sa_create(state: FakeGcpState, req: Request) -> tuple[int, Any]:
         if extra.get(f):
             sa[f] = extra[f]
     state.store[key] = sa
+    state.sa_created[email] = time.time()
     state.policies[key + ":iamPolicy"] = {"version": 1, "etag": "ACAB"}
     return 200, copy.deepcopy(sa)
 
@@ -534,7 +622,8 @@ def sa_update(state: FakeGcpState, req: Request) -> tuple[int, Any]:
 @handles("iam.projects.serviceAccounts.getIamPolicy")
 def sa_get_iam(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     key, _ = _sa_or_404(state, req)
-    return 200, copy.deepcopy(state.policies[key + ":iamPolicy"])
+    requested = _requested_version(req.query.get("options.requestedPolicyVersion"))
+    return 200, policy_view(state.policies[key + ":iamPolicy"], requested)
 
 
 @handles("iam.projects.serviceAccounts.setIamPolicy")
@@ -570,17 +659,12 @@ def _wif_key(state: FakeGcpState, path: str) -> str:
 
 
 def _lro(state: FakeGcpState, key: str, res: Res, rtype: str) -> tuple[int, Any]:
-    name = key.removeprefix("iam/v1/") + "/operations/" + uuid.uuid4().hex
-    op = {
-        "name": name,
-        "metadata": {
-            "@type": "type.googleapis.com/google.iam.v1.WorkloadIdentityPoolOperationMetadata"
-        },
-        "done": True,
-        "response": {"@type": rtype, **copy.deepcopy(res)},
-    }
-    state.operations["iam/v1/" + name] = op
-    return 200, copy.deepcopy(op)
+    """Pool and provider mutations answer an operation that is not done yet
+    (https://cloud.google.com/iam/docs/reference/rest/v1/projects.locations.workloadIdentityPools/create)."""
+    op_key = key + "/operations/" + uuid.uuid4().hex
+    meta = {"@type": "type.googleapis.com/google.iam.v1.WorkloadIdentityPoolOperationMetadata"}
+    result = {"@type": rtype, **copy.deepcopy(res)}
+    return 200, state.google_lro(op_key, result, metadata=meta)
 
 
 def _wif_get(state: FakeGcpState, key: str) -> Res:
@@ -763,10 +847,10 @@ def wif_undelete(state: FakeGcpState, req: Request) -> tuple[int, Any]:
 )
 def wif_op_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     key = _wif_key(state, req.path)
-    op = state.operations.get(key)
+    op = state.poll_google_lro(key)
     if op is None:
         raise ApiError(404, "Operation not found.", reason="notFound")
-    return 200, copy.deepcopy(op)
+    return 200, op
 
 
 # ============================================================================ resource manager
@@ -776,7 +860,7 @@ def crm_policy_key(state: FakeGcpState, project: str) -> str:
     state.policies.setdefault(
         key,
         {
-            "version": 1,
+            "version": 3,
             "etag": "BwYAAAAAAAA=",
             "bindings": [
                 {"role": "roles/owner", "members": ["user:owner@example.com"]},
@@ -785,6 +869,16 @@ def crm_policy_key(state: FakeGcpState, project: str) -> str:
                     "members": [
                         f"serviceAccount:{state.project_number}-compute@developer.gserviceaccount.com"
                     ],
+                },
+                # Common in real organisations: a time-bound grant, so every
+                # policy read must ask for version 3.
+                {
+                    "role": "roles/compute.viewer",
+                    "members": ["group:auditors@example.com"],
+                    "condition": {
+                        "title": "until-2030",
+                        "expression": 'request.time < timestamp("2030-01-01T00:00:00Z")',
+                    },
                 },
             ],
         },
@@ -835,7 +929,10 @@ def crm_project_list(state: FakeGcpState, req: Request) -> tuple[int, Any]:
 @handles("cloudresourcemanager.projects.getIamPolicy")
 def crm_get_iam(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     project = req.vars.get("resource") or req.vars.get("projectsId", "")
-    return 200, copy.deepcopy(state.policies[crm_policy_key(state, project)])
+    requested = _requested_version(
+        ((req.body or {}).get("options") or {}).get("requestedPolicyVersion")
+    )
+    return 200, policy_view(state.policies[crm_policy_key(state, project)], requested)
 
 
 @handles("cloudresourcemanager.projects.setIamPolicy")
@@ -856,11 +953,8 @@ def crm_set_iam(state: FakeGcpState, req: Request) -> tuple[int, Any]:
 
 
 # ============================================================================ service usage
-@handles("serviceusage.services.get")
-def su_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    p, svc = req.vars["v1Id1"], req.vars["servicesId"]
-    state.check_project(p)
-    return 200, {
+def _service(state: FakeGcpState, svc: str) -> Res:
+    return {
         "name": f"projects/{state.project_number}/services/{svc}",
         "config": {"name": svc},
         "state": "ENABLED" if svc in state.services else "DISABLED",
@@ -868,36 +962,155 @@ def su_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     }
 
 
+def _su_op(state: FakeGcpState, response: Res, on_done: Any) -> Res:
+    """Enable/disable are long-running: the services change when the operation
+    is done (https://cloud.google.com/service-usage/docs/reference/rest/v1/services/batchEnable)."""
+    key = f"serviceusage/v1/operations/acat.p2-{state.project_number}-{uuid.uuid4()}"
+    return state.google_lro(key, response, on_done=on_done)
+
+
+def _check_service_ids(svcs: list[str]) -> None:
+    for svc in svcs:
+        if not svc.endswith(".googleapis.com"):
+            raise ApiError(400, f"Not found or permission denied for service(s): {svc}.")
+
+
+@handles("serviceusage.services.get")
+def su_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
+    p, svc = req.vars["v1Id1"], req.vars["servicesId"]
+    state.check_project(p)
+    return 200, _service(state, svc)
+
+
+@handles("serviceusage.services.batchGet")
+def su_batch_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
+    state.check_project(req.vars["v1Id1"])
+    names = req.multi.get("names", [])
+    if not names or len(names) > 30:
+        raise ApiError(400, "names: between 1 and 30 service names are required.")
+    svcs = [n.rsplit("/", 1)[-1] for n in names]
+    return 200, {"services": [_service(state, svc) for svc in svcs]}
+
+
+@handles("serviceusage.services.list")
+def su_list(state: FakeGcpState, req: Request) -> tuple[int, Any]:
+    state.check_project(req.vars["v1Id1"])
+    flt = req.query.get("filter", "")
+    if flt not in ("", "state:ENABLED"):
+        raise ApiError(400, f"Invalid filter: {flt}")
+    return 200, {"services": [_service(state, svc) for svc in sorted(state.services)]}
+
+
 @handles("serviceusage.services.enable", "serviceusage.services.disable")
 def su_enable(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     p, svc = req.vars["v1Id1"], req.vars["servicesId"]
     state.check_project(p)
-    if not svc.endswith(".googleapis.com"):
-        raise ApiError(400, f"Not found or permission denied for service(s): {svc}.")
-    if req.method.name == "enable":
-        state.services.add(svc)
-    else:
-        state.services.discard(svc)
-    return 200, {
-        "name": f"operations/acf.{uuid.uuid4()}",
-        "done": True,
-        "response": {
-            "@type": "type.googleapis.com/google.api.serviceusage.v1."
-            f"{req.method.name.capitalize()}ServiceResponse",
-            "service": {
-                "name": f"projects/{state.project_number}/services/{svc}",
-                "state": "ENABLED" if req.method.name == "enable" else "DISABLED",
-            },
-        },
+    _check_service_ids([svc])
+    enable = req.method.name == "enable"
+
+    def apply() -> None:
+        (state.services.add if enable else state.services.discard)(svc)
+
+    response = {
+        "@type": "type.googleapis.com/google.api.serviceusage.v1."
+        f"{req.method.name.capitalize()}ServiceResponse",
+        "service": {**_service(state, svc), "state": "ENABLED" if enable else "DISABLED"},
     }
+    return 200, _su_op(state, response, apply)
 
 
 @handles("serviceusage.services.batchEnable")
 def su_batch(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     state.check_project(req.vars["v1Id1"])
-    for svc in req.body.get("serviceIds") or []:
-        state.services.add(svc)
-    return 200, {"name": f"operations/acf.{uuid.uuid4()}", "done": True, "response": {}}
+    svcs = list(req.body.get("serviceIds") or [])
+    if not svcs or len(svcs) > 20:
+        raise ApiError(400, "serviceIds: between 1 and 20 services are required.")
+    _check_service_ids(svcs)
+
+    def apply() -> None:
+        state.services.update(svcs)
+
+    response = {
+        "@type": "type.googleapis.com/google.api.serviceusage.v1.BatchEnableServicesResponse",
+        "services": [{**_service(state, svc), "state": "ENABLED"} for svc in svcs],
+    }
+    return 200, _su_op(state, response, apply)
+
+
+@handles("serviceusage.operations.get")
+def su_op_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
+    op = state.poll_google_lro("serviceusage/" + req.path)
+    if op is None:
+        raise ApiError(404, "Operation not found.", reason="notFound")
+    return 200, op
+
+
+# ============================================================================ OS Login
+def _oslogin_user(state: FakeGcpState, req: Request) -> str:
+    user = req.vars["usersId"]
+    if user != state.token_email and find_sa(state, user) is None:
+        raise ApiError(403, "The caller does not have permission", reason="forbidden")
+    return user
+
+
+def _posix_name(state: FakeGcpState, user: str) -> str:
+    # Service accounts log in as sa_<uniqueId>; users as their email with
+    # every non-alphanumeric character turned into "_"
+    # (https://cloud.google.com/compute/docs/oslogin#posix_username).
+    found = find_sa(state, user)
+    if found is not None:
+        return "sa_" + found[1]["uniqueId"]
+    return "".join(c if c.isalnum() else "_" for c in user)[:32]
+
+
+def _login_profile(state: FakeGcpState, user: str) -> Res:
+    now_us = int(time.time() * 1e6)
+    keys = {
+        fp: k
+        for fp, k in state.ssh_keys.items()
+        if k["name"].startswith(f"users/{user}/")
+        and int(k.get("expirationTimeUsec") or now_us + 1) > now_us
+    }
+    return {
+        "name": user,
+        "posixAccounts": [
+            {
+                "primary": True,
+                "username": _posix_name(state, user),
+                "uid": "1000123",
+                "gid": "1000123",
+                "homeDirectory": f"/home/{_posix_name(state, user)}",
+                "operatingSystemType": "LINUX",
+                "accountId": state.project,
+                "name": f"users/{user}/projects/{state.project}",
+            }
+        ],
+        "sshPublicKeys": copy.deepcopy(keys),
+    }
+
+
+@handles("oslogin.users.importSshPublicKey")
+def oslogin_import(state: FakeGcpState, req: Request) -> tuple[int, Any]:
+    user = _oslogin_user(state, req)
+    key = str(req.body.get("key") or "")
+    parts = key.split()
+    if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-")):
+        raise ApiError(400, "Invalid SSH public key.")
+    try:
+        raw = base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        raise ApiError(400, "Invalid SSH public key.") from None
+    fp = hashlib.sha256(raw).hexdigest()
+    entry = {"key": key, "fingerprint": fp, "name": f"users/{user}/sshPublicKeys/{fp}"}
+    if req.body.get("expirationTimeUsec"):
+        entry["expirationTimeUsec"] = req.body["expirationTimeUsec"]
+    state.ssh_keys[fp] = entry
+    return 200, {"loginProfile": _login_profile(state, user)}
+
+
+@handles("oslogin.users.getLoginProfile")
+def oslogin_profile(state: FakeGcpState, req: Request) -> tuple[int, Any]:
+    return 200, _login_profile(state, _oslogin_user(state, req))
 
 
 # ============================================================================ iam credentials
