@@ -27,6 +27,7 @@ HOST_APIS: dict[str, list[str]] = {
     "iamcredentials.googleapis.com": ["iamcredentials.v1"],
     "sts.googleapis.com": ["sts.v1"],
     "serviceusage.googleapis.com": ["serviceusage.v1"],
+    "monitoring.googleapis.com": ["monitoring.v3", "monitoring.v1"],
     "oauth2.googleapis.com": [],
 }
 FAKED_HOSTS = frozenset(HOST_APIS)
