@@ -152,6 +152,27 @@ def test_vm_account_has_no_unused_project_roles(fake_gcp, provisioned):
     assert granted == set()
 
 
+def test_grants_of_earlier_versions_are_removed(fake_gcp, provisioned, workdir):
+    from tests.provision.fakegcp.others import crm_policy_key
+
+    state = fake_gcp._state
+    with state.lock:  # as an earlier version left them
+        policy = state.policies[crm_policy_key(state, PROJECT)]
+        policy.setdefault("bindings", []).extend(
+            [
+                {"role": "roles/logging.logWriter", "members": [SA_MEMBER]},
+                {"role": "roles/monitoring.metricWriter", "members": [SA_MEMBER, "user:a@b.c"]},
+            ]
+        )
+    result, touched = run(fake_gcp, workdir)
+    assert result.changed_total == 1, result.stdout[-4000:]
+    assert touched == [("POST", f"v1/projects/{PROJECT}:setIamPolicy")], touched
+    after = fake_gcp.get(f"cloudresourcemanager/v1/projects/{PROJECT}:iamPolicy")
+    roles = {b["role"]: b["members"] for b in after.get("bindings", [])}
+    assert "roles/logging.logWriter" not in roles
+    assert roles["roles/monitoring.metricWriter"] == ["user:a@b.c"], "others' grants stay"
+
+
 def test_rerun_changes_nothing(fake_gcp, provisioned, workdir):
     result, touched = run(fake_gcp, workdir)
     assert result.changed_total == 0, result.stdout[-4000:]
@@ -195,6 +216,7 @@ def test_email_channel_is_added_and_removed(fake_gcp, provisioned, workdir):
 
     # Back to silent: the channel goes (force: the policies lose it with it).
     back, touched = run(fake_gcp, workdir)
+    assert back.changed_total == 1, back.stdout[-4000:]
     assert touched == [("DELETE", f"v3/{channel['name']}")], touched
     assert fake_gcp.list(f"{M3}/notificationChannels") == []
     for p in policies(fake_gcp).values():
@@ -226,9 +248,7 @@ def test_logs_are_enabled_on_an_existing_backend_service(fake_gcp, provisioned, 
     assert fake_gcp.get(key)["logConfig"] == {"enable": True, "sampleRate": 1}
 
 
-def test_auto_arms_the_uptime_alert_once_the_certificate_is_active(
-    fake_gcp, provisioned, workdir
-):
+def test_auto_arms_the_uptime_alert_once_the_certificate_is_active(fake_gcp, provisioned, workdir):
     auto = ("-e", "monitoring_uptime_alert_enabled=auto")
     result, touched = run(fake_gcp, workdir, *auto)  # certificate still PROVISIONING
     uptime = policies(fake_gcp)[POLICIES["uptime"]]
