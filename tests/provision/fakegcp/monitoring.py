@@ -25,7 +25,13 @@ https://cloud.google.com/monitoring/dashboards/api-dashboard:
   threshold conditions need a filter with a metric type and a duration,
   log-match conditions need alertStrategy.notificationRateLimit, channels must
   exist; deleting a channel that a policy uses needs force=true, deleting an
-  uptime check that a policy's filter names is refused.
+  uptime check that a policy's filter names is refused (a 400 that says to
+  delete the policies first: hashicorp/terraform-provider-google#10176,
+  GoogleCloudPlatform/magic-modules#9429).
+
+Checker locations: https://cloud.google.com/monitoring/uptime-checks/introduction
+(USA = USA_OREGON + USA_IOWA + USA_VIRGINIA, one checker each; EUROPE,
+SOUTH_AMERICA, ASIA_PACIFIC one each; at least three checkers).
 
 Stored under monitoring/v3/projects/<project id>/<collection>/<id> and
 monitoring/v1/projects/<project number>/dashboards/<id>.
