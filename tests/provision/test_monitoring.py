@@ -60,6 +60,20 @@ def threshold(policy: dict) -> dict:
     return cond.get("conditionThreshold") or cond["conditionMatchedLog"]
 
 
+def test_without_an_address_the_uptime_check_waits(fake_gcp, tmp_path):
+    """Before the load balancer exists: the other policies and the dashboard, no
+    uptime check (it needs the address), and the play does not fail."""
+    fake_gcp.reset()
+    play = "tests/provision/playbooks/monitoring.yml"
+    result = run_playbook(play, *base_args(tmp_path), env=fake_gcp.env)
+    assert result.rc == 0
+    assert fake_gcp.list(f"{M3}/uptimeCheckConfigs") == []
+    assert sorted(policies(fake_gcp)) == sorted(set(POLICIES.values()) - {POLICIES["uptime"]})
+    assert len(fake_gcp.list(DASHBOARDS)) == 1
+    assert "none: no load balancer address yet" in result.stdout
+    fake_gcp.reset()
+
+
 def test_empty_project_gets_logs_check_policies_and_dashboard(fake_gcp, provisioned):
     assert provisioned.rc == 0
     assert fake_gcp.unknown_routes() == []
