@@ -28,6 +28,7 @@ HOST_APIS: dict[str, list[str]] = {
     "sts.googleapis.com": ["sts.v1"],
     "serviceusage.googleapis.com": ["serviceusage.v1"],
     "oslogin.googleapis.com": ["oslogin.v1"],
+    "monitoring.googleapis.com": ["monitoring.v3", "monitoring.v1"],
     "oauth2.googleapis.com": [],
 }
 FAKED_HOSTS = frozenset(HOST_APIS)

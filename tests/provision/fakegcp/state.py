@@ -585,6 +585,7 @@ IGNORED_BODY_FIELDS: dict[str, frozenset[str]] = {
 }
 
 from . import compute as _compute  # noqa: E402  (registers handlers)
+from . import monitoring as _monitoring  # noqa: E402,F401
 from . import others as _others  # noqa: E402,F401
 
 COMPUTE_GENERIC = _compute.GENERIC
