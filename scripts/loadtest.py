@@ -706,7 +706,7 @@ def plans_for(mode: str) -> list[Plan]:
     if mode == "short":
         # Under, near and well past one VM's capacity, then the worst allowed inputs.
         return [
-            Plan(DEFAULTS, [2, 6, 20], 10),
+            Plan(DEFAULTS, [2, 6, 40], 10),
             Plan(DEFAULTS, [3], 8, WORST_MIX, "worst-memory"),
         ]
     knee = [4, 6, 8, 12]
