@@ -16,18 +16,21 @@ from tests.support import images
 from tests.support.servers import Service, http
 
 
+def _one_worker(tmp_path_factory, name: str, **env: str):
+    """A one-worker service in gclb mode with the given rate-limit settings."""
+    env = {"CLIENT_IP_SOURCE": "gclb", "WEB_CONCURRENCY": "1", **env}
+    return Service(tmp_path_factory.mktemp(name), env=env).start()
+
+
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory):
-    svc = Service(
-        tmp_path_factory.mktemp("limited"),
-        env={
-            "RATE_LIMIT_PER_MINUTE": "6",
-            "RATE_LIMIT_BURST": "2",
-            "CLIENT_IP_SOURCE": "gclb",
-            "LB_SOURCE_RANGES": "127.0.0.0/8",
-            "WEB_CONCURRENCY": "1",
-        },
-    ).start()
+    svc = _one_worker(
+        tmp_path_factory,
+        "limited",
+        RATE_LIMIT_PER_MINUTE="6",
+        RATE_LIMIT_BURST="2",
+        LB_SOURCE_RANGES="127.0.0.0/8",
+    )
     yield svc
     svc.stop()
 
@@ -35,17 +38,14 @@ def limited(tmp_path_factory):
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
     """The deploy's limits (ansible group_vars): 30/min, burst 10, 20 pages."""
-    svc = Service(
-        tmp_path_factory.mktemp("deployed"),
-        env={
-            "RATE_LIMIT_PER_MINUTE": "30",
-            "RATE_LIMIT_BURST": "10",
-            "MAX_PAGES": "20",
-            "CLIENT_IP_SOURCE": "gclb",
-            "LB_SOURCE_RANGES": "127.0.0.0/8",
-            "WEB_CONCURRENCY": "1",
-        },
-    ).start()
+    svc = _one_worker(
+        tmp_path_factory,
+        "deployed",
+        RATE_LIMIT_PER_MINUTE="30",
+        RATE_LIMIT_BURST="10",
+        MAX_PAGES="20",
+        LB_SOURCE_RANGES="127.0.0.0/8",
+    )
     yield svc
     svc.stop()
 
@@ -53,15 +53,7 @@ def deployed(tmp_path_factory):
 @pytest.fixture(scope="module")
 def direct(tmp_path_factory):
     """gclb mode with the real LB ranges: a loopback peer is NOT the LB."""
-    svc = Service(
-        tmp_path_factory.mktemp("direct"),
-        env={
-            "RATE_LIMIT_PER_MINUTE": "6",
-            "RATE_LIMIT_BURST": "2",
-            "CLIENT_IP_SOURCE": "gclb",
-            "WEB_CONCURRENCY": "1",
-        },
-    ).start()
+    svc = _one_worker(tmp_path_factory, "direct", RATE_LIMIT_PER_MINUTE="6", RATE_LIMIT_BURST="2")
     yield svc
     svc.stop()
 
