@@ -16,18 +16,13 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import Message
 
-from app.batch import Source, TooManyImages, UploadTooLarge, upload_source
-from app.errors import ApiError
+from app.batch import Source, upload_source
+from app.errors import BadUpload, TooManyImages, UploadTooLarge
 from app.pages import PageSize
 from app.pipeline import Services
 
 # Part headers and boundaries on top of the files themselves.
 _FORM_OVERHEAD = 64 * 1024
-
-
-class BadUpload(ApiError):
-    status, code = 422, "invalid_request"
-    detail = 'Send multipart/form-data with image files in parts named "files".'
 
 
 UPLOAD_OPENAPI = {
