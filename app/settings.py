@@ -121,7 +121,7 @@ class Settings:
     """Typed view of the environment. Defaults are the safe ones."""
 
     port: int = setting(
-        "PORT", 4321, "listen port (`scripts/entrypoint.sh prod` sets 8080)", minimum=1
+        "PORT", 4321, "listen port; `scripts/entrypoint.sh prod` sets 8080 when unset", minimum=1
     )
     project_id: str | None = setting(
         "PROJECT_ID", None, "GCP project for the storage client (optional on GCE)"
