@@ -23,36 +23,19 @@ import anyio
 from starlette.datastructures import UploadFile
 
 from app.admission import Reservation
-from app.errors import ApiError, Busy, SourceTooLarge, StorageUnavailable
+from app.errors import (
+    ApiError,
+    BatchTooLarge,
+    ItemFailed,
+    Retryable,
+    SourceTooLarge,
+    TooManyImages,
+)
 from app.fetch import ByteCounter, fetch_source
 from app.pages import PageSize, join_pages, join_peak_bytes
 from app.pipeline import Services, image_to_pdf, store_pdf
 
 log = logging.getLogger("img2pdf.batch")
-
-
-class BatchTooLarge(ApiError):
-    status, code = 413, "batch_too_large"
-    detail = "These images together need more memory than this service allows."
-
-
-class TooManyImages(ApiError):
-    status, code, detail = 413, "too_many_images", "Too many images in one request."
-
-
-class UploadTooLarge(ApiError):
-    status, code, detail = 413, "upload_too_large", "The upload is too large."
-
-
-class ItemFailed(ApiError):
-    """One image of several failed: the original status and code, and which one."""
-
-    def __init__(self, cause: ApiError, index: int, label: str = ""):
-        named = f' ("{label}")' if label else ""
-        super().__init__(f"Image {index}{named}: {cause.detail}", headers=cause.headers)
-        self.status = cause.status
-        self.code = cause.code
-        self.item = index
 
 
 @dataclass
@@ -107,7 +90,7 @@ async def convert_many(sources: Sequence[Source], page_size: PageSize, svc: Serv
         for index, source in enumerate(sources, start=1):
             try:
                 pdfs.append(await _convert_one(source, held, sum(map(len, pdfs)), svc))
-            except (Busy, StorageUnavailable):
+            except Retryable:
                 raise  # about the service, not this image
             except ApiError as exc:
                 if len(sources) == 1 and not isinstance(exc, BatchTooLarge):

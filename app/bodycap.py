@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import json
 
-from app.errors import ApiError, ClientClosedRequest, RequestTooLarge
+from app.errors import ApiError, ClientClosedRequest, RequestTooLarge, UriTooLong
 
 # Request targets (path and query) longer than this are refused with 414;
 # h11 already refuses a header block that is still incomplete past 16 KiB.
 MAX_TARGET_BYTES = 8192
-
-
-class UriTooLong(ApiError):
-    status, code = 414, "uri_too_long"
-    detail = f"The request URL is too long: at most {MAX_TARGET_BYTES} bytes."
+_URI_TOO_LONG = f"The request URL is too long: at most {MAX_TARGET_BYTES} bytes."
 
 
 class BodyCapMiddleware:
@@ -37,7 +33,7 @@ class BodyCapMiddleware:
             return
         target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
         if target > MAX_TARGET_BYTES:
-            await self._refuse(scope, send, UriTooLong())
+            await self._refuse(scope, send, UriTooLong(_URI_TOO_LONG))
             return
         if scope.get("path") not in self.paths:
             await self.app(scope, receive, send)

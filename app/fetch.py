@@ -44,7 +44,6 @@ import ssl
 import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import anyio
 import certifi
@@ -59,10 +58,10 @@ from app.errors import (
     UnsupportedImage,
     UrlNotAllowed,
 )
+from app.settings import Settings
 from app.sniff import SNIFF_BYTES, enough_to_sniff, sniff_image_type
 
-if TYPE_CHECKING:
-    from app.settings import Settings
+_DEFAULT = Settings()  # the defaults of every setting, from its one spec
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 # Told how many body bytes to account for as they arrive (admission's data pool).
@@ -118,14 +117,14 @@ _BLOCKED = tuple(ipaddress.ip_network(net) for net, _why in _BLOCKED_NETWORKS)
 class FetchPolicy:
     """Limits for one download. `allow_private` lifts ONLY the address and port checks."""
 
-    allow_private: bool = False
-    allowed_ports: tuple[int, ...] = (80, 443)
-    max_bytes: int = 20 * 1024 * 1024
-    max_redirects: int = 3
-    connect_timeout: float = 3.0
-    read_timeout: float = 5.0
-    total_timeout: float = 10.0
-    min_rate: int = 64 * 1024  # bytes/s a source must sustain over each window
+    allow_private: bool = _DEFAULT.allow_private_source_urls
+    allowed_ports: tuple[int, ...] = _DEFAULT.allowed_ports
+    max_bytes: int = _DEFAULT.max_source_bytes
+    max_redirects: int = _DEFAULT.max_redirects
+    connect_timeout: float = _DEFAULT.connect_timeout_s
+    read_timeout: float = _DEFAULT.read_timeout_s
+    total_timeout: float = _DEFAULT.total_timeout_s
+    min_rate: int = _DEFAULT.source_min_rate  # bytes/s a source must sustain over each window
     rate_window: float = 2.0
 
     @classmethod

@@ -54,6 +54,15 @@ class Storage(Protocol):
         so the PDF never has to be in this process's memory."""
         ...
 
+    def local_path(self, name: str) -> Path | None:
+        """The file the app itself serves at /files/`name`; None when the backend
+        serves its PDFs (GCS) or there is no such PDF."""
+        ...
+
+    def filename_for(self, name: str) -> str | None:
+        """The download name kept next to a PDF the app serves, if any."""
+        ...
+
 
 _FILENAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,84}\.pdf$")
 
@@ -115,7 +124,7 @@ class LocalStorage:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def path_for(self, name: str) -> Path | None:
+    def local_path(self, name: str) -> Path | None:
         if not is_pdf_name(name):
             return None
         path = self.data_dir / name
@@ -191,6 +200,12 @@ class GCSStorage:
             retry=self._retry,
         )
         return self._url(blob, name)
+
+    def local_path(self, name: str) -> Path | None:
+        return None  # clients download from the bucket, never through the app
+
+    def filename_for(self, name: str) -> str | None:
+        return None  # kept in the object's Content-Disposition
 
     def _url(self, blob, name: str) -> str:
         if self.url_mode == "signed":

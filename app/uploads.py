@@ -16,53 +16,14 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import Message
 
-from app.batch import Source, TooManyImages, UploadTooLarge, upload_source
-from app.errors import ApiError
+from app.batch import Source, upload_source
+from app.errors import BadUpload, TooManyImages, UploadTooLarge
 from app.pages import PageSize
 from app.pipeline import Services
+from app.schemas import parse_page_size
 
 # Part headers and boundaries on top of the files themselves.
 _FORM_OVERHEAD = 64 * 1024
-
-
-class BadUpload(ApiError):
-    status, code = 422, "invalid_request"
-    detail = 'Send multipart/form-data with image files in parts named "files".'
-
-
-UPLOAD_OPENAPI = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["files"],
-                    "properties": {
-                        "files": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                            "description": "Image files, one page each, in this order"
-                            " (1 to MAX_PAGES, default 20; MAX_UPLOAD_BYTES in total).",
-                        },
-                        "page_size": {
-                            "type": "string",
-                            "enum": [p.value for p in PageSize],
-                            "default": PageSize.image.value,
-                            "description": "`image`, `A4` or `Letter` (image fitted, centred).",
-                        },
-                    },
-                },
-                "examples": {
-                    "two_pages_on_a4": {
-                        "summary": "Two photos on A4 paper",
-                        "value": {"files": ["page-1.jpg", "page-2.png"], "page_size": "A4"},
-                    }
-                },
-            }
-        },
-    }
-}
 
 
 def _too_large(svc: Services) -> UploadTooLarge:
@@ -71,13 +32,10 @@ def _too_large(svc: Services) -> UploadTooLarge:
 
 
 def _page_size(raw: object) -> PageSize:
-    if raw is None:
-        return PageSize.image
-    if isinstance(raw, str):
-        for size in PageSize:
-            if size.value.lower() == raw.strip().lower():
-                return size
-    raise BadUpload('page_size must be "image", "A4" or "Letter".')
+    size = PageSize.image if raw is None else parse_page_size(raw)
+    if size is None:
+        raise BadUpload('page_size must be "image", "A4" or "Letter".')
+    return size
 
 
 @asynccontextmanager

@@ -43,9 +43,9 @@ def test_local_storage_writes_and_serves_only_its_names(tmp_path):
     url = store.save_pdf(b"%PDF-1.7 test", name, "cat.pdf")
     assert url == f"http://localhost:9999/files/{name}"
     assert (tmp_path / "data" / name).read_bytes() == b"%PDF-1.7 test"
-    assert store.path_for(name) == tmp_path / "data" / name
-    assert store.path_for("../" + name) is None
-    assert store.path_for(new_pdf_name()) is None
+    assert store.local_path(name) == tmp_path / "data" / name
+    assert store.local_path("../" + name) is None
+    assert store.local_path(new_pdf_name()) is None
     assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".upload-")]
     with pytest.raises(ValueError):
         store.save_pdf(b"x", "../evil.pdf", "evil.pdf")
@@ -78,3 +78,16 @@ def test_local_storage_keeps_the_download_name(tmp_path):
     assert store.filename_for(other) is None
     assert store.filename_for("../x.pdf") is None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, f"{name}.filename", other])
+
+
+def test_only_the_local_backend_has_files_the_app_serves(tmp_path):
+    """Routes ask the protocol (`local_path`), never which backend it is."""
+    from app.storage import GCSStorage
+
+    local = LocalStorage(tmp_path / "data", "http://localhost:9999")
+    name = new_pdf_name()
+    local.save_pdf(b"%PDF-1.7 test", name, "cat.pdf")
+    assert local.local_path(name) == tmp_path / "data" / name
+    gcs = GCSStorage.__new__(GCSStorage)  # no client: the answer needs none
+    assert gcs.local_path(name) is None
+    assert gcs.filename_for(name) is None

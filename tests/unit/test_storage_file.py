@@ -33,7 +33,7 @@ def test_a_file_shorter_than_its_size_stores_nothing(tmp_path):
     name = new_pdf_name()
     with memfd_with(b"%PDF-1.5 short") as pdf, pytest.raises(OSError):
         store.save_pdf_file(pdf, 1000, name, "cat.pdf")
-    assert store.path_for(name) is None
+    assert store.local_path(name) is None
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".upload-")]
 
 
