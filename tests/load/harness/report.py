@@ -44,18 +44,34 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(report: dict, outdir: Path) -> list[Path]:
+def _values(steps: list[dict], key: str) -> list[float]:
+    return [s[key] if s[key] is not None else math.nan for s in steps]
+
+
+def _figure():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(figsize=(8, 4.5), dpi=110)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot(report: dict, outdir: Path) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
-    written = []
     runs = [(r["variant"], [s for s in r["steps"] if s["label"] == "mix"]) for r in report["runs"]]
     runs = [(v, steps) for v, steps in runs if steps]
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    fig, ax = _figure()
     for variant, steps in runs:
         x = [s["offered_per_s"] for s in steps]
         ax.plot(x, [s["ok_per_s"] for s in steps], marker="o", label=f"{variant}: 200/s")
@@ -74,32 +90,16 @@ def plot(report: dict, outdir: Path) -> list[Path]:
     ax.set_title("Throughput of one e2-micro (0.5 CPU, 1 GiB)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = outdir / "capacity-throughput.png"
-    fig.savefig(path)
-    plt.close(fig)
-    written.append(path)
+    written = [_save(fig, outdir / "capacity-throughput.png")]
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    fig, ax = _figure()
     for variant, steps in runs:
         if variant != DEFAULTS.name:
             continue
         x = [s["offered_per_s"] for s in steps]
         for key, style in (("p50_s", "-"), ("p95_s", "--"), ("p99_s", ":")):
-            ax.plot(
-                x,
-                [s[key] if s[key] is not None else math.nan for s in steps],
-                marker="o",
-                linestyle=style,
-                label=f"200s: {key[:-2]}",
-            )
-        ax.plot(
-            x,
-            [s["p95_503_s"] if s["p95_503_s"] is not None else math.nan for s in steps],
-            marker="x",
-            linestyle="-.",
-            label="503s: p95",
-        )
+            ax.plot(x, _values(steps, key), marker="o", linestyle=style, label=f"200s: {key[:-2]}")
+        ax.plot(x, _values(steps, "p95_503_s"), marker="x", linestyle="-.", label="503s: p95")
         ax2 = ax.twinx()
         ax2.bar(x, [s["share_503"] * 100 for s in steps], width=0.6, alpha=0.2, color="red")
         ax2.set_ylabel("503 share (%)", color="red")
@@ -110,20 +110,12 @@ def plot(report: dict, outdir: Path) -> list[Path]:
     ax.set_title("Latency vs offered load, defaults (bars: share of 503s)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    path = outdir / "capacity-latency.png"
-    fig.savefig(path)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, outdir / "capacity-latency.png"))
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    fig, ax = _figure()
     for variant, steps in runs:
-        x = [s["offered_per_s"] for s in steps]
         ax.plot(
-            x,
-            [s["p95_s"] if s["p95_s"] is not None else math.nan for s in steps],
-            marker="o",
-            label=variant,
+            [s["offered_per_s"] for s in steps], _values(steps, "p95_s"), marker="o", label=variant
         )
     ax.set_yscale("log")
     ax.set_xlabel("offered load (requests/s)")
@@ -131,9 +123,5 @@ def plot(report: dict, outdir: Path) -> list[Path]:
     ax.set_title("Tuning variants, same run")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = outdir / "capacity-variants.png"
-    fig.savefig(path)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, outdir / "capacity-variants.png"))
     return written
