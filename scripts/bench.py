@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import io
 import json
 import os
 import statistics
@@ -33,28 +32,14 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
+from tests.support.images import encode  # noqa: E402
+from tests.support.images import noisy_gradient as photo  # noqa: E402
 from tests.support.servers import Service, SourceServer, http, hwm_kib, rss_kib  # noqa: E402
 
 MIB = 1024 * 1024
 # An alpha PNG near the largest the default work pool admits (~23 B/px estimated): a burst of
 # these is the worst memory case that is actually converted, not refused.
 WORST_MP = 9
-
-
-def photo(w: int, h: int, mode: str = "RGB") -> Image.Image:
-    """Noise over a gradient: compresses like a photo, not like a flat test card."""
-    noise = Image.effect_noise((w, h), 40).convert("L")
-    grad = Image.linear_gradient("L").resize((w, h))
-    im = Image.merge("RGB", (noise, grad, Image.blend(noise, grad, 0.5)))
-    if mode == "RGBA":
-        im.putalpha(grad)
-    return im
-
-
-def encode(im: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **kw)
-    return buf.getvalue()
 
 
 def run_case(base: str, url: str, concurrency: int, n: int) -> dict:
@@ -194,7 +179,9 @@ def deflate_libraries() -> None:
 _CONVERT_IN_TREE = r"""
 import statistics, sys, time
 tree, root = sys.argv[1], sys.argv[2]
-sys.path.insert(0, tree)
+sys.path.insert(0, root)
+from tests.support.images import encode, noisy_gradient as photo
+sys.path[0] = tree
 from app.convert import convert_to_pdf, inspect_image
 import app.convert
 assert app.convert.__file__.startswith(tree), app.convert.__file__
@@ -203,8 +190,6 @@ try:
     pdfstream.configure()  # as the conversion zygote does
 except ImportError:
     pass
-sys.path.insert(1, root + "/scripts")
-from bench import encode, photo
 row = []
 for data in (encode(photo(1633, 1224), "PNG", compress_level=6),
              encode(photo(1633, 1224, "RGBA"), "PNG", compress_level=6)):
@@ -238,34 +223,6 @@ def conversion_before_after(before: Path, rounds: int = 3) -> None:
             got.append([float(x) for x in out.stdout.split()])
         (pb, ab), (pa, aa) = got
         print(f"{'':<24}{pb:>11.0f} {pa:>6.0f} {ab:>13.0f} {aa:>6.0f}")
-
-
-class TreeService(Service):
-    """The service of another checkout (its own scripts/entrypoint.sh), same venv."""
-
-    def __init__(self, tree: Path, tmp: Path, env: dict[str, str]):
-        super().__init__(tmp, env=env)
-        self.tree = tree
-
-    def start(self, timeout: float = 60.0) -> Service:
-        import contextlib
-        import subprocess
-
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [str(self.tree / "scripts" / "entrypoint.sh"), self.mode],
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                if http("GET", self.base + "/ping", timeout=2).status == 200:
-                    return self
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.tree} did not answer /ping:\n{self.log()}")
 
 
 def worker_pids(svc: Service) -> list[int]:
@@ -340,7 +297,7 @@ def main() -> int:
     before = None
     if args.before:
         (tmp / "before").mkdir()
-        before = TreeService(args.before.resolve(), tmp / "before", env)
+        before = Service(tmp / "before", env=env, tree=args.before.resolve())
     rows = []
     try:
         ours.start()

@@ -36,13 +36,24 @@ def _convert(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def create_app() -> FastAPI:
+def _app() -> FastAPI:
+    """What both baselines share with the service: /ping and the stored PDFs under /files."""
     app = FastAPI()
     DATA.mkdir(parents=True, exist_ok=True)
 
     @app.get("/ping")
     async def ping():
         return {"ping": "pong"}
+
+    @app.get("/files/{name}")
+    async def files(name: str):
+        return FileResponse(DATA / Path(name).name, media_type="application/pdf")
+
+    return app
+
+
+def create_app() -> FastAPI:
+    app = _app()
 
     @app.post("/image_to_pdf")
     async def convert(body: Body):
@@ -52,10 +63,6 @@ def create_app() -> FastAPI:
         name = f"{uuid.uuid4()}.pdf"
         (DATA / name).write_bytes(pdf)
         return {"source_url": body.source_url, "converted_url": f"{BASE}/files/{name}"}
-
-    @app.get("/files/{name}")
-    async def files(name: str):
-        return FileResponse(DATA / Path(name).name, media_type="application/pdf")
 
     return app
 
@@ -74,21 +81,12 @@ def create_copy_app() -> FastAPI:
 
     No conversion at all; urllib in a thread, as plain as a server gets.
     """
-    app = FastAPI()
-    DATA.mkdir(parents=True, exist_ok=True)
-
-    @app.get("/ping")
-    async def ping():
-        return {"ping": "pong"}
+    app = _app()
 
     @app.post("/image_to_pdf")
     async def copy(body: Body):
         name = f"{uuid.uuid4()}.pdf"
         await anyio.to_thread.run_sync(_copy, body.source_url, DATA / name)
         return {"source_url": body.source_url, "converted_url": f"{BASE}/files/{name}"}
-
-    @app.get("/files/{name}")
-    async def files(name: str):
-        return FileResponse(DATA / Path(name).name, media_type="application/pdf")
 
     return app

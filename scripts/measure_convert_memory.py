@@ -15,7 +15,6 @@ Prints one row per route; copy the slopes (plus margin) into app/convert.py.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess
@@ -25,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tests.support.images import banded_gradient as _photo  # noqa: E402
+from tests.support.images import encode as _save  # noqa: E402
 
 CHILD = r"""
 import json, os, sys
@@ -65,27 +67,6 @@ print(json.dumps({"route": info.route, "pixels": info.width * info.height,
                   "source": len(data), "pdf": size, "delta": peak - before, "space": space,
                   "estimate": estimate_peak_bytes(info, len(data))}))
 """
-
-
-def _photo(w: int, h: int, mode: str = "RGB"):
-    """Noisy gradient: compresses like a photo, not like a flat test card."""
-    from PIL import Image
-
-    base = Image.linear_gradient("L").resize((w, h))
-    noise = Image.effect_noise((w, h), 48)
-    bands = [Image.blend(base, noise, 0.5), noise, base.transpose(Image.Transpose.ROTATE_180)]
-    im = Image.merge("RGB", bands)
-    if mode == "RGBA":
-        alpha = base.point(lambda v: 0 if v < 96 else 255)
-        im.putalpha(alpha)
-        return im
-    return im.convert(mode) if mode != "RGB" else im
-
-
-def _save(im, fmt: str, **params) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **params)
-    return buf.getvalue()
 
 
 def _png16_rgba(w: int, h: int) -> bytes:

@@ -16,12 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import cgroups
+
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.support import cgroups  # noqa: E402
-
 CGROUP_ROOT = cgroups.MOUNT
 
 

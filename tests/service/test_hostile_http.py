@@ -24,24 +24,21 @@ from PIL import Image
 from tests.service.test_api import assert_error, assert_healthy
 from tests.service.test_sentry import wait_for
 from tests.support import images
+from tests.support.fixtures import service_fixture
 from tests.support.servers import Response, Service, http, hwm_kib
 
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 2.0
 
 
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory):
-    svc = Service(
-        tmp_path_factory.mktemp("guarded"),
-        env={
-            "HTTP_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
-            "HTTP_BODY_TIMEOUT": str(BODY_TIMEOUT),
-            "WEB_CONCURRENCY": "1",
-        },
-    ).start()
-    yield svc
-    svc.stop()
+guarded = service_fixture(
+    "guarded",
+    {
+        "HTTP_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
+        "HTTP_BODY_TIMEOUT": str(BODY_TIMEOUT),
+        "WEB_CONCURRENCY": "1",
+    },
+)
 
 
 def the_worker(svc) -> int:
@@ -163,19 +160,11 @@ def test_request_urls_are_capped(guarded, length, status):
 CAP = 50
 
 
-@pytest.fixture(scope="module")
-def capped(tmp_path_factory):
-    """A long header timeout, so only the cap can close the flood's connections."""
-    svc = Service(
-        tmp_path_factory.mktemp("capped"),
-        env={
-            "HTTP_HEADER_TIMEOUT": "60",
-            "MAX_CONNECTIONS_PER_WORKER": str(CAP),
-            "WEB_CONCURRENCY": "1",
-        },
-    ).start()
-    yield svc
-    svc.stop()
+# A long header timeout, so only the cap can close the flood's connections.
+capped = service_fixture(
+    "capped",
+    {"HTTP_HEADER_TIMEOUT": "60", "MAX_CONNECTIONS_PER_WORKER": str(CAP), "WEB_CONCURRENCY": "1"},
+)
 
 
 def open_partial(svc, count: int) -> list[socket.socket]:
@@ -254,11 +243,7 @@ def _pings(svc) -> bool:
 # --- huge JSON bodies: memory ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    svc = Service(tmp_path_factory.mktemp("single"), env={"WEB_CONCURRENCY": "1"}).start()
-    yield svc
-    svc.stop()
+single = service_fixture("single", {"WEB_CONCURRENCY": "1"})
 
 
 def test_a_big_url_list_costs_the_worker_no_memory(single):

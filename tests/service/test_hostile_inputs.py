@@ -16,6 +16,7 @@ import pytest
 
 from app import structure
 from tests.support import hostile, images, processes
+from tests.support.fixtures import service_fixture
 from tests.support.servers import Service, SourceServer, http
 
 MIB = 1024 * 1024
@@ -24,18 +25,15 @@ BUDGET = 224 * MIB
 DOWNLOADS = 64 * MIB
 
 
-@pytest.fixture(scope="module")
-def svc(tmp_path_factory):
-    service = Service(
-        tmp_path_factory.mktemp("hostile"),
-        env={
-            "CONVERT_TIMEOUT": str(TIMEOUT),
-            "WORKER_MEMORY_BUDGET": str(BUDGET),
-            "DOWNLOAD_BUDGET": str(DOWNLOADS),
-        },
-    ).start()
-    yield service
-    service.stop()
+svc = service_fixture(
+    "svc",
+    {
+        "CONVERT_TIMEOUT": str(TIMEOUT),
+        "WORKER_MEMORY_BUDGET": str(BUDGET),
+        "DOWNLOAD_BUDGET": str(DOWNLOADS),
+    },
+    tmp_name="hostile",
+)
 
 
 @pytest.fixture(scope="module")

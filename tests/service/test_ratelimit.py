@@ -9,53 +9,27 @@ from __future__ import annotations
 import json
 from http.client import HTTPConnection
 
-import pytest
-
 from tests.service.test_upload import multipart
 from tests.support import images
-from tests.support.servers import Service, http
+from tests.support.fixtures import service_fixture
+from tests.support.servers import http
+
+LB = {"LB_SOURCE_RANGES": "127.0.0.0/8"}  # the tests' load balancer is loopback
 
 
-def _one_worker(tmp_path_factory, name: str, **env: str):
+def one_worker(name: str, env: dict[str, str]):
     """A one-worker service in gclb mode with the given rate-limit settings."""
-    env = {"CLIENT_IP_SOURCE": "gclb", "WEB_CONCURRENCY": "1", **env}
-    return Service(tmp_path_factory.mktemp(name), env=env).start()
+    return service_fixture(name, {"CLIENT_IP_SOURCE": "gclb", "WEB_CONCURRENCY": "1", **env})
 
 
-@pytest.fixture(scope="module")
-def limited(tmp_path_factory):
-    svc = _one_worker(
-        tmp_path_factory,
-        "limited",
-        RATE_LIMIT_PER_MINUTE="6",
-        RATE_LIMIT_BURST="2",
-        LB_SOURCE_RANGES="127.0.0.0/8",
-    )
-    yield svc
-    svc.stop()
-
-
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
-    """The deploy's limits (ansible group_vars): 30/min, burst 10, 20 pages."""
-    svc = _one_worker(
-        tmp_path_factory,
-        "deployed",
-        RATE_LIMIT_PER_MINUTE="30",
-        RATE_LIMIT_BURST="10",
-        MAX_PAGES="20",
-        LB_SOURCE_RANGES="127.0.0.0/8",
-    )
-    yield svc
-    svc.stop()
-
-
-@pytest.fixture(scope="module")
-def direct(tmp_path_factory):
-    """gclb mode with the real LB ranges: a loopback peer is NOT the LB."""
-    svc = _one_worker(tmp_path_factory, "direct", RATE_LIMIT_PER_MINUTE="6", RATE_LIMIT_BURST="2")
-    yield svc
-    svc.stop()
+limited = one_worker("limited", {"RATE_LIMIT_PER_MINUTE": "6", "RATE_LIMIT_BURST": "2", **LB})
+# The deploy's limits (ansible group_vars): 30/min, burst 10, 20 pages.
+deployed = one_worker(
+    "deployed",
+    {"RATE_LIMIT_PER_MINUTE": "30", "RATE_LIMIT_BURST": "10", "MAX_PAGES": "20", **LB},
+)
+# gclb mode with the real LB ranges: a loopback peer is NOT the LB.
+direct = one_worker("direct", {"RATE_LIMIT_PER_MINUTE": "6", "RATE_LIMIT_BURST": "2"})
 
 
 def post_as(svc, url, xff):

@@ -122,30 +122,28 @@ def test_hung_child_is_killed_at_the_timeout(quick, phase):
     assert zygote_children() == []
 
 
-def test_crashing_decoder_is_a_clean_crash_answer(sandbox):
-    job = sandbox.job(images.png(64, 48))
+def inspect_after_signal(job, sig: signal.Signals, error: type[Exception]) -> None:
+    """Stops the child, sends it `sig`, lets it go on: its inspect must raise `error`."""
     try:
         os.kill(job.pid, signal.SIGSTOP)
-        os.kill(job.pid, signal.SIGSEGV)
+        os.kill(job.pid, sig)
         os.kill(job.pid, signal.SIGCONT)
-        with pytest.raises(ConversionCrashed):
+        with pytest.raises(error):
             job.inspect(MAX_PIXELS)
     finally:
         job.close()
+
+
+def test_crashing_decoder_is_a_clean_crash_answer(sandbox):
+    job = sandbox.job(images.png(64, 48))
+    inspect_after_signal(job, signal.SIGSEGV, ConversionCrashed)
     assert gone(job.pid)
     assert zygote_children() == []
 
 
 def test_cpu_limit_signal_is_a_timeout_answer(sandbox):
     job = sandbox.job(images.png(64, 48))
-    try:
-        os.kill(job.pid, signal.SIGSTOP)
-        os.kill(job.pid, signal.SIGXCPU)  # what RLIMIT_CPU sends
-        os.kill(job.pid, signal.SIGCONT)
-        with pytest.raises(ConversionTimeout):
-            job.inspect(MAX_PIXELS)
-    finally:
-        job.close()
+    inspect_after_signal(job, signal.SIGXCPU, ConversionTimeout)  # what RLIMIT_CPU sends
     assert zygote_children() == []
 
 

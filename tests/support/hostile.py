@@ -6,20 +6,12 @@ in a bounded child process with byte-level caps (see docs/security.md).
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 
 from PIL import Image
 
 from tests.support import images
-
-
-def _save(im: Image.Image, fmt: str, **params) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **params)
-    return buf.getvalue()
-
 
 # --- JPEG 2000 ---------------------------------------------------------------
 
@@ -58,7 +50,7 @@ def jp2_with_display_resolution_first(w: int = 64, h: int = 48, dpi: float = 150
 def jp2_16bit_gray(w: int = 512, h: int = 512) -> bytes:
     """16-bit greyscale JPEG 2000 (noise, so it is not trivially small)."""
     im = Image.frombytes("I;16", (w, h), Image.effect_noise((w, h), 80).tobytes() * 2)
-    return _save(im, "JPEG2000")
+    return images.encode(im, "JPEG2000")
 
 
 # --- JPEG --------------------------------------------------------------------
@@ -90,7 +82,7 @@ def truncated_progressive_cmyk_jpeg(w: int = 1024, h: int = 1024, cut: int = 200
     """Progressive CMYK JPEG missing its last bytes: checking it decodes (at 1/8
     scale), and libjpeg keeps every coefficient of a progressive image for that."""
     im = Image.effect_noise((w, h), 60).convert("RGB").convert("CMYK")
-    return _save(im, "JPEG", quality=90, progressive=True)[:-cut]
+    return images.encode(im, "JPEG", quality=90, progressive=True)[:-cut]
 
 
 def jpeg_with_exif_flood(entries: int = 5400, claimed: int = 14000) -> bytes:
@@ -192,4 +184,4 @@ def tiff_ifd_chain(count: int) -> bytes:
 def tiff_with_orientation(n: int, mode: str = "RGB", dpi=(72, 72), w: int = 64, h: int = 32):
     exif = Image.Exif()
     exif[0x0112] = n
-    return _save(images._marked(w, h, mode), "TIFF", exif=exif.tobytes(), dpi=dpi)
+    return images.encode(images._marked(w, h, mode), "TIFF", exif=exif.tobytes(), dpi=dpi)

@@ -2,6 +2,11 @@
 
 Every helper returns the encoded file as bytes. Images are small unless sizes
 are passed; colours are flat so lossy codecs keep them recognisable.
+
+The last section holds the realistic content of the benchmarks, the load test
+and the memory measurements (scripts/bench.py, scripts/loadtest.py,
+scripts/measure_convert_memory.py): photo- and screenshot-like images that
+compress like the real thing. Those return Pillow images; `encode` saves them.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import random
 import struct
 import zlib
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 RED = (255, 0, 0)
 GREEN = (0, 160, 0)
@@ -19,7 +24,8 @@ BLUE = (0, 0, 255)
 WHITE = (255, 255, 255)
 
 
-def _save(im: Image.Image, fmt: str, **params) -> bytes:
+def encode(im: Image.Image, fmt: str, **params) -> bytes:
+    """The image saved as `fmt` (Pillow's save parameters), as bytes."""
     buf = io.BytesIO()
     im.save(buf, fmt, **params)
     return buf.getvalue()
@@ -44,32 +50,32 @@ def _half_transparent(w: int, h: int) -> Image.Image:
 
 
 def jpeg(w: int = 64, h: int = 48, *, mode: str = "RGB", quality: int = 90) -> bytes:
-    return _save(_marked(w, h, mode), "JPEG", quality=quality)
+    return encode(_marked(w, h, mode), "JPEG", quality=quality)
 
 
 def cmyk_jpeg(w: int = 64, h: int = 48) -> bytes:
-    return _save(Image.new("RGB", (w, h), RED).convert("CMYK"), "JPEG", quality=95)
+    return encode(Image.new("RGB", (w, h), RED).convert("CMYK"), "JPEG", quality=95)
 
 
 def jpeg_with_orientation(n: int, w: int = 64, h: int = 32) -> bytes:
     """Landscape JPEG (stored pixels) with EXIF Orientation=n; red block top-left."""
     exif = Image.Exif()
     exif[0x0112] = n
-    return _save(_marked(w, h), "JPEG", quality=95, exif=exif.tobytes())
+    return encode(_marked(w, h), "JPEG", quality=95, exif=exif.tobytes())
 
 
 def png(w: int = 64, h: int = 48, mode: str = "RGB", **params) -> bytes:
-    return _save(_marked(w, h, mode), "PNG", **params)
+    return encode(_marked(w, h, mode), "PNG", **params)
 
 
 def alpha_png(w: int = 64, h: int = 48) -> bytes:
-    return _save(_half_transparent(w, h), "PNG")
+    return encode(_half_transparent(w, h), "PNG")
 
 
 def la_png(w: int = 64, h: int = 48) -> bytes:
     im = Image.new("LA", (w, h), (0, 0))
     im.paste((80, 255), (0, 0, w // 2, h))
-    return _save(im, "PNG")
+    return encode(im, "PNG")
 
 
 def palette_transparent_png(w: int = 64, h: int = 48) -> bytes:
@@ -77,7 +83,7 @@ def palette_transparent_png(w: int = 64, h: int = 48) -> bytes:
     im = Image.new("P", (w, h), 0)
     im.putpalette([0, 0, 0, *RED, *BLUE])  # a short palette: stored with 2-bit indices
     im.paste(1, (0, 0, w // 2, h))
-    return _save(im, "PNG", transparency=0)
+    return encode(im, "PNG", transparency=0)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -139,74 +145,74 @@ def pixel_bomb_png(w: int = 20000, h: int = 20000) -> bytes:
 
 
 def gif(w: int = 64, h: int = 48) -> bytes:
-    return _save(_marked(w, h).convert("P"), "GIF")
+    return encode(_marked(w, h).convert("P"), "GIF")
 
 
 def gif_transparent(w: int = 64, h: int = 48) -> bytes:
     im = Image.new("P", (w, h), 0)
     im.putpalette([0, 0, 0, *RED] + [0] * (256 - 2) * 3)
     im.paste(1, (0, 0, w // 2, h))
-    return _save(im, "GIF", transparency=0)
+    return encode(im, "GIF", transparency=0)
 
 
 def gif_animated(w: int = 64, h: int = 48, frames: int = 3) -> bytes:
     """Frame 0 is red; later frames are blue, green, ... so frame 0 is identifiable."""
     colours = [RED, BLUE, GREEN]
     ims = [Image.new("RGB", (w, h), colours[i % 3]).convert("P") for i in range(frames)]
-    return _save(ims[0], "GIF", save_all=True, append_images=ims[1:], duration=100, loop=0)
+    return encode(ims[0], "GIF", save_all=True, append_images=ims[1:], duration=100, loop=0)
 
 
 def tiff(w: int = 64, h: int = 48, mode: str = "RGB", **params) -> bytes:
-    return _save(_marked(w, h, mode), "TIFF", **params)
+    return encode(_marked(w, h, mode), "TIFF", **params)
 
 
 def tiff_alpha(w: int = 64, h: int = 48) -> bytes:
-    return _save(_half_transparent(w, h), "TIFF")
+    return encode(_half_transparent(w, h), "TIFF")
 
 
 def tiff16(w: int = 32, h: int = 24) -> bytes:
     """16-bit greyscale TIFF: black left half, white right half."""
     im = Image.new("I;16", (w, h), 65535)
     im.paste(0, (0, 0, w // 2, h))
-    return _save(im, "TIFF")
+    return encode(im, "TIFF")
 
 
 def tiff_multipage(w: int = 64, h: int = 48) -> bytes:
     ims = [Image.new("RGB", (w, h), c) for c in (RED, BLUE)]
-    return _save(ims[0], "TIFF", save_all=True, append_images=ims[1:])
+    return encode(ims[0], "TIFF", save_all=True, append_images=ims[1:])
 
 
 def webp(w: int = 64, h: int = 48) -> bytes:
-    return _save(_marked(w, h), "WEBP", lossless=True)
+    return encode(_marked(w, h), "WEBP", lossless=True)
 
 
 def webp_alpha(w: int = 64, h: int = 48) -> bytes:
-    return _save(_half_transparent(w, h), "WEBP", lossless=True)
+    return encode(_half_transparent(w, h), "WEBP", lossless=True)
 
 
 def webp_animated(w: int = 64, h: int = 48) -> bytes:
     ims = [Image.new("RGB", (w, h), c) for c in (RED, BLUE)]
-    return _save(ims[0], "WEBP", save_all=True, append_images=ims[1:], lossless=True)
+    return encode(ims[0], "WEBP", save_all=True, append_images=ims[1:], lossless=True)
 
 
 def bmp(w: int = 64, h: int = 48, mode: str = "RGB") -> bytes:
-    return _save(_marked(w, h, mode), "BMP")
+    return encode(_marked(w, h, mode), "BMP")
 
 
 def jp2(w: int = 64, h: int = 48) -> bytes:
     """JPEG 2000 (jp2 container); needs Pillow built with OpenJPEG."""
-    return _save(_marked(w, h), "JPEG2000")
+    return encode(_marked(w, h), "JPEG2000")
 
 
 def truncated_jpeg(w: int = 256, h: int = 192) -> bytes:
     """A valid header and the first ~60% of the entropy-coded data, no EOI."""
     im = Image.effect_noise((w, h), 64).convert("RGB")
-    data = _save(im, "JPEG", quality=90)
+    data = encode(im, "JPEG", quality=90)
     return data[: int(len(data) * 0.6)]
 
 
 def truncated_png(w: int = 64, h: int = 48) -> bytes:
-    data = _save(Image.effect_noise((w, h), 64).convert("RGB"), "PNG")
+    data = encode(Image.effect_noise((w, h), 64).convert("RGB"), "PNG")
     return data[: int(len(data) * 0.6)]
 
 
@@ -218,7 +224,7 @@ def svg() -> bytes:
 
 
 def pdf() -> bytes:
-    return _save(Image.new("RGB", (8, 8), RED), "PDF")
+    return encode(Image.new("RGB", (8, 8), RED), "PDF")
 
 
 def random_bytes(n: int = 4096, seed: int = 1) -> bytes:
@@ -229,3 +235,71 @@ def random_bytes(n: int = 4096, seed: int = 1) -> bytes:
 
 def non_image() -> bytes:
     return b"<!doctype html><html><body>not an image</body></html>\n"
+
+
+# --------------------------------------------------------------------------- realistic content
+
+
+def photo(w: int, h: int, seed: int, grain: float = 0.25) -> Image.Image:
+    """Smooth colour fields plus grain: compresses like a phone photo (~0.33 B/px at q85)."""
+    rng = random.Random(seed)
+    base = Image.frombytes("RGB", (16, 12), rng.randbytes(16 * 12 * 3))
+    base = base.resize((w, h), Image.Resampling.BICUBIC)
+    mid_size = (max(1, w // 16), max(1, h // 16))
+    mid = Image.frombytes("RGB", mid_size, rng.randbytes(mid_size[0] * mid_size[1] * 3))
+    base = Image.blend(base, mid.resize((w, h), Image.Resampling.BILINEAR), 0.3)
+    if not grain:
+        return base
+    noise = Image.merge("RGB", [Image.effect_noise((w, h), 64) for _ in range(3)])
+    return Image.blend(base, noise, grain)
+
+
+def screenshot(w: int, h: int, seed: int) -> Image.Image:
+    """Flat UI blocks, lines of 'text' and one photo: a typical screenshot PNG."""
+    rng = random.Random(seed)
+    im = Image.new("RGB", (w, h), (246, 247, 249))
+    draw = ImageDraw.Draw(im)
+    for _ in range(40):
+        x, y = rng.randrange(w), rng.randrange(h)
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        draw.rectangle([x, y, x + rng.randrange(40, 400), y + rng.randrange(20, 200)], colour)
+    for y in range(0, h, 18):
+        x = 20
+        while x < w - 80:
+            n = rng.randrange(2, 12) * 7
+            draw.rectangle([x, y + 4, x + n, y + 12], (40, 40, 40))
+            x += n + 7
+    im.paste(photo(w // 3, h // 3, seed), (w // 2, h // 3))
+    return im
+
+
+def cutout(w: int, h: int, seed: int, grain: float = 0.25) -> Image.Image:
+    """RGBA photo cut out on a transparent background: img2pdf's alpha path."""
+    im = photo(w, h, seed, grain).convert("RGBA")
+    mask = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(mask).ellipse([w // 10, h // 10, w * 9 // 10, h * 9 // 10], 255)
+    im.putalpha(mask)
+    return im
+
+
+def noisy_gradient(w: int, h: int, mode: str = "RGB") -> Image.Image:
+    """Noise over a gradient (alpha: the gradient): what scripts/bench.py converts."""
+    noise = Image.effect_noise((w, h), 40).convert("L")
+    grad = Image.linear_gradient("L").resize((w, h))
+    im = Image.merge("RGB", (noise, grad, Image.blend(noise, grad, 0.5)))
+    if mode == "RGBA":
+        im.putalpha(grad)
+    return im
+
+
+def banded_gradient(w: int, h: int, mode: str = "RGB") -> Image.Image:
+    """Noise and gradient bands (alpha: a hard edge) in any mode: the memory measurements'."""
+    base = Image.linear_gradient("L").resize((w, h))
+    noise = Image.effect_noise((w, h), 48)
+    bands = [Image.blend(base, noise, 0.5), noise, base.transpose(Image.Transpose.ROTATE_180)]
+    im = Image.merge("RGB", bands)
+    if mode == "RGBA":
+        alpha = base.point(lambda v: 0 if v < 96 else 255)
+        im.putalpha(alpha)
+        return im
+    return im.convert(mode) if mode != "RGB" else im

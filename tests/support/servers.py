@@ -6,8 +6,10 @@ Everything binds 127.0.0.1 on a free port; nothing leaves the machine.
 from __future__ import annotations
 
 import contextlib
+import http.client as http_client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -40,6 +42,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         server: SourceServer = self.server.owner  # type: ignore[attr-defined]
+        if server.latency_s:
+            time.sleep(random.uniform(*server.latency_s))  # an origin's time to first byte
         path = self.path.split("?", 1)[0]
         server.hits.append(path)
         route = server.routes.get(path)
@@ -53,16 +57,26 @@ class _Handler(BaseHTTPRequestHandler):
             route(self)
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # the stdlib's 5 would drop SYNs under a burst
+
+
 @dataclass
 class SourceServer:
-    """Serves source images and misbehaving sources on loopback."""
+    """Serves source images and misbehaving sources on loopback.
+
+    The one origin server of the suites, the benchmarks and the load harness
+    (which runs it in a process of its own: tests/load/harness/origin.py).
+    `latency_s` delays every answer by a uniform draw from that range.
+    """
 
     routes: dict[str, Route] = field(default_factory=dict)
     hits: list[str] = field(default_factory=list)
+    latency_s: tuple[float, float] | None = None
 
     def __post_init__(self):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.owner = self  # type: ignore[attr-defined]
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -147,6 +161,32 @@ class SourceServer:
         self.routes[path] = route
         return self.url(path)
 
+    def add_too_large(self, path: str, size: int):
+        """A JPEG-looking body of `size` bytes: with a Content-Length when the query
+        says `declared`, else chunked (the service must count what it reads)."""
+
+        def route(h: BaseHTTPRequestHandler):
+            declared = "declared" in h.path
+            chunk = b"\xff\xd8\xff\xe0" + b"\0" * (256 * 1024 - 4)
+            h.send_response(200)
+            if declared:
+                h.send_header("Content-Length", str(size))
+            else:
+                h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            for i in range(size // len(chunk)):
+                part = chunk if i == 0 else b"\0" * len(chunk)
+                h.wfile.write(part if declared else f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            if not declared:
+                h.wfile.write(b"0\r\n\r\n")
+
+        self.routes[path] = route
+        return self.url(path)
+
+    def serve_forever(self) -> None:
+        """Blocks until the process ends (for a server in a process of its own)."""
+        self.thread.join()
+
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
@@ -185,12 +225,28 @@ def http(
 
 
 class Service:
-    """The real service started by `scripts/entrypoint.sh prod|dev` in its own process group."""
+    """The real service started by `scripts/entrypoint.sh prod|dev` in its own process group.
 
-    def __init__(self, tmp: Path, mode: str = "prod", env: dict[str, str] | None = None):
+    `tree` is the checkout whose entrypoint runs (scripts/bench.py --before starts an
+    older one); subclasses change how it is started (`command`) and when it counts
+    as up (`ready`): the load harness wraps it in cgroups and waits for every worker.
+    """
+
+    stop_timeout_s = 20.0
+
+    def __init__(
+        self,
+        tmp: Path,
+        mode: str = "prod",
+        env: dict[str, str] | None = None,
+        *,
+        tree: Path = ROOT,
+        log_name: str = "service",
+    ):
         self.port = free_port()
         self.tmp = tmp
-        self.log_path = tmp / f"service-{self.port}.log"
+        self.tree = tree
+        self.log_path = tmp / f"{log_name}-{self.port}.log"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("PDF_", "SENTRY_"))},
             "PORT": str(self.port),
@@ -209,21 +265,28 @@ class Service:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        return [str(self.tree / "scripts" / "entrypoint.sh"), self.mode]
+
+    def ready(self) -> bool:
+        return http("GET", self.base + "/ping", timeout=2).status == 200
+
     def start(self, timeout: float = 60.0) -> Service:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [str(ROOT / "scripts" / "entrypoint.sh"), self.mode],
+            self.command(),
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=self.tree,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"service exited early:\n{self.log()}")
-            with contextlib.suppress(OSError):
-                if http("GET", self.base + "/ping", timeout=2).status == 200:
+            with contextlib.suppress(OSError, http_client.HTTPException):
+                if self.ready():
                     return self
             time.sleep(0.2)
         self.stop()
@@ -246,9 +309,10 @@ class Service:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=self.stop_timeout_s)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         if getattr(self, "_log", None):
             self._log.close()

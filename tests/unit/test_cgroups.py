@@ -145,6 +145,22 @@ def test_v1_sets_memsw_equal_to_the_limit_where_swap_is_accounted(tmp_path):
     assert (group_dir / "memory.memsw.limit_in_bytes").read_text() == str(GIB)
 
 
+def common_stats(nr_throttled: int, throttled_s: float, peak: int, hits: int) -> dict:
+    """stats() of a group whose files say: 2.5 CPU-s used, 1000 bytes in use of which
+    40 anonymous and 30 file, one OOM kill; and the given throttling, peak and limit hits."""
+    return {
+        "cpu_usage_s": 2.5,
+        "nr_throttled": nr_throttled,
+        "throttled_s": throttled_s,
+        "memory_current": 1000,
+        "memory_peak": peak,
+        "anon": 40,
+        "file": 30,
+        "limit_hits": hits,
+        "oom_kill": 1,
+    }
+
+
 def test_v1_stats_have_the_common_keys(tmp_path):
     root = hybrid(tmp_path)
     mount = root / "sys/fs/cgroup"
@@ -157,17 +173,7 @@ def test_v1_stats_have_the_common_keys(tmp_path):
     touch(mem / "memory.stat", "cache 10\nrss 20\ntotal_cache 30\ntotal_rss 40\n")
     touch(mem / "memory.failcnt", "2\n")
     touch(mem / "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
-    assert group.stats() == {
-        "cpu_usage_s": 2.5,
-        "nr_throttled": 4,
-        "throttled_s": 1.5,
-        "memory_current": 1000,
-        "memory_peak": 5000,
-        "anon": 40,
-        "file": 30,
-        "limit_hits": 2,
-        "oom_kill": 1,
-    }
+    assert group.stats() == common_stats(nr_throttled=4, throttled_s=1.5, peak=5000, hits=2)
     assert group.reset_peak() and (mem / "memory.max_usage_in_bytes").read_text() == "0"
 
 
@@ -210,17 +216,7 @@ def test_v2_stats_read_memory_peak_and_events(tmp_path):
     touch(d / "memory.events", "low 0\nhigh 0\nmax 6\noom 1\noom_kill 1\noom_group_kill 0\n")
     touch(d / "cgroup.procs", "12\n13\n")
     touch(d / "child/cgroup.procs", "14\n")
-    assert group.stats() == {
-        "cpu_usage_s": 2.5,
-        "nr_throttled": 3,
-        "throttled_s": 0.75,
-        "memory_current": 1000,
-        "memory_peak": 7000,
-        "anon": 40,
-        "file": 30,
-        "limit_hits": 6,
-        "oom_kill": 1,
-    }
+    assert group.stats() == common_stats(nr_throttled=3, throttled_s=0.75, peak=7000, hits=6)
     assert group.pids() == {12, 13, 14}
     assert group.pids_by_controller() == {"cpu": {12, 13, 14}, "memory": {12, 13, 14}}
 
