@@ -48,6 +48,7 @@ import logging
 import math
 import os
 import struct
+import sys
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -391,6 +392,10 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
     kind = info.kind if info.kind in _PIL_FORMATS else sniff_image_type(data[:SNIFF_BYTES])
     if kind is None:
         raise UnsupportedImage()
+    if kind == "jpeg":
+        size = passthrough_jpeg(data, sys.maxsize, fd)
+        if size is not None:
+            return size
     shape = _scan(data, kind)
     with _open(data, kind) as im:
         facts = _facts(im, data, kind, shape)
@@ -420,6 +425,41 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             log.info("img2pdf refused (%s); normalising with Pillow", type(exc).__name__)
     normalised, rotation, dpi = _normalise(data, kind, facts)
     return _write_bytes(fd, _img2pdf(normalised, rotation, dpi))
+
+
+def passthrough_jpeg(data: bytes, max_pixels: int, fd: int) -> int | None:
+    """The embed-jpeg route without Pillow, img2pdf or a fork: the PDF img2pdf
+    would write for a plain JPEG (see `structure.jpeg_header`), written to `fd`;
+    its size, or None when the file is not plain (the sandboxed path converts it).
+
+    Nothing here decodes: a bounded walk of the segments before the first scan
+    and of the Exif IFD0, then the bytes copied verbatim (docs/decisions.md).
+    A file that does not end with EOI may be truncated and needs the decoder's
+    check, so it is not plain.
+    """
+    if sniff_image_type(data[:SNIFF_BYTES]) != "jpeg" or not _ends_with_eoi(data):
+        return None
+    head = structure.jpeg_header(data)
+    if head is None or head.orientation in _MIRRORED:
+        return None
+    structure.scan(data, "jpeg")  # the sandboxed path's caps: ImageTooComplex
+    if head.width * head.height > max_pixels:
+        raise ImageTooLarge()
+    ndpi = (img2pdf.default_dpi, img2pdf.default_dpi)
+    if head.dpi is not None:
+        ndpi = (round(head.dpi[0]), round(head.dpi[1]))
+        if ndpi == (0, 0):
+            ndpi = (img2pdf.default_dpi, img2pdf.default_dpi)
+    page_w, page_h, img_w, img_h = _layout_at(head.width, head.height, ndpi)
+    unit = 1.0
+    if min(page_w, page_h) >= _MIN_PAGE_PT and max(page_w, page_h) > _MAX_PAGE_PT:
+        unit = float(img2pdf.find_scale(page_w, page_h))
+    colour = {1: b"/DeviceGray", 3: b"/DeviceRGB", 4: b"/DeviceCMYK"}[head.components]
+    if head.components == 4 and head.adobe:
+        colour += b" /Decode [1 0 1 0 1 0 1 0]"
+    rotate = _ROTATION.get(head.orientation, 0)
+    layout = (page_w / unit, page_h / unit, img_w / unit, img_h / unit, unit, rotate)
+    return pdfstream.write_jpeg_pdf(data, head.width, head.height, colour, layout, fd)
 
 
 def _stream_or(

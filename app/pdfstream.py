@@ -342,3 +342,54 @@ def _copy(src_fd: int, size: int, out: _Out) -> None:
             raise OSError("soft mask stream shorter than written")
         out.write(chunk)
         offset += len(chunk)
+
+
+def write_jpeg_pdf(data: bytes, width: int, height: int, colour: bytes, layout, out_fd: int) -> int:
+    """A one-page PDF around `data`, a JPEG embedded verbatim (/DCTDecode); its size.
+
+    The objects img2pdf writes for the same file: the image at its pixel size,
+    drawn by `q w 0 0 h x y cm /Im0 Do Q`, the page turned by /Rotate. `colour`
+    is the /ColorSpace entry (plus /Decode for inverted CMYK); `layout` is
+    (page width, page height, image width, image height, user unit, rotate).
+    """
+    page_w, page_h, img_w, img_h, unit, rotate = layout
+    out = _Out(out_fd)
+    # /UserUnit is PDF 1.6, as img2pdf marks it.
+    out.write(b"%%PDF-1.%d\n%%\xe2\xe3\xcf\xd3\n" % (6 if unit != 1 else 3))
+    out.obj(1, b"<< /Type /Catalog /Pages 2 0 R >>")
+    out.obj(2, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>")
+    content = b"q\n%.4f 0 0 %.4f %.4f %.4f cm\n/Im0 Do\nQ" % (
+        img_w,
+        img_h,
+        (page_w - img_w) / 2.0,
+        (page_h - img_h) / 2.0,
+    )
+    media = b"[0 0 %s %s]" % (_num(page_w), _num(page_h))
+    extra = b" /UserUnit %s" % _num(unit) if unit != 1 else b""
+    if rotate:
+        extra += b" /Rotate %d" % rotate
+    out.obj(
+        3,
+        b"<< /Type /Page /Parent 2 0 R /MediaBox "
+        + media
+        + extra
+        + b" /Resources << /XObject << /Im0 5 0 R >> >> /Contents 4 0 R >>",
+    )
+    out.obj(4, b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
+    out.begin(5)
+    out.write(
+        b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace %s"
+        b" /BitsPerComponent 8 /Filter /DCTDecode /Length %d >>\nstream\n"
+        % (width, height, colour, len(data))
+    )
+    out.write(data)
+    out.write(b"\nendstream\nendobj\n")
+    producer = PRODUCER.encode()
+    out.obj(6, b"<< /Producer (%s) /Creator (%s) >>" % (producer, producer))
+    xref = out.pos
+    lines = [b"xref\n0 7\n", b"0000000000 65535 f \n"]
+    lines += [b"%010d 00000 n \n" % out.offsets[num] for num in range(1, 7)]
+    out.write(b"".join(lines))
+    out.write(b"trailer\n<< /Size 7 /Root 1 0 R /Info 6 0 R >>\n")
+    out.write(b"startxref\n%d\n%%%%EOF\n" % xref)
+    return out.pos

@@ -1,0 +1,249 @@
+"""The JPEG passthrough written without img2pdf (app.convert.passthrough_jpeg)
+against img2pdf's own output for the same file: page, boxes, rotation, image
+dictionary and content matrix equal, the JPEG bytes verbatim; and every file
+that is not plain (mirrored, cut short, ICC, XMP, 12-bit...) left to the
+sandboxed decoder path (None), which still answers as before."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+
+import pikepdf
+import pytest
+from PIL import Image
+
+from app import convert
+from app.convert import convert_to_pdf, inspect_image, passthrough_jpeg
+from app.errors import ImageTooComplex, ImageTooLarge, InvalidImage
+from app.structure import JPEG_MAX_SCANS
+
+ROTATION = {1: 0, 3: 180, 6: 90, 8: 270}
+
+
+def make(
+    mode: str = "RGB",
+    size: tuple[int, int] = (40, 24),
+    *,
+    dpi: tuple[int, int] | None = None,
+    orientation: int | None = None,
+    progressive: bool = False,
+    exif_dpi: tuple[int, int, int] | None = None,  # (unit, numerator, denominator)
+    drop_jfif: bool = False,
+    drop_adobe: bool = False,
+    **params,
+) -> bytes:
+    colour = {"L": 90, "RGB": (200, 40, 10), "CMYK": (10, 200, 40, 30)}[mode]
+    im = Image.new(mode, size, colour)
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    if exif_dpi is not None:
+        unit, num, den = exif_dpi
+        exif[0x0128] = unit
+        exif[0x011A] = _Rational(num, den)
+    if len(exif):
+        params["exif"] = exif.tobytes()
+    if dpi is not None:
+        params["dpi"] = dpi
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", progressive=progressive, **params)
+    data = buf.getvalue()
+    if drop_jfif:
+        data = _drop_segment(data, 0xE0, b"JFIF")
+    if drop_adobe:
+        data = _drop_segment(data, 0xEE, b"Adobe")
+    return data
+
+
+class _Rational:
+    """An Exif RATIONAL Pillow writes as given, zero denominators included."""
+
+    def __new__(cls, num: int, den: int):
+        from PIL.TiffImagePlugin import IFDRational
+
+        return IFDRational(num, den)
+
+
+def _drop_segment(data: bytes, marker: int, prefix: bytes) -> bytes:
+    pos = 2
+    while data[pos + 1] != 0xDA:
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        if data[pos + 1] == marker and data[pos + 4 :].startswith(prefix):
+            return data[:pos] + data[pos + 2 + length :]
+        pos += 2 + length
+    raise AssertionError("segment not found")
+
+
+def _insert_segment(data: bytes, marker: int, body: bytes) -> bytes:
+    return data[:2] + bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body + data[2:]
+
+
+def ours(data: bytes, max_pixels: int = 10**9) -> bytes | None:
+    fd = os.memfd_create("test-pdf")
+    try:
+        size = passthrough_jpeg(data, max_pixels, fd)
+        return None if size is None else os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+
+
+def img2pdfs(data: bytes, orientation: int = 1) -> bytes:
+    return convert._img2pdf(data, ROTATION[orientation])
+
+
+def _numbers(array) -> list[float]:
+    return [float(v) for v in array]
+
+
+def summary(pdf_bytes: bytes) -> dict:
+    pdf = pikepdf.open(io.BytesIO(pdf_bytes))
+    (page,) = pdf.pages
+    image = page.Resources.XObject.Im0
+    ops = [
+        (str(op), [float(x) for x in operands])
+        for operands, op in pikepdf.parse_content_stream(page)
+        if str(op) == "cm"
+    ]
+    return {
+        "version": pdf.pdf_version,
+        "mediabox": _numbers(page.MediaBox),
+        "boxes": sorted(k for k in page.obj if k.endswith("Box")),
+        "rotate": int(page.get("/Rotate", 0)),
+        "userunit": float(page.get("/UserUnit", 1)),
+        "image": {
+            k: (_numbers(v) if isinstance(v, pikepdf.Array) else str(v))
+            for k, v in image.stream_dict.items()
+        },
+        "raw": image.read_raw_bytes(),
+        "cm": ops,
+    }
+
+
+def assert_same(data: bytes, orientation: int = 1) -> None:
+    mine = ours(data)
+    assert mine is not None, "a plain JPEG takes the passthrough"
+    a, b = summary(mine), summary(img2pdfs(data, orientation))
+    assert a["raw"] == data  # verbatim
+    assert b["raw"] == data
+    for key in ("version", "boxes", "rotate", "image"):
+        assert a[key] == b[key], key
+    assert a["mediabox"] == pytest.approx(b["mediabox"], abs=1e-3)
+    (cm_a,), (cm_b,) = a["cm"], b["cm"]
+    assert cm_a[1] == pytest.approx(cm_b[1], abs=1e-3)  # the operator's six numbers
+    assert a["userunit"] == pytest.approx(b["userunit"])
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "CMYK"])
+@pytest.mark.parametrize("progressive", [False, True])
+def test_same_pdf_as_img2pdf_per_colour_space(mode, progressive):
+    assert_same(make(mode, progressive=progressive))
+
+
+def test_cmyk_without_the_adobe_segment_is_not_inverted():
+    data = make("CMYK", drop_adobe=True)
+    assert_same(data)
+    assert "/Decode" not in summary(ours(data))["image"]
+
+
+def test_adobe_cmyk_is_inverted_like_img2pdf():
+    assert summary(ours(make("CMYK")))["image"]["/Decode"] == [1, 0, 1, 0, 1, 0, 1, 0]
+
+
+@pytest.mark.parametrize("dpi", [(0, 0), (72, 72), (300, 300), (300, 75), (0, 150), (1, 1)])
+def test_jfif_dpi_gives_img2pdfs_page(dpi):
+    assert_same(make(dpi=dpi))
+
+
+@pytest.mark.parametrize(
+    "exif_dpi",
+    [(2, 300, 1), (3, 118, 1), (2, 0, 0), (2, 599, 2), (1, 144, 1)],
+    ids=["inch", "cm", "zero-over-zero", "half", "no-unit"],
+)
+def test_exif_dpi_without_jfif_gives_img2pdfs_page(exif_dpi):
+    assert_same(make(exif_dpi=exif_dpi, drop_jfif=True))
+
+
+def test_exif_without_resolution_and_without_jfif_is_72_dpi():
+    data = make(orientation=1, drop_jfif=True)
+    assert_same(data)
+    assert summary(ours(data))["mediabox"] == [0, 0, 40, 24]  # 40 x 24 px at 72 dpi
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_rotations_give_img2pdfs_rotate(orientation):
+    data = make(orientation=orientation, dpi=(100, 200))
+    assert_same(data, orientation)
+    assert summary(ours(data))["rotate"] == ROTATION[orientation]
+
+
+@pytest.mark.parametrize("orientation", [0, 9, 300])
+def test_invalid_orientation_is_upright(orientation):
+    data = make(orientation=orientation)
+    assert_same(data, 1)
+
+
+@pytest.mark.parametrize("orientation", [2, 4, 5, 7])
+def test_mirrored_orientations_go_to_the_decoder(orientation):
+    data = make(orientation=orientation)
+    assert ours(data) is None
+    assert inspect_image(data, 10**9).route == "pillow-jpeg"
+    assert convert_to_pdf(data, inspect_image(data, 10**9)).startswith(b"%PDF")
+
+
+@pytest.mark.parametrize(
+    "size, dpi",
+    [((1, 1), (300, 300)), ((3000, 2), (10, 10)), ((300, 210), (1, 1)), ((65500, 1), (72, 72))],
+    ids=["tiny", "strip", "userunit", "widest"],
+)
+def test_page_limits_match_img2pdf(size, dpi):
+    assert_same(make("L", size, dpi=dpi))
+
+
+def test_cut_short_jpeg_is_not_plain_and_stays_invalid():
+    data = make(size=(64, 48), progressive=True, dpi=(72, 72))
+    cut = data[: len(data) // 2]
+    assert ours(cut) is None
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(cut, inspect_image(cut, 10**9))
+
+
+@pytest.mark.parametrize(
+    "marker, body",
+    [
+        (0xE2, b"ICC_PROFILE\0\x01\x01" + b"\0" * 16),
+        (0xE1, b'http://ns.adobe.com/xap/1.0/\0<x tiff:Orientation="6"/>'),
+        (0xE2, b"MPF\0" + b"\0" * 8),
+        (0xEE, b"Adob"[:4] + b"e"),  # Adobe segment too short for its version
+        (0xC9, b"\x08\x00\x10\x00\x10\x01\x01\x11\x00"),  # a second, arithmetic SOF
+    ],
+    ids=["icc", "xmp", "mpf", "short-adobe", "arithmetic-sof"],
+)
+def test_files_beyond_the_plain_case_go_to_the_decoder(marker, body):
+    assert ours(_insert_segment(make(), marker, body)) is None
+
+
+def test_twelve_bit_and_two_component_frames_go_to_the_decoder():
+    data = make()
+    sof = data.index(b"\xff\xc0")
+    assert ours(data[: sof + 4] + b"\x0c" + data[sof + 5 :]) is None
+    components = sof + 9
+    assert ours(data[:components] + b"\x02" + data[components + 1 :]) is None
+
+
+def test_pixel_cap_is_the_first_pixel_over():
+    data = make(size=(40, 24))
+    assert ours(data, max_pixels=40 * 24) is not None
+    with pytest.raises(ImageTooLarge):
+        ours(data, max_pixels=40 * 24 - 1)
+
+
+def test_scan_cap_applies_as_in_the_sandbox():
+    data = make(progressive=True)
+    eoi = len(data) - 2
+    padded = data[:eoi] + b"\xff\xda" * (JPEG_MAX_SCANS + 1) + data[eoi:]
+    with pytest.raises(ImageTooComplex):
+        ours(padded)
+    with pytest.raises(ImageTooComplex):
+        inspect_image(padded, 10**9)
