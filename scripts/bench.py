@@ -211,10 +211,30 @@ def request_path_profile(images: dict[str, bytes], repeats: int) -> None:
             print(f"{name}: whole path {1000 * statistics.median(total):.1f} ms")
             for label, values in times.items():
                 print(f"  {label:<30}{1000 * statistics.median(values):>8.1f}")
+        # The same JPEG with the in-worker passthrough and through the child, interleaved.
+        passthrough = pipeline._passthrough
+        jpeg_url = next(iter(urls.values()))
+        ab: dict[str, list[float]] = {"in the worker": [], "in a child": []}
+        for _ in range(repeats):
+            for label, values in ab.items():
+                pipeline._passthrough = passthrough if label == "in the worker" else _never
+                t0 = time.perf_counter()
+                anyio.run(one, jpeg_url)
+                values.append(time.perf_counter() - t0)
+        pipeline._passthrough = passthrough
+        print(
+            "jpeg passthrough, whole path: "
+            + ", ".join(f"{k} {1000 * statistics.median(v):.1f} ms" for k, v in ab.items())
+        )
     finally:
         for (obj, name), original in originals.items():
             setattr(obj, name, original)
         source.close()
+
+
+def _never(data: bytes, max_pixels: int) -> None:
+    """Stands in for app.pipeline._passthrough: every JPEG goes to the sandbox."""
+    return None
 
 
 def deflate_libraries() -> None:
