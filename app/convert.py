@@ -1,7 +1,10 @@
 """Image bytes -> one-page PDF, by one of two engines.
 
 img2pdf embeds JPEG/JPEG 2000 byte for byte and copies the IDAT of plain PNGs,
-so the common cases never decode a pixel. Every other image that libvips can
+so the common cases never decode a pixel. A plain JPEG does not even reach
+img2pdf: `passthrough_jpeg` writes the same PDF from a bounded walk of its
+segment headers, in the web worker itself (app.pipeline), without a fork.
+Every other image that libvips can
 read (PNG with alpha, 16-bit, interlaced or palette + tRNS; TIFF; GIF; WebP;
 mirrored orientations) takes the "stream" route (app.pdfstream): decoded in
 strips, written as PNG-predictor deflate streams with alpha as /SMask, oriented
