@@ -3,15 +3,14 @@
 img2pdf embeds JPEG/JPEG 2000 byte for byte and copies the IDAT of plain PNGs,
 so the common cases never decode a pixel. A plain JPEG does not even reach
 img2pdf: `passthrough_jpeg` writes the same PDF from a bounded walk of its
-segment headers, in the web worker itself (app.pipeline), without a fork.
-Every other image that libvips can
-read (PNG with alpha, 16-bit, interlaced or palette + tRNS; TIFF; GIF; WebP;
-mirrored orientations) takes the "stream" route (app.pdfstream): decoded in
-strips, written as PNG-predictor deflate streams with alpha as /SMask, oriented
-by the page's matrix; memory O(strip). Pillow remains for what neither handles
-(BMP, 16-bit JPEG 2000, mirrored JPEGs) and for what img2pdf cannot see (a
-truncated JPEG or PNG embeds silently). Pillow-normalised images with alpha are
-flattened onto white, never onto black.
+segment headers, in the web worker itself (app.pipeline), without a fork. Every
+other image that libvips can read (PNG with alpha, 16-bit, interlaced or palette
++ tRNS; TIFF; GIF; WebP; mirrored orientations) takes the "stream" route
+(app.pdfstream): decoded in strips, written as PNG-predictor deflate streams
+with alpha as /SMask, oriented by the page's matrix; memory O(strip). Pillow
+remains for what neither handles (BMP, 16-bit JPEG 2000, mirrored JPEGs) and for
+what img2pdf cannot see (a truncated JPEG or PNG embeds silently). Pillow-
+normalised images with alpha are flattened onto white, never onto black.
 
 This module runs inside a conversion's child process (app.sandbox): the file's
 structure is capped byte by byte (app.structure) before any parser sees it,
