@@ -12,7 +12,8 @@ remains for what neither handles (BMP, 16-bit JPEG 2000, mirrored JPEGs) and for
 what img2pdf cannot see (a truncated JPEG or PNG embeds silently). Pillow-
 normalised images with alpha are flattened onto white, never onto black.
 
-This module runs inside a conversion's child process (app.sandbox): the file's
+Everything but `passthrough_jpeg` runs inside a conversion's child process
+(app.sandbox): the file's
 structure is capped byte by byte (app.structure) before any parser sees it,
 and the child's address space is limited by the kernel to the estimate below.
 
