@@ -9,13 +9,13 @@ other image that libvips can read (PNG with alpha, 16-bit, interlaced or palette
 (app.pdfstream): decoded in strips, written as PNG-predictor deflate streams
 with alpha as /SMask, oriented by the page's matrix; memory O(strip). Pillow
 remains for what neither handles (BMP, 16-bit JPEG 2000, mirrored JPEGs) and for
-what img2pdf cannot see (a truncated JPEG or PNG embeds silently). Pillow-
-normalised images with alpha are flattened onto white, never onto black.
+what img2pdf cannot see (a truncated JPEG or PNG embeds silently).
+Pillow-normalised images with alpha are flattened onto white, never onto black.
 
 Everything but `passthrough_jpeg` runs inside a conversion's child process
-(app.sandbox): the file's
-structure is capped byte by byte (app.structure) before any parser sees it,
-and the child's address space is limited by the kernel to the estimate below.
+(app.sandbox): the file's structure is capped byte by byte (app.structure)
+before any parser sees it, and the child's address space is limited by the
+kernel to the estimate below.
 
 Memory: `estimate_peak_bytes` feeds admission control and is the child's
 RLIMIT_AS. Its coefficients come from `scripts/measure_convert_memory.py`: peak
