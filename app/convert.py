@@ -415,11 +415,16 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             route = LOW_MEMORY_ALPHA_ROUTE  # the caller chose the cheaper flattening
         if kind == "jpeg" and not _ends_with_eoi(data):
             _check_jpeg(im)
+        plain_png = None
+        if kind == "png" and route == "embed-png":
+            plain_png = _plain_png(im, data, facts)
     if route == "stream":
         return _stream(data, kind, orientation, raw_dpi, fd)
     if kind == "png" and route == "embed-png":
         # Only the copying route needs this; decoding routes fail on truncation.
         _check_png(data, facts)
+        if plain_png is not None:
+            return _write_png_pdf(data, plain_png, facts, fd)
 
     if not route.startswith("pillow"):
         try:
@@ -428,6 +433,50 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             log.info("img2pdf refused (%s); normalising with Pillow", type(exc).__name__)
     normalised, rotation, dpi = _normalise(data, kind, facts)
     return _write_bytes(fd, _img2pdf(normalised, rotation, dpi))
+
+
+# PNG colour types the plain-PNG writer takes at 8 bits: grey, RGB -> (colours, space).
+_PLAIN_PNG_SPACES = {0: (1, b"/DeviceGray"), 2: (3, b"/DeviceRGB")}
+
+
+def _plain_png(im: Image.Image, data: bytes, facts: _Facts) -> tuple[float, float] | None:
+    """The dpi img2pdf would use for a plain PNG it copies, if the small writer can
+    write the same PDF: 8-bit grey or RGB, no ICC profile, one pHYs at most.
+    None: img2pdf writes it (palettes, other depths, ICC profiles)."""
+    if facts.png_depth != 8 or facts.png_color_type not in _PLAIN_PNG_SPACES:
+        return None
+    if "icc_profile" in im.info or im.mode not in {"L", "RGB"}:
+        return None
+    if sum(kind == b"pHYs" for kind, _, _ in _png_chunks(data)) > 1:
+        return None  # Pillow keeps the last one; not plain
+    dpi = img2pdf.pil_get_dpi(im, img2pdf.ImageFormat.PNG, img2pdf.default_dpi)
+    return float(dpi[0]), float(dpi[1])
+
+
+def _write_png_pdf(data: bytes, dpi: tuple[float, float], facts: _Facts, fd: int) -> int:
+    """img2pdf's PDF for a plain PNG whose IDAT `_check_png` has checked: the IDAT
+    payloads copied as they are (/FlateDecode, PNG predictors), no join, no pikepdf."""
+    width, height = struct.unpack_from(">II", data, 16)
+    colours, space = _PLAIN_PNG_SPACES[facts.png_color_type]
+    view = memoryview(data)
+    parts = [view[start:end] for kind, start, end in _png_chunks(data) if kind == b"IDAT"]
+    entries = (
+        b"/ColorSpace %s /BitsPerComponent 8 /Filter /FlateDecode /DecodeParms"
+        b" << /Predictor 15 /Colors %d /BitsPerComponent 8 /Columns %d >>" % (space, colours, width)
+    )
+    return pdfstream.write_embedded_pdf(
+        parts, width, height, entries, _page(width, height, dpi, facts.orientation), fd
+    )
+
+
+def _page(width: int, height: int, ndpi, orientation: int):
+    """(page w, page h, image w, image h, user unit, rotate) as img2pdf lays it out."""
+    page_w, page_h, img_w, img_h = _layout_at(width, height, ndpi)
+    unit = 1.0
+    if min(page_w, page_h) >= _MIN_PAGE_PT and max(page_w, page_h) > _MAX_PAGE_PT:
+        unit = float(img2pdf.find_scale(page_w, page_h))
+    rotate = _ROTATION.get(orientation, 0)
+    return (page_w / unit, page_h / unit, img_w / unit, img_h / unit, unit, rotate)
 
 
 def passthrough_jpeg(data: bytes, max_pixels: int, fd: int) -> int | None:
@@ -453,15 +502,10 @@ def passthrough_jpeg(data: bytes, max_pixels: int, fd: int) -> int | None:
         ndpi = (round(head.dpi[0]), round(head.dpi[1]))
         if ndpi == (0, 0):
             ndpi = (img2pdf.default_dpi, img2pdf.default_dpi)
-    page_w, page_h, img_w, img_h = _layout_at(head.width, head.height, ndpi)
-    unit = 1.0
-    if min(page_w, page_h) >= _MIN_PAGE_PT and max(page_w, page_h) > _MAX_PAGE_PT:
-        unit = float(img2pdf.find_scale(page_w, page_h))
     colour = {1: b"/DeviceGray", 3: b"/DeviceRGB", 4: b"/DeviceCMYK"}[head.components]
     if head.components == 4 and head.adobe:
         colour += b" /Decode [1 0 1 0 1 0 1 0]"
-    rotate = _ROTATION.get(head.orientation, 0)
-    layout = (page_w / unit, page_h / unit, img_w / unit, img_h / unit, unit, rotate)
+    layout = _page(head.width, head.height, ndpi, head.orientation)
     return pdfstream.write_jpeg_pdf(data, head.width, head.height, colour, layout, fd)
 
 

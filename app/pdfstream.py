@@ -347,10 +347,20 @@ def _copy(src_fd: int, size: int, out: _Out) -> None:
 def write_jpeg_pdf(data: bytes, width: int, height: int, colour: bytes, layout, out_fd: int) -> int:
     """A one-page PDF around `data`, a JPEG embedded verbatim (/DCTDecode); its size.
 
-    The objects img2pdf writes for the same file: the image at its pixel size,
-    drawn by `q w 0 0 h x y cm /Im0 Do Q`, the page turned by /Rotate. `colour`
-    is the /ColorSpace entry (plus /Decode for inverted CMYK); `layout` is
-    (page width, page height, image width, image height, user unit, rotate).
+    `colour` is the /ColorSpace entry (plus /Decode for inverted CMYK).
+    """
+    entries = b"/ColorSpace %s /BitsPerComponent 8 /Filter /DCTDecode" % colour
+    return write_embedded_pdf([data], width, height, entries, layout, out_fd)
+
+
+def write_embedded_pdf(parts, width: int, height: int, entries: bytes, layout, out_fd: int) -> int:
+    """A one-page PDF whose image stream is `parts` (bytes-likes) written as they are.
+
+    The objects img2pdf writes for the same image: the image at its pixel size,
+    drawn by `q w 0 0 h x y cm /Im0 Do Q`, the page turned by /Rotate. `entries`
+    are the image dictionary's own (colour space, bits, filter, parameters);
+    `layout` is (page width, page height, image width, image height, user unit,
+    rotate). Returns the PDF's size.
     """
     page_w, page_h, img_w, img_h, unit, rotate = layout
     out = _Out(out_fd)
@@ -378,11 +388,11 @@ def write_jpeg_pdf(data: bytes, width: int, height: int, colour: bytes, layout, 
     out.obj(4, b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
     out.begin(5)
     out.write(
-        b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace %s"
-        b" /BitsPerComponent 8 /Filter /DCTDecode /Length %d >>\nstream\n"
-        % (width, height, colour, len(data))
+        b"<< /Type /XObject /Subtype /Image /Width %d /Height %d %s /Length %d >>\nstream\n"
+        % (width, height, entries, sum(len(part) for part in parts))
     )
-    out.write(data)
+    for part in parts:
+        out.write(part)
     out.write(b"\nendstream\nendobj\n")
     producer = PRODUCER.encode()
     out.obj(6, b"<< /Producer (%s) /Creator (%s) >>" % (producer, producer))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+from decimal import Decimal
 
 import pikepdf
 import pytest
@@ -93,8 +94,8 @@ def img2pdfs(data: bytes, orientation: int = 1) -> bytes:
     return convert._img2pdf(data, ROTATION[orientation])
 
 
-def _numbers(array) -> list[float]:
-    return [float(v) for v in array]
+def _numbers(array) -> list:
+    return [float(v) if isinstance(v, (int, float, Decimal)) else repr(v) for v in array]
 
 
 def summary(pdf_bytes: bytes) -> dict:
@@ -247,3 +248,104 @@ def test_scan_cap_applies_as_in_the_sandbox():
         ours(padded)
     with pytest.raises(ImageTooComplex):
         inspect_image(padded, 10**9)
+
+
+# --- plain PNGs: the IDAT copied by the small writer, in the child ----------------
+
+# The binary comment line of app.pdfstream's writers (img2pdf's differs).
+SMALL_WRITER = b"%\xe2\xe3\xcf\xd3"
+
+
+def png(mode: str = "RGB", size=(40, 24), *, orientation=None, chunks=None, **params) -> bytes:
+    im = Image.new(mode, size, (200, 40, 10) if mode == "RGB" else 1)
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        params["exif"] = exif.tobytes()
+    buf = io.BytesIO()
+    im.save(buf, "PNG", **params)
+    data = buf.getvalue()
+    if chunks is not None:
+        data = _split_idat(data, chunks)
+    return data
+
+
+def _split_idat(data: bytes, size: int) -> bytes:
+    """The same PNG with its IDAT data spread over chunks of `size` bytes."""
+    import zlib
+
+    out, pos, idat = [data[:8]], 8, b""
+    tail = b""
+    while pos < len(data):
+        (n,) = struct.unpack_from(">I", data, pos)
+        kind = data[pos + 4 : pos + 8]
+        chunk = data[pos : pos + 12 + n]
+        if kind == b"IDAT":
+            idat += data[pos + 8 : pos + 8 + n]
+        elif kind == b"IEND":
+            tail = chunk
+        elif not idat:
+            out.append(chunk)
+        pos += 12 + n
+    for i in range(0, len(idat), size):
+        part = idat[i : i + size]
+        crc = zlib.crc32(b"IDAT" + part)
+        out.append(struct.pack(">I", len(part)) + b"IDAT" + part + struct.pack(">I", crc))
+    return b"".join(out) + tail
+
+
+def assert_png_like_img2pdf(data: bytes, orientation: int = 1, small_writer: bool = True) -> None:
+    mine = convert_to_pdf(data, inspect_image(data, 10**9))
+    assert (mine[9:14] == SMALL_WRITER) is small_writer
+    a, b = summary(mine), summary(img2pdfs(data, orientation))
+    assert a["raw"] == b["raw"]
+    for key in ("version", "boxes", "rotate", "image"):
+        assert a[key] == b[key], key
+    assert a["mediabox"] == pytest.approx(b["mediabox"], abs=1e-3)
+    assert a["cm"][0][1] == pytest.approx(b["cm"][0][1], abs=1e-3)
+    assert a["userunit"] == pytest.approx(b["userunit"])
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+@pytest.mark.parametrize("dpi", [None, (300, 300), (72, 150)])
+def test_plain_png_same_pdf_as_img2pdf(mode, dpi):
+    assert_png_like_img2pdf(png(mode, **({"dpi": dpi} if dpi else {})))
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_plain_png_rotation_as_img2pdf(orientation):
+    assert_png_like_img2pdf(png(orientation=orientation, dpi=(100, 200)), orientation)
+
+
+def test_plain_png_in_many_idat_chunks_is_copied_as_one_stream():
+    data = png(size=(64, 48), chunks=7)
+    assert data.count(b"IDAT") > 3
+    assert_png_like_img2pdf(data)
+
+
+def test_plain_png_aspect_only_phys_as_img2pdf():
+    data = png(size=(40, 24))
+    ihdr_end = 8 + 12 + 13
+    import zlib
+
+    body = struct.pack(">IIB", 2, 1, 0)  # unit 0: an aspect ratio only
+    phys = struct.pack(">I", 9) + b"pHYs" + body + struct.pack(">I", zlib.crc32(b"pHYs" + body))
+    assert_png_like_img2pdf(data[:ihdr_end] + phys + data[ihdr_end:])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        png("RGB", icc_profile=b"\0" * 128),
+        png("P"),
+        png("1"),
+    ],
+    ids=["icc", "palette", "bilevel"],
+)
+def test_other_plain_pngs_keep_img2pdf(data):
+    assert_png_like_img2pdf(data, small_writer=False)
+
+
+@pytest.mark.parametrize("size, dpi", [((1, 1), (300, 300)), ((300, 210), (1, 1))])
+def test_plain_png_page_limits_as_img2pdf(size, dpi):
+    assert_png_like_img2pdf(png("L", size, dpi=dpi))
