@@ -415,11 +415,13 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             route = LOW_MEMORY_ALPHA_ROUTE  # the caller chose the cheaper flattening
         if kind == "jpeg" and not _ends_with_eoi(data):
             _check_jpeg(im)
-        plain_png = None
+        plain_png = split = None
         if kind == "png" and route == "embed-png":
             plain_png = _plain_png(im, data, facts)
+        if kind == "png" and route == "stream":
+            split = _split_png(im, data, facts)
     if route == "stream":
-        return _stream(data, kind, orientation, raw_dpi, fd)
+        return _stream(data, kind, orientation, raw_dpi, fd, split)
     if kind == "png" and route == "embed-png":
         # Only the copying route needs this; decoding routes fail on truncation.
         _check_png(data, facts)
@@ -534,9 +536,20 @@ def _stream_or(
     return "stream"
 
 
-def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int) -> int:
-    image = pdfstream.open_image(data, kind)
-    head = pdfstream.header(image) if image is not None else None
+def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int, split=None) -> int:
+    """The stream route; `split` = (width, height, colours) of a PNG whose filtered
+    data is split without decoding (`pdfstream.png_filtered_strips`), else libvips."""
+    strips = None
+    if split is not None:
+        width, height, colours = split
+        image = None
+        head = pdfstream.Header(width, height, colours, True, 8, None)
+        view = memoryview(data)
+        idat = (view[a:b] for kind_, a, b in _png_chunks(data) if kind_ == b"IDAT")
+        strips = pdfstream.png_filtered_strips(idat, width, height, colours)
+    else:
+        image = pdfstream.open_image(data, kind)
+        head = pdfstream.header(image) if image is not None else None
     if head is None:
         raise UnsupportedImage()
     dpi_x, dpi_y = float(dpi[0]), float(dpi[1])
@@ -548,7 +561,22 @@ def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int) -> int:
     if max(page_w, page_h) > _MAX_PAGE_PT:
         unit = float(img2pdf.find_scale(page_w, page_h))
     layout = (page_w / unit, page_h / unit, img_w / unit, img_h / unit, unit)
-    return pdfstream.write_pdf(image, head, orientation, layout, fd)
+    return pdfstream.write_pdf(image, head, orientation, layout, fd, strips)
+
+
+# PNG colour types whose 8-bit filtered data splits into colour + alpha: grey+alpha, RGBA.
+_SPLIT_PNG_COLOURS = {4: 1, 6: 3}
+
+
+def _split_png(im: Image.Image, data: bytes, facts: _Facts) -> tuple[int, int, int] | None:
+    """(width, height, colours) when an alpha PNG's data can be split undecoded:
+    8-bit grey+alpha or RGBA, not interlaced, no ICC profile (libvips handles those)."""
+    if facts.png_depth != 8 or facts.png_interlaced:
+        return None
+    if facts.png_color_type not in _SPLIT_PNG_COLOURS or "icc_profile" in im.info:
+        return None
+    width, height = struct.unpack_from(">II", data, 16)
+    return width, height, _SPLIT_PNG_COLOURS[facts.png_color_type]
 
 
 def _facts(im: Image.Image, data: bytes, kind: str, shape: structure.Structure) -> _Facts:

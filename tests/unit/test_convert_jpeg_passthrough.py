@@ -349,3 +349,83 @@ def test_other_plain_pngs_keep_img2pdf(data):
 @pytest.mark.parametrize("size, dpi", [((1, 1), (300, 300)), ((300, 210), (1, 1))])
 def test_plain_png_page_limits_as_img2pdf(size, dpi):
     assert_png_like_img2pdf(png("L", size, dpi=dpi))
+
+
+# --- alpha PNGs: the filtered data split into colour and /SMask, undecoded --------
+
+
+def _noisy(mode: str, size=(53, 37)) -> Image.Image:
+    import random
+
+    rnd = random.Random(7)
+    im = Image.frombytes(
+        mode, size, bytes(rnd.randrange(256) for _ in range(size[0] * size[1] * len(mode)))
+    )
+    return im
+
+
+def _filter_types(stream: bytes, width: int, bands: int) -> set[int]:
+    import zlib
+
+    raw = zlib.decompress(stream)
+    row = 1 + width * bands
+    return {raw[i] for i in range(0, len(raw), row)}
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+@pytest.mark.parametrize("params", [{"compress_level": 6}, {"optimize": True}], ids=["6", "opt"])
+def test_alpha_png_split_keeps_every_sample_and_the_files_filters(mode, params):
+    im = _noisy(mode)
+    buf = io.BytesIO()
+    im.save(buf, "PNG", **params)
+    data = buf.getvalue()
+    pdf = pikepdf.open(io.BytesIO(convert_to_pdf(data, inspect_image(data, 10**9))))
+    image = pdf.pages[0].Resources.XObject.Im0
+    colours = len(mode) - 1
+    samples = bytes(im.tobytes())
+    width = im.size[0]
+    pixels = [samples[i : i + len(mode)] for i in range(0, len(samples), len(mode))]
+    assert image.read_bytes() == b"".join(p[:colours] for p in pixels)
+    assert image.SMask.read_bytes() == b"".join(p[colours:] for p in pixels)
+    # The file's own filter types (Sub, Average, Paeth...), not a re-filtered copy (Up only).
+    assert _filter_types(image.read_raw_bytes(), width, colours) - {2}
+    assert _filter_types(image.read_raw_bytes(), width, colours) == _filter_types(
+        image.SMask.read_raw_bytes(), width, 1
+    )
+
+
+def _rgba_png_with_raw(raw: bytes, width: int, height: int) -> bytes:
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x00" + b"\x10" * 16,  # one row short
+        (b"\x00" + b"\x10" * 16) * 3,  # one row too many
+        b"\x05" + b"\x10" * 16 + b"\x00" + b"\x10" * 16,  # filter type 5 does not exist
+    ],
+    ids=["short", "long", "bad-filter"],
+)
+def test_alpha_png_data_not_matching_its_header_is_invalid(raw):
+    data = _rgba_png_with_raw(raw, 4, 2)
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(data, inspect_image(data, 10**9))
+
+
+def test_alpha_png_exact_rows_convert():
+    data = _rgba_png_with_raw((b"\x00" + b"\x10" * 16) * 2, 4, 2)
+    assert convert_to_pdf(data, inspect_image(data, 10**9)).startswith(b"%PDF")
