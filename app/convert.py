@@ -1,18 +1,21 @@
 """Image bytes -> one-page PDF, by one of two engines.
 
 img2pdf embeds JPEG/JPEG 2000 byte for byte and copies the IDAT of plain PNGs,
-so the common cases never decode a pixel. Every other image that libvips can
-read (PNG with alpha, 16-bit, interlaced or palette + tRNS; TIFF; GIF; WebP;
-mirrored orientations) takes the "stream" route (app.pdfstream): decoded in
-strips, written as PNG-predictor deflate streams with alpha as /SMask, oriented
-by the page's matrix; memory O(strip). Pillow remains for what neither handles
-(BMP, 16-bit JPEG 2000, mirrored JPEGs) and for what img2pdf cannot see (a
-truncated JPEG or PNG embeds silently). Pillow-normalised images with alpha are
-flattened onto white, never onto black.
+so the common cases never decode a pixel. A plain JPEG does not even reach
+img2pdf: `passthrough_jpeg` writes the same PDF from a bounded walk of its
+segment headers, in the web worker itself (app.pipeline), without a fork. Every
+other image that libvips can read (PNG with alpha, 16-bit, interlaced or palette
++ tRNS; TIFF; GIF; WebP; mirrored orientations) takes the "stream" route
+(app.pdfstream): decoded in strips, written as PNG-predictor deflate streams
+with alpha as /SMask, oriented by the page's matrix; memory O(strip). Pillow
+remains for what neither handles (BMP, 16-bit JPEG 2000, mirrored JPEGs) and for
+what img2pdf cannot see (a truncated JPEG or PNG embeds silently).
+Pillow-normalised images with alpha are flattened onto white, never onto black.
 
-This module runs inside a conversion's child process (app.sandbox): the file's
-structure is capped byte by byte (app.structure) before any parser sees it,
-and the child's address space is limited by the kernel to the estimate below.
+Everything but `passthrough_jpeg` runs inside a conversion's child process
+(app.sandbox): the file's structure is capped byte by byte (app.structure)
+before any parser sees it, and the child's address space is limited by the
+kernel to the estimate below.
 
 Memory: `estimate_peak_bytes` feeds admission control and is the child's
 RLIMIT_AS. Its coefficients come from `scripts/measure_convert_memory.py`: peak
@@ -48,6 +51,7 @@ import logging
 import math
 import os
 import struct
+import sys
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -391,6 +395,10 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
     kind = info.kind if info.kind in _PIL_FORMATS else sniff_image_type(data[:SNIFF_BYTES])
     if kind is None:
         raise UnsupportedImage()
+    if kind == "jpeg":
+        size = passthrough_jpeg(data, sys.maxsize, fd)
+        if size is not None:
+            return size
     shape = _scan(data, kind)
     with _open(data, kind) as im:
         facts = _facts(im, data, kind, shape)
@@ -407,11 +415,18 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             route = LOW_MEMORY_ALPHA_ROUTE  # the caller chose the cheaper flattening
         if kind == "jpeg" and not _ends_with_eoi(data):
             _check_jpeg(im)
+        plain_png = split = None
+        if kind == "png" and route == "embed-png":
+            plain_png = _plain_png(im, data, facts)
+        if kind == "png" and route == "stream":
+            split = _split_png(im, data, facts)
     if route == "stream":
-        return _stream(data, kind, orientation, raw_dpi, fd)
+        return _stream(data, kind, orientation, raw_dpi, fd, split)
     if kind == "png" and route == "embed-png":
         # Only the copying route needs this; decoding routes fail on truncation.
         _check_png(data, facts)
+        if plain_png is not None:
+            return _write_png_pdf(data, plain_png, facts, fd)
 
     if not route.startswith("pillow"):
         try:
@@ -420,6 +435,80 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             log.info("img2pdf refused (%s); normalising with Pillow", type(exc).__name__)
     normalised, rotation, dpi = _normalise(data, kind, facts)
     return _write_bytes(fd, _img2pdf(normalised, rotation, dpi))
+
+
+# PNG colour types the plain-PNG writer takes at 8 bits: grey, RGB -> (colours, space).
+_PLAIN_PNG_SPACES = {0: (1, b"/DeviceGray"), 2: (3, b"/DeviceRGB")}
+
+
+def _plain_png(im: Image.Image, data: bytes, facts: _Facts) -> tuple[float, float] | None:
+    """The dpi img2pdf would use for a plain PNG it copies, if the small writer can
+    write the same PDF: 8-bit grey or RGB, no ICC profile, one pHYs at most.
+    None: img2pdf writes it (palettes, other depths, ICC profiles)."""
+    if facts.png_depth != 8 or facts.png_color_type not in _PLAIN_PNG_SPACES:
+        return None
+    if "icc_profile" in im.info or im.mode not in {"L", "RGB"}:
+        return None
+    if sum(kind == b"pHYs" for kind, _, _ in _png_chunks(data)) > 1:
+        return None  # Pillow keeps the last one; not plain
+    dpi = img2pdf.pil_get_dpi(im, img2pdf.ImageFormat.PNG, img2pdf.default_dpi)
+    return float(dpi[0]), float(dpi[1])
+
+
+def _write_png_pdf(data: bytes, dpi: tuple[float, float], facts: _Facts, fd: int) -> int:
+    """img2pdf's PDF for a plain PNG whose IDAT `_check_png` has checked: the IDAT
+    payloads copied as they are (/FlateDecode, PNG predictors), no join, no pikepdf."""
+    width, height = struct.unpack_from(">II", data, 16)
+    colours, space = _PLAIN_PNG_SPACES[facts.png_color_type]
+    view = memoryview(data)
+    parts = [view[start:end] for kind, start, end in _png_chunks(data) if kind == b"IDAT"]
+    entries = (
+        b"/ColorSpace %s /BitsPerComponent 8 /Filter /FlateDecode /DecodeParms"
+        b" << /Predictor 15 /Colors %d /BitsPerComponent 8 /Columns %d >>" % (space, colours, width)
+    )
+    return pdfstream.write_embedded_pdf(
+        parts, width, height, entries, _page(width, height, dpi, facts.orientation), fd
+    )
+
+
+def _page(width: int, height: int, ndpi, orientation: int):
+    """(page w, page h, image w, image h, user unit, rotate) as img2pdf lays it out."""
+    page_w, page_h, img_w, img_h = _layout_at(width, height, ndpi)
+    unit = 1.0
+    if min(page_w, page_h) >= _MIN_PAGE_PT and max(page_w, page_h) > _MAX_PAGE_PT:
+        unit = float(img2pdf.find_scale(page_w, page_h))
+    rotate = _ROTATION.get(orientation, 0)
+    return (page_w / unit, page_h / unit, img_w / unit, img_h / unit, unit, rotate)
+
+
+def passthrough_jpeg(data: bytes, max_pixels: int, fd: int) -> int | None:
+    """The embed-jpeg route without Pillow, img2pdf or a fork: the PDF img2pdf
+    would write for a plain JPEG (see `structure.jpeg_header`), written to `fd`;
+    its size, or None when the file is not plain (the sandboxed path converts it).
+
+    Nothing here decodes: a bounded walk of the segments before the first scan
+    and of the Exif IFD0, then the bytes copied verbatim (docs/decisions.md).
+    A file that does not end with EOI may be truncated and needs the decoder's
+    check, so it is not plain.
+    """
+    if sniff_image_type(data[:SNIFF_BYTES]) != "jpeg" or not _ends_with_eoi(data):
+        return None
+    head = structure.jpeg_header(data)
+    if head is None or head.orientation in _MIRRORED:
+        return None
+    structure.scan(data, "jpeg")  # the sandboxed path's caps: ImageTooComplex
+    if head.width * head.height > max_pixels:
+        raise ImageTooLarge()
+    ndpi = (img2pdf.default_dpi, img2pdf.default_dpi)
+    if head.dpi is not None:
+        ndpi = (round(head.dpi[0]), round(head.dpi[1]))
+        if ndpi == (0, 0):
+            ndpi = (img2pdf.default_dpi, img2pdf.default_dpi)
+    colour = {1: b"/DeviceGray", 3: b"/DeviceRGB", 4: b"/DeviceCMYK"}[head.components]
+    if head.components == 4 and head.adobe:
+        colour += b" /Decode [1 0 1 0 1 0 1 0]"
+    layout = _page(head.width, head.height, ndpi, head.orientation)
+    return pdfstream.write_jpeg_pdf(data, head.width, head.height, colour, layout, fd)
 
 
 def _stream_or(
@@ -447,9 +536,20 @@ def _stream_or(
     return "stream"
 
 
-def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int) -> int:
-    image = pdfstream.open_image(data, kind)
-    head = pdfstream.header(image) if image is not None else None
+def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int, split=None) -> int:
+    """The stream route; `split` = (width, height, colours) of a PNG whose filtered
+    data is split without decoding (`pdfstream.png_filtered_strips`), else libvips."""
+    strips = None
+    if split is not None:
+        width, height, colours = split
+        image = None
+        head = pdfstream.Header(width, height, colours, True, 8, None)
+        view = memoryview(data)
+        idat = (view[a:b] for kind_, a, b in _png_chunks(data) if kind_ == b"IDAT")
+        strips = pdfstream.png_filtered_strips(idat, width, height, colours)
+    else:
+        image = pdfstream.open_image(data, kind)
+        head = pdfstream.header(image) if image is not None else None
     if head is None:
         raise UnsupportedImage()
     dpi_x, dpi_y = float(dpi[0]), float(dpi[1])
@@ -461,7 +561,22 @@ def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int) -> int:
     if max(page_w, page_h) > _MAX_PAGE_PT:
         unit = float(img2pdf.find_scale(page_w, page_h))
     layout = (page_w / unit, page_h / unit, img_w / unit, img_h / unit, unit)
-    return pdfstream.write_pdf(image, head, orientation, layout, fd)
+    return pdfstream.write_pdf(image, head, orientation, layout, fd, strips)
+
+
+# PNG colour types whose 8-bit filtered data splits into colour + alpha: grey+alpha, RGBA.
+_SPLIT_PNG_COLOURS = {4: 1, 6: 3}
+
+
+def _split_png(im: Image.Image, data: bytes, facts: _Facts) -> tuple[int, int, int] | None:
+    """(width, height, colours) when an alpha PNG's data can be split undecoded:
+    8-bit grey+alpha or RGBA, not interlaced, no ICC profile (libvips handles those)."""
+    if facts.png_depth != 8 or facts.png_interlaced:
+        return None
+    if facts.png_color_type not in _SPLIT_PNG_COLOURS or "icc_profile" in im.info:
+        return None
+    width, height = struct.unpack_from(">II", data, 16)
+    return width, height, _SPLIT_PNG_COLOURS[facts.png_color_type]
 
 
 def _facts(im: Image.Image, data: bytes, kind: str, shape: structure.Structure) -> _Facts:

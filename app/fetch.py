@@ -357,31 +357,35 @@ async def _read_body(
     if declared.isdigit() and int(declared) > policy.max_bytes:
         raise SourceTooLarge()
     accounted = 0
-    body = bytearray()
+    # The chunks as they came, joined once at the end: a growing bytearray
+    # re-copies itself as it grows, then bytes() copied it once more.
+    chunks: list[bytes] = []
+    size = 0
     kind: str | None = None
     clock = anyio.current_time
     mark_time, mark_bytes = clock(), 0
     async for chunk in response.aiter_raw():
-        body += chunk
+        chunks.append(chunk)
+        size += len(chunk)
         now = clock()
         if now - mark_time >= policy.rate_window:
-            if len(body) - mark_bytes < policy.min_rate * (now - mark_time):
+            if size - mark_bytes < policy.min_rate * (now - mark_time):
                 raise SourceTimeout("The source URL sent the image too slowly.")
-            mark_time, mark_bytes = now, len(body)
+            mark_time, mark_bytes = now, size
         if kind is None:
-            head = bytes(body[:SNIFF_BYTES])
+            head = b"".join(chunks)[:SNIFF_BYTES]
             kind = sniff_image_type(head)
             if kind is None and enough_to_sniff(head):
                 raise UnsupportedImage()
-        if len(body) > policy.max_bytes:
+        if size > policy.max_bytes:
             raise SourceTooLarge()
-        if on_bytes is not None and len(body) > accounted:
-            # What arrived, a step ahead; the final copy to bytes doubles it briefly.
-            accounted = min(policy.max_bytes, len(body) + _ACCOUNT_STEP)
+        if on_bytes is not None and size > accounted:
+            # What arrived, a step ahead; the final join doubles it briefly.
+            accounted = min(policy.max_bytes, size + _ACCOUNT_STEP)
             on_bytes(accounted)
     if kind is None:
         raise UnsupportedImage()
-    return bytes(body), kind
+    return b"".join(chunks), kind
 
 
 def _redirect_target(current: ParsedTarget, location: str) -> str:

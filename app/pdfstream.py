@@ -174,7 +174,11 @@ class _Filter:
         np.subtract(rows[0], self.prev, out=out[0, 1:])
         np.subtract(rows[1:], rows[:-1], out=out[1:, 1:])
         self.prev = rows[-1].copy()
-        data = self.deflate.compress(out)
+        return self.filtered(out)
+
+    def filtered(self, rows: np.ndarray) -> bytes:
+        """`rows`: (n, 1 + row_bytes), each row's PNG filter type first: deflated as is."""
+        data = self.deflate.compress(rows)
         self.size += len(data)
         return data
 
@@ -217,11 +221,13 @@ def _num(value: float) -> bytes:
     return (text if text not in {"", "-0"} else "0").encode()
 
 
-def write_pdf(image, head: Header, orientation: int, layout, out_fd: int) -> int:
+def write_pdf(image, head: Header, orientation: int, layout, out_fd: int, strips=None) -> int:
     """Decode `image` strip by strip into a one-page PDF on `out_fd`; returns its size.
 
     `layout` is (page width, page height, image width, image height, user unit)
-    for the image as shown, in PDF units (points / user unit).
+    for the image as shown, in PDF units (points / user unit). `strips`, if
+    given, replaces libvips: an iterator of (colour, alpha) arrays of rows that
+    carry their PNG filter type first (`png_filtered_strips`).
     """
     page_w, page_h, img_w, img_h, unit = layout
     out = _Out(out_fd)
@@ -258,18 +264,13 @@ def write_pdf(image, head: Header, orientation: int, layout, out_fd: int) -> int
     alpha_fd = os.memfd_create("img2pdf-smask", os.MFD_CLOEXEC) if head.alpha else -1
     try:
         alpha_out = _Out(alpha_fd) if head.alpha else None
-        region = pyvips.Region.new(image)
-        bands = head.colours + (1 if head.alpha else 0)
-        rows = max(1, min(height, STRIP_BYTES // max(1, width * bands * bps)))
-        dtype = _SAMPLE[image.format][0]
-        for y in range(0, height, rows):
-            n = min(rows, height - y)
-            samples = np.frombuffer(_fetch(region, y, width, n), dtype).reshape(n, width, bands)
-            if bps == 2:
-                samples = samples.astype(">u2")
-            out.write(colour.strip(_rows(samples[..., : head.colours], n)))
-            if alpha_out is not None and alpha is not None:
-                alpha_out.write(alpha.strip(_rows(samples[..., head.colours :], n)))
+        if strips is not None:
+            for colour_rows, alpha_rows in strips:
+                out.write(colour.filtered(colour_rows))
+                if alpha_out is not None and alpha is not None:
+                    alpha_out.write(alpha.filtered(alpha_rows))
+        else:
+            _vips_strips(image, head, out, colour, alpha_out, alpha)
         out.write(colour.end())
         length = out.pos - start
         out.write(b"\nendstream\nendobj\n")
@@ -310,6 +311,93 @@ def write_pdf(image, head: Header, orientation: int, layout, out_fd: int) -> int
     return out.pos
 
 
+def _vips_strips(image, head: Header, out: _Out, colour: _Filter, alpha_out, alpha) -> None:
+    width, height = head.width, head.height
+    bps = head.depth // 8
+    region = pyvips.Region.new(image)
+    bands = head.colours + (1 if head.alpha else 0)
+    rows = max(1, min(height, STRIP_BYTES // max(1, width * bands * bps)))
+    dtype = _SAMPLE[image.format][0]
+    for y in range(0, height, rows):
+        n = min(rows, height - y)
+        samples = np.frombuffer(_fetch(region, y, width, n), dtype).reshape(n, width, bands)
+        if bps == 2:
+            samples = samples.astype(">u2")
+        out.write(colour.strip(_rows(samples[..., : head.colours], n)))
+        if alpha_out is not None and alpha is not None:
+            alpha_out.write(alpha.strip(_rows(samples[..., head.colours :], n)))
+
+
+class BadData(ValueError):
+    """The PNG's image data is not what its header promises (the caller: 422)."""
+
+
+def png_filtered_strips(idat, width: int, height: int, colours: int):
+    """(colour, alpha) rows of an 8-bit non-interlaced grey+alpha or RGBA PNG,
+    split straight from its inflated, still-filtered data.
+
+    PNG filters work byte by byte against the same byte of the pixel to the left
+    and of the row above, so for 8-bit samples each channel's filtered bytes
+    depend only on that channel: the filtered rows split into a colour and an
+    alpha image are valid filtered rows of each, with the same filter type. No
+    sample is unfiltered or decoded; the data is only inflated (ISA-L), checked
+    to hold exactly `height` rows with filter types 0-4, and re-deflated.
+    `idat` yields the IDAT payloads in order.
+    """
+    _load()
+    bands = colours + 1
+    row = 1 + width * bands
+    rows_per_strip = max(1, min(height, STRIP_BYTES // row))
+    expected = row * height
+    inflater = isal_zlib.decompressobj()
+    pending = bytearray()
+    produced = 0
+    done = 0
+    try:
+        for part in idat:
+            if inflater.eof:
+                if len(part):
+                    raise BadData("data after the end of the image stream")
+                continue
+            tail = part
+            while tail and not inflater.eof:
+                room = min(expected + 1 - produced, rows_per_strip * row)
+                chunk = inflater.decompress(tail, room)
+                produced += len(chunk)
+                if produced > expected:
+                    raise BadData("more image data than the header says")
+                pending += chunk
+                tail = inflater.unconsumed_tail
+                while len(pending) >= rows_per_strip * row or (produced == expected and pending):
+                    n = min(rows_per_strip, len(pending) // row)
+                    if n == 0:
+                        break
+                    yield _split_rows(pending[: n * row], n, width, colours)
+                    del pending[: n * row]
+                    done += n
+            if inflater.unused_data:
+                raise BadData("data after the end of the image stream")
+    except isal_zlib.error:
+        raise BadData("corrupt image data") from None
+    if not inflater.eof or produced != expected or done != height:
+        raise BadData("image data cut short")
+
+
+def _split_rows(data: bytearray, n: int, width: int, colours: int):
+    rows = np.frombuffer(data, np.uint8).reshape(n, -1)
+    types = rows[:, 0]
+    if int(types.max()) > 4:
+        raise BadData("unknown PNG filter type")
+    samples = rows[:, 1:].reshape(n, width, colours + 1)
+    colour = np.empty((n, 1 + width * colours), np.uint8)
+    colour[:, 0] = types
+    colour[:, 1:] = samples[:, :, :colours].reshape(n, -1)
+    alpha = np.empty((n, 1 + width), np.uint8)
+    alpha[:, 0] = types
+    alpha[:, 1:] = samples[:, :, colours]
+    return colour, alpha
+
+
 def _fetch(region, y: int, width: int, rows: int) -> bytes:
     """The next strip; libvips' allocation failures are MemoryError (the process's limit)."""
     try:
@@ -342,3 +430,64 @@ def _copy(src_fd: int, size: int, out: _Out) -> None:
             raise OSError("soft mask stream shorter than written")
         out.write(chunk)
         offset += len(chunk)
+
+
+def write_jpeg_pdf(data: bytes, width: int, height: int, colour: bytes, layout, out_fd: int) -> int:
+    """A one-page PDF around `data`, a JPEG embedded verbatim (/DCTDecode); its size.
+
+    `colour` is the /ColorSpace entry (plus /Decode for inverted CMYK).
+    """
+    entries = b"/ColorSpace %s /BitsPerComponent 8 /Filter /DCTDecode" % colour
+    return write_embedded_pdf([data], width, height, entries, layout, out_fd)
+
+
+def write_embedded_pdf(parts, width: int, height: int, entries: bytes, layout, out_fd: int) -> int:
+    """A one-page PDF whose image stream is `parts` (bytes-likes) written as they are.
+
+    The objects img2pdf writes for the same image: the image at its pixel size,
+    drawn by `q w 0 0 h x y cm /Im0 Do Q`, the page turned by /Rotate. `entries`
+    are the image dictionary's own (colour space, bits, filter, parameters);
+    `layout` is (page width, page height, image width, image height, user unit,
+    rotate). Returns the PDF's size.
+    """
+    page_w, page_h, img_w, img_h, unit, rotate = layout
+    out = _Out(out_fd)
+    # /UserUnit is PDF 1.6, as img2pdf marks it.
+    out.write(b"%%PDF-1.%d\n%%\xe2\xe3\xcf\xd3\n" % (6 if unit != 1 else 3))
+    out.obj(1, b"<< /Type /Catalog /Pages 2 0 R >>")
+    out.obj(2, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>")
+    content = b"q\n%.4f 0 0 %.4f %.4f %.4f cm\n/Im0 Do\nQ" % (
+        img_w,
+        img_h,
+        (page_w - img_w) / 2.0,
+        (page_h - img_h) / 2.0,
+    )
+    media = b"[0 0 %s %s]" % (_num(page_w), _num(page_h))
+    extra = b" /UserUnit %s" % _num(unit) if unit != 1 else b""
+    if rotate:
+        extra += b" /Rotate %d" % rotate
+    out.obj(
+        3,
+        b"<< /Type /Page /Parent 2 0 R /MediaBox "
+        + media
+        + extra
+        + b" /Resources << /XObject << /Im0 5 0 R >> >> /Contents 4 0 R >>",
+    )
+    out.obj(4, b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
+    out.begin(5)
+    out.write(
+        b"<< /Type /XObject /Subtype /Image /Width %d /Height %d %s /Length %d >>\nstream\n"
+        % (width, height, entries, sum(len(part) for part in parts))
+    )
+    for part in parts:
+        out.write(part)
+    out.write(b"\nendstream\nendobj\n")
+    producer = PRODUCER.encode()
+    out.obj(6, b"<< /Producer (%s) /Creator (%s) >>" % (producer, producer))
+    xref = out.pos
+    lines = [b"xref\n0 7\n", b"0000000000 65535 f \n"]
+    lines += [b"%010d 00000 n \n" % out.offsets[num] for num in range(1, 7)]
+    out.write(b"".join(lines))
+    out.write(b"trailer\n<< /Size 7 /Root 1 0 R /Info 6 0 R >>\n")
+    out.write(b"startxref\n%d\n%%%%EOF\n" % xref)
+    return out.pos

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from app.admission import Admission, Reservation
-from app.convert import ImageInfo, estimate_peak_bytes, low_memory_variant
+from app.convert import ImageInfo, estimate_peak_bytes, low_memory_variant, passthrough_jpeg
 from app.errors import ApiError, Busy, StorageUnavailable
 from app.fetch import FetchPolicy, fetch_source
 from app.sandbox import Job, Limits, Sandbox, inspect_reservation
@@ -73,6 +73,15 @@ async def image_to_pdf_file(data: bytes, held: Reservation, svc: Services) -> Pd
     fresh child converts once the peak is reserved. The PDF stays in the file
     the child wrote (the caller closes it); its bytes stay reserved meanwhile.
     """
+    # A plain JPEG is embedded as it is, here: no decoder runs (app.convert.passthrough_jpeg).
+    # Its PDF is the source plus a few hundred bytes, reserved before it is written.
+    await held.resize(len(data) + _PDF_AROUND_JPEG)
+    out = await anyio.to_thread.run_sync(
+        _passthrough, data, svc.settings.max_image_pixels, limiter=svc.convert_limiter
+    )
+    if out is not None:
+        await held.resize(out.size)
+        return out
     # The child's copy of the source and its header parsing count from its start.
     await held.resize(inspect_reservation(len(data)))
     job = await _start(data, svc)
@@ -101,6 +110,26 @@ async def image_to_pdf_file(data: bytes, held: Reservation, svc: Services) -> Pd
         if warned:
             log.info("decoder warnings: %d while converting one image", warned)
     await held.resize(out.size)  # the peak is over; only the PDF remains
+    return out
+
+
+# Room for the objects around a passthrough JPEG (page, content, xref): ~700 bytes.
+_PDF_AROUND_JPEG = 4096
+
+
+def _passthrough(data: bytes, max_pixels: int) -> PdfFile | None:
+    """The PDF of a plain JPEG in a fresh memfd, or None (the sandbox converts it)."""
+    fd = os.memfd_create("img2pdf-pdf", os.MFD_CLOEXEC)
+    try:
+        size = passthrough_jpeg(data, max_pixels, fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if size is None:
+        os.close(fd)
+        return None
+    out = PdfFile(fd, "rb")
+    out.size = size
     return out
 
 

@@ -125,6 +125,103 @@ def process_boundary(images: dict[str, bytes], repeats: int) -> None:
         source.close()
 
 
+def request_path_profile(images: dict[str, bytes], repeats: int) -> None:
+    """Where one request's time goes: the API's own path (app.pipeline), in process,
+    each stage timed (median of `repeats`), against a loopback source server."""
+    import anyio
+
+    import app.pipeline as pipeline
+    from app.main import build_services
+    from app.settings import Settings
+
+    tmp = Path(tempfile.mkdtemp(prefix="img2pdf-profile-"))
+    env = {**os.environ, "ALLOW_PRIVATE_SOURCE_URLS": "1", "DATA_DIR": str(tmp)}
+    env.update({"PUBLIC_BASE_URL": "http://127.0.0.1:1", "STORAGE_BACKEND": "local"})
+    svc = build_services(Settings.from_env(env))
+    source = SourceServer()
+    urls = {name: source.add_bytes(f"/p{i}", data) for i, (name, data) in enumerate(images.items())}
+    times: dict[str, list[float]] = {}
+    originals = {}
+
+    def timed(module, name: str, label: str) -> None:
+        original = getattr(module, name)
+        originals[(module, name)] = original
+
+        async def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                times.setdefault(label, []).append(time.perf_counter() - t0)
+
+        setattr(module, name, wrapper)
+
+    def timed_sync(obj, name: str, label: str) -> None:
+        original = getattr(obj, name)
+        originals[(obj, name)] = original
+
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                times.setdefault(label, []).append(time.perf_counter() - t0)
+
+        setattr(obj, name, wrapper)
+
+    from app import sandbox
+
+    timed(pipeline, "fetch_source", "download (httpx)")
+    timed(pipeline, "image_to_pdf_file", "convert total")
+    timed(pipeline, "store_pdf", "store")
+    timed_sync(sandbox, "_write_all", "  source -> memfd")
+    timed_sync(sandbox._Process, "start", "  fork (forkserver)")
+    timed_sync(sandbox.Job, "inspect", "  inspect round trip")
+    timed_sync(sandbox.Job, "convert_size", "  convert round trip")
+    timed_sync(sandbox.Job, "close", "  kill + reap")
+
+    async def one(url: str) -> None:
+        await pipeline.convert_source_url(url, svc)
+
+    print(f"\n{'request path (in process, median ms)':<40}")
+    try:
+        for name, url in urls.items():
+            anyio.run(one, url)  # warm
+            times.clear()
+            total = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                anyio.run(one, url)
+                total.append(time.perf_counter() - t0)
+            print(f"{name}: whole path {1000 * statistics.median(total):.1f} ms")
+            for label, values in times.items():
+                print(f"  {label:<30}{1000 * statistics.median(values):>8.1f}")
+        # The same JPEG with the in-worker passthrough and through the child, interleaved.
+        passthrough = pipeline._passthrough
+        jpeg_url = next(iter(urls.values()))
+        ab: dict[str, list[float]] = {"in the worker": [], "in a child": []}
+        for _ in range(repeats):
+            for label, values in ab.items():
+                pipeline._passthrough = passthrough if label == "in the worker" else _never
+                t0 = time.perf_counter()
+                anyio.run(one, jpeg_url)
+                values.append(time.perf_counter() - t0)
+        pipeline._passthrough = passthrough
+        print(
+            "jpeg passthrough, whole path: "
+            + ", ".join(f"{k} {1000 * statistics.median(v):.1f} ms" for k, v in ab.items())
+        )
+    finally:
+        for (obj, name), original in originals.items():
+            setattr(obj, name, original)
+        source.close()
+
+
+def _never(data: bytes, max_pixels: int) -> None:
+    """Stands in for app.pipeline._passthrough: every JPEG goes to the sandbox."""
+    return None
+
+
 def deflate_libraries() -> None:
     """zlib vs ISA-L (isal) vs zlib-ng (when installed) on PNG-Up-filtered samples."""
     import zlib
@@ -244,6 +341,9 @@ def main() -> int:
     ap.add_argument(
         "--boundary-only", action="store_true", help="only the process-boundary overhead"
     )
+    ap.add_argument(
+        "--profile-only", action="store_true", help="only the request path's stage timings"
+    )
     ap.add_argument("--deflate-only", action="store_true", help="only the deflate comparison")
     ap.add_argument("--before", type=Path, help="a checkout of an older revision to compare")
     args = ap.parse_args()
@@ -264,6 +364,9 @@ def main() -> int:
     worst = encode(photo(*dims(WORST_MP), "RGBA"), "PNG", compress_level=1)
 
     three = {"jpeg 12MP": jpeg12, "png 2MP": png2, "alpha png 2MP": alpha2}
+    request_path_profile(three, 5 if args.quick else 15)
+    if args.profile_only:
+        return 0
     process_boundary(three, 5 if args.quick else 15)
     if args.boundary_only:
         return 0
