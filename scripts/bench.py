@@ -12,7 +12,7 @@ converter pays) in the same run; compares deflate/inflate libraries on a photo
 and a screenshot; and with --before DIR (a checkout of an older revision) runs
 that revision's service too, so "before" and "after" share one run.
 Usage: .venv/bin/python scripts/bench.py [--requests N] [--quick] [--boundary-only]
-       [--before DIR] [--deflate-only]
+       [--before DIR [--before-venv VENV]] [--deflate-only]
 """
 
 from __future__ import annotations
@@ -346,6 +346,9 @@ def main() -> int:
     )
     ap.add_argument("--deflate-only", action="store_true", help="only the deflate comparison")
     ap.add_argument("--before", type=Path, help="a checkout of an older revision to compare")
+    ap.add_argument(
+        "--before-venv", type=Path, help="the venv the older revision runs on (its requirements)"
+    )
     args = ap.parse_args()
     if args.deflate_only:
         deflate_libraries()
@@ -401,6 +404,8 @@ def main() -> int:
     if args.before:
         (tmp / "before").mkdir()
         before = Service(tmp / "before", env=env, tree=args.before.resolve())
+        if args.before_venv:
+            before.env["VENV"] = str(args.before_venv.resolve())
     rows = []
     try:
         ours.start()
