@@ -12,7 +12,7 @@ converter pays) in the same run; compares deflate/inflate libraries on a photo
 and a screenshot; and with --before DIR (a checkout of an older revision) runs
 that revision's service too, so "before" and "after" share one run.
 Usage: .venv/bin/python scripts/bench.py [--requests N] [--quick] [--boundary-only]
-       [--before DIR] [--deflate-only]
+       [--before DIR [--before-venv VENV]] [--deflate-only] [--download-only]
 """
 
 from __future__ import annotations
@@ -217,6 +217,51 @@ def request_path_profile(images: dict[str, bytes], repeats: int) -> None:
         source.close()
 
 
+def download_paths(data: bytes, repeats: int) -> None:
+    """The source download alone, interleaved in one event loop: urllib in a thread
+    (what the copy-only server does), app.fetch as configured, and app.fetch with
+    httpcore's default 64 KiB reads (the previous setting)."""
+    import urllib.request
+
+    import anyio
+    import httpcore
+
+    from app.fetch import FetchPolicy, fetch_source
+
+    source = SourceServer()
+    url = source.add_bytes("/d", data)
+    policy = FetchPolicy(allow_private=True)
+    configured = httpcore.AsyncHTTP11Connection.READ_NUM_BYTES
+
+    def by_urllib() -> bytes:
+        with urllib.request.urlopen(url) as r:  # noqa: S310 (our loopback server)
+            return r.read()
+
+    async def run() -> dict[str, list[float]]:
+        times: dict[str, list[float]] = {}
+        for _ in range(repeats):
+            for label, size in (("urllib", 0), ("app.fetch", configured), ("64 KiB reads", 65536)):
+                httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = size or configured
+                t0 = time.perf_counter()
+                if size:
+                    body = (await fetch_source(url, policy)).data
+                else:
+                    body = await anyio.to_thread.run_sync(by_urllib)
+                times.setdefault(label, []).append(time.perf_counter() - t0)
+                assert len(body) == len(data)
+        return times
+
+    try:
+        times = anyio.run(run)
+    finally:
+        httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = configured
+        source.close()
+    print(
+        f"\ndownload of {len(data) / MIB:.1f} MiB (median ms of {repeats}, interleaved): "
+        + ", ".join(f"{k} {1000 * statistics.median(v):.1f}" for k, v in times.items())
+    )
+
+
 def _never(data: bytes, max_pixels: int) -> None:
     """Stands in for app.pipeline._passthrough: every JPEG goes to the sandbox."""
     return None
@@ -345,7 +390,11 @@ def main() -> int:
         "--profile-only", action="store_true", help="only the request path's stage timings"
     )
     ap.add_argument("--deflate-only", action="store_true", help="only the deflate comparison")
+    ap.add_argument("--download-only", action="store_true", help="only the download comparison")
     ap.add_argument("--before", type=Path, help="a checkout of an older revision to compare")
+    ap.add_argument(
+        "--before-venv", type=Path, help="the venv the older revision runs on (its requirements)"
+    )
     args = ap.parse_args()
     if args.deflate_only:
         deflate_libraries()
@@ -364,6 +413,9 @@ def main() -> int:
     worst = encode(photo(*dims(WORST_MP), "RGBA"), "PNG", compress_level=1)
 
     three = {"jpeg 12MP": jpeg12, "png 2MP": png2, "alpha png 2MP": alpha2}
+    download_paths(jpeg12, 10 if args.quick else 40)
+    if args.download_only:
+        return 0
     request_path_profile(three, 5 if args.quick else 15)
     if args.profile_only:
         return 0
@@ -401,6 +453,8 @@ def main() -> int:
     if args.before:
         (tmp / "before").mkdir()
         before = Service(tmp / "before", env=env, tree=args.before.resolve())
+        if args.before_venv:
+            before.env["VENV"] = str(args.before_venv.resolve())
     rows = []
     try:
         ours.start()
