@@ -321,6 +321,9 @@ def _jpeg_header(data: bytes) -> JpegHeader | None:
             if sof is not None:
                 return None
             sof = body
+        elif marker == 0xDB:
+            if not _dqt_ok(body):
+                return None  # Pillow refuses the file: the sandbox answers it
         elif marker == 0xE0:
             if body.startswith(b"JFIF"):
                 if jfif is not None or len(body) < 12:
@@ -349,8 +352,8 @@ def _jpeg_header(data: bytes) -> JpegHeader | None:
     components = sof[5]
     if width == 0 or height == 0 or components not in (1, 3, 4):
         return None
-    if len(sof) < 6 + 3 * components:
-        return None
+    if len(sof) != 6 + 3 * components:
+        return None  # Pillow reads every 3 bytes after the count: a short tail fails it
     dpi: tuple[float, float] | None = None
     if jfif is not None:
         unit = jfif[7]
@@ -372,6 +375,23 @@ def _jpeg_header(data: bytes) -> JpegHeader | None:
         if dpi is None:
             dpi = _exif_dpi(tags)
     return JpegHeader(width, height, components, adobe, dpi, orientation)
+
+
+# Tables one DQT segment may hold here: four ids (0-3); more goes to the sandbox.
+_DQT_MAX_TABLES = 4
+
+
+def _dqt_ok(body: bytes) -> bool:
+    """Pillow's DQT check (its open fails otherwise): whole tables of 1 + 64 bytes,
+    or 1 + 128 when the precision nibble is set; at most _DQT_MAX_TABLES."""
+    pos = 0
+    for _ in range(_DQT_MAX_TABLES):
+        if pos == len(body):
+            return True
+        pos += 1 + (64 if body[pos] < 16 else 128)
+        if pos > len(body):
+            return False
+    return pos == len(body)
 
 
 # Exif tags read here, with the one type each must have: (type, count).

@@ -1,0 +1,94 @@
+"""Headers the in-worker JPEG walk (app.structure.jpeg_header) once accepted
+although Pillow refuses the file: the passthrough embedded them (200, a PDF
+whose image no reader decodes) where the sandboxed path answers 422. Each must
+now be left to the sandbox, which keeps its answer."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+from app import structure
+from app.convert import convert_to_pdf, inspect_image, passthrough_jpeg
+from app.errors import InvalidImage
+from tests.support import images
+
+
+def segment(marker: int, body: bytes) -> bytes:
+    return b"\xff" + bytes([marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def with_sof_tail(extra: int) -> bytes:
+    """The SOF segment of a 3-component JPEG with `extra` bytes after its last component."""
+    data = images.jpeg(16, 8)
+    at = data.index(b"\xff\xc0")
+    (length,) = struct.unpack_from(">H", data, at + 2)
+    body = data[at + 4 : at + 2 + length] + b"\0" * extra
+    return data[:at] + segment(0xC0, body) + data[at + 2 + length :]
+
+
+def with_dqt(body: bytes) -> bytes:
+    data = images.jpeg(16, 8)
+    return data[:2] + segment(0xDB, body) + data[2:]
+
+
+def passthrough(data: bytes) -> int | None:
+    fd = os.memfd_create("test-pdf")
+    try:
+        return passthrough_jpeg(data, 10**9, fd)
+    finally:
+        os.close(fd)
+
+
+REFUSED_BY_PILLOW = {
+    # Pillow reads the components in steps of 3 to the segment's end: a tail of
+    # 1, 2 or 4 bytes makes its open fail (IndexError).
+    "sof_tail_1": with_sof_tail(1),
+    "sof_tail_2": with_sof_tail(2),
+    "sof_tail_4": with_sof_tail(4),
+    # A DQT that is not whole tables of 65 (8-bit) or 129 (16-bit) bytes.
+    "dqt_one_byte_over": with_dqt(b"\x00" + b"\x01" * 64 + b"\x00"),
+    "dqt_short": with_dqt(b"\x00" + b"\x01" * 10),
+    "dqt_16bit_short": with_dqt(b"\x10" + b"\x01" * 64),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED_BY_PILLOW))
+def test_header_pillow_refuses_is_left_to_the_sandbox(name):
+    data = REFUSED_BY_PILLOW[name]
+    assert structure.jpeg_header(data) is None
+    assert passthrough(data) is None
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(data, inspect_image(data, 10**9))
+
+
+ACCEPTED_BY_PILLOW = {
+    # A fourth component entry (3 bytes) Pillow reads and libjpeg is not asked about:
+    # img2pdf embeds it, so the sandbox still does.
+    "sof_tail_3": with_sof_tail(3),
+    "dqt_empty": with_dqt(b""),
+    "dqt_four_tables": with_dqt((b"\x00" + b"\x01" * 64) * 4),
+    "dqt_16bit": with_dqt(b"\x11" + b"\x00\x01" * 64),
+    "dqt_five_tables": with_dqt((b"\x00" + b"\x01" * 64) * 5),
+}
+
+
+@pytest.mark.parametrize("name", list(ACCEPTED_BY_PILLOW))
+def test_headers_pillow_accepts_still_convert(name):
+    data = ACCEPTED_BY_PILLOW[name]
+    pdf = convert_to_pdf(data, inspect_image(data, 10**9))
+    assert pdf.startswith(b"%PDF-")
+
+
+@pytest.mark.parametrize("name", ["dqt_empty", "dqt_four_tables", "dqt_16bit"])
+def test_well_formed_tables_keep_the_fast_path(name):
+    # The check must not send ordinary files to the sandbox: 4 tables at most per
+    # segment (ids 0-3), 8- or 16-bit precision.
+    assert structure.jpeg_header(ACCEPTED_BY_PILLOW[name]) is not None
+
+
+def test_more_tables_than_ids_in_one_segment_go_to_the_sandbox():
+    # The walk stops after 4 tables: a segment of 1,000 tables costs no loop here.
+    assert structure.jpeg_header(ACCEPTED_BY_PILLOW["dqt_five_tables"]) is None
