@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_fastpaths_adversarial import REFUSED_BY_PILLOW
+from tests.unit.test_fastpaths_adversarial import REFUSED_BY_PILLOW, png_with_filters
 
 
 def assert_error(resp, status: int, code: str) -> None:
@@ -22,3 +22,17 @@ def test_a_jpeg_header_pillow_refuses_is_a_422_not_an_embedded_pdf(service, sour
     url = source.add_bytes(f"/fastpath/{name}.jpg", REFUSED_BY_PILLOW[name])
     assert_error(service.post(url), 422, "invalid_image")
     assert "unhandled error" not in service.log()
+
+
+@pytest.mark.parametrize("colour_type", [0, 2])
+def test_a_plain_png_row_with_filter_type_5_is_a_422_not_a_stored_pdf(service, source, colour_type):
+    # The plain-PNG writer copies IDAT as it is: the size check passed and the
+    # service answered 200 with an image no reader decodes.
+    bad = source.add_bytes(
+        f"/fastpath/filter5-{colour_type}.png", png_with_filters([0, 5], colour_type)
+    )
+    assert_error(service.post(bad), 422, "invalid_image")
+    good = source.add_bytes(
+        f"/fastpath/filter4-{colour_type}.png", png_with_filters([0, 4], colour_type)
+    )
+    assert service.post(good).status == 200

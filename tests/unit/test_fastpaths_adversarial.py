@@ -1,14 +1,20 @@
-"""Headers the in-worker JPEG walk (app.structure.jpeg_header) once accepted
+"""Inputs the routes that skip img2pdf handled differently from the sandboxed path.
+
+Headers the in-worker JPEG walk (app.structure.jpeg_header) once accepted
 although Pillow refuses the file: the passthrough embedded them (200, a PDF
 whose image no reader decodes) where the sandboxed path answers 422. Each must
-now be left to the sandbox, which keeps its answer."""
+now be left to the sandbox, which keeps its answer. A plain PNG whose rows
+carry an unknown filter type was stored although no reader decodes it."""
 
 from __future__ import annotations
 
+import io
 import os
 import struct
+import zlib
 
 import pytest
+from PIL import Image
 
 from app import structure
 from app.convert import convert_to_pdf, inspect_image, passthrough_jpeg
@@ -92,3 +98,56 @@ def test_well_formed_tables_keep_the_fast_path(name):
 def test_more_tables_than_ids_in_one_segment_go_to_the_sandbox():
     # The walk stops after 4 tables: a segment of 1,000 tables costs no loop here.
     assert structure.jpeg_header(ACCEPTED_BY_PILLOW["dqt_five_tables"]) is None
+
+
+# --- plain PNG: IDAT copied into the PDF as it is ---------------------------------
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_with_filters(filters: list[int], colour_type: int = 2, width: int = 5) -> bytes:
+    """An 8-bit grey (0) or RGB (2) PNG, one row per filter type given."""
+    channels = {0: 1, 2: 3}[colour_type]
+    raw = b"".join(bytes([f]) + bytes(i % 251 for i in range(width * channels)) for f in filters)
+    ihdr = struct.pack(">IIBBBBB", width, len(filters), 8, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("colour_type", [0, 2])
+@pytest.mark.parametrize("bad", [5, 255])
+@pytest.mark.parametrize("row", [0, 3])
+def test_plain_png_with_an_unknown_filter_type_is_refused(colour_type, bad, row):
+    # The IDAT is copied into the PDF undecoded: a row with filter type 5+ passed the
+    # size check and was stored (200), an image no reader decodes (Pillow: OSError).
+    filters = [0, 1, 2, 3, 4]
+    filters[row] = bad
+    data = png_with_filters(filters, colour_type)
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(data, inspect_image(data, 10**9))
+
+
+@pytest.mark.parametrize("colour_type", [0, 2])
+def test_plain_png_with_every_filter_type_still_converts(colour_type):
+    # Filter types 0-4, the last one on the last row: the boundary of the check.
+    data = png_with_filters([0, 1, 2, 3, 4], colour_type)
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()  # a valid file
+    assert convert_to_pdf(data, inspect_image(data, 10**9)).startswith(b"%PDF-")
+
+
+def test_filter_types_are_checked_at_row_starts_across_inflate_chunks():
+    # 1 MiB inflate steps do not align with rows: a width making rows of 2,999 bytes
+    # puts row starts at every offset within a step; only the last row's type is bad.
+    rows = 1000
+    data = png_with_filters([4] * (rows - 1) + [5], 0, width=2998)
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(data, inspect_image(data, 10**9))
+    ok = png_with_filters([4] * rows, 0, width=2998)
+    assert convert_to_pdf(ok, inspect_image(ok, 10**9)).startswith(b"%PDF-")
