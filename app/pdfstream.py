@@ -340,8 +340,9 @@ def png_filtered_strips(idat, width: int, height: int, colours: int):
     and of the row above, so for 8-bit samples each channel's filtered bytes
     depend only on that channel: the filtered rows split into a colour and an
     alpha image are valid filtered rows of each, with the same filter type. No
-    sample is unfiltered or decoded; the data is only inflated (ISA-L), checked
-    to hold exactly `height` rows with filter types 0-4, and re-deflated.
+    sample is unfiltered or decoded; the data is only inflated (ISA-L) up to the
+    `height` rows the header gives, checked to hold them with filter types 0-4,
+    and re-deflated; anything after them is not read.
     `idat` yields the IDAT payloads in order.
     """
     _load()
@@ -355,17 +356,11 @@ def png_filtered_strips(idat, width: int, height: int, colours: int):
     done = 0
     try:
         for part in idat:
-            if inflater.eof:
-                if len(part):
-                    raise BadData("data after the end of the image stream")
-                continue
             tail = part
-            while tail and not inflater.eof:
-                room = min(expected + 1 - produced, rows_per_strip * row)
+            while tail and produced < expected and not inflater.eof:
+                room = min(expected - produced, rows_per_strip * row)
                 chunk = inflater.decompress(tail, room)
                 produced += len(chunk)
-                if produced > expected:
-                    raise BadData("more image data than the header says")
                 pending += chunk
                 tail = inflater.unconsumed_tail
                 while len(pending) >= rows_per_strip * row or (produced == expected and pending):
@@ -375,11 +370,14 @@ def png_filtered_strips(idat, width: int, height: int, colours: int):
                     yield _split_rows(pending[: n * row], n, width, colours)
                     del pending[: n * row]
                     done += n
-            if inflater.unused_data:
-                raise BadData("data after the end of the image stream")
+            if produced == expected:
+                # What follows the header's rows (more rows, bytes after the
+                # stream) is not read: Pillow and libvips ignore it too, and
+                # nothing of it reaches the PDF, which is deflated anew.
+                break
     except isal_zlib.error:
         raise BadData("corrupt image data") from None
-    if not inflater.eof or produced != expected or done != height:
+    if produced != expected or done != height:
         raise BadData("image data cut short")
 
 

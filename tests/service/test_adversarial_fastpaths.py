@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_fastpaths_adversarial import REFUSED_BY_PILLOW, png_with_filters
+from tests.unit.test_fastpaths_adversarial import (
+    REFUSED_BY_PILLOW,
+    alpha_png,
+    alpha_rows,
+    png_with_filters,
+)
 
 
 def assert_error(resp, status: int, code: str) -> None:
@@ -36,3 +41,13 @@ def test_a_plain_png_row_with_filter_type_5_is_a_422_not_a_stored_pdf(service, s
         f"/fastpath/filter4-{colour_type}.png", png_with_filters([0, 4], colour_type)
     )
     assert service.post(good).status == 200
+
+
+def test_an_alpha_png_with_one_row_too_many_converts_as_before(service, source):
+    # The decoding route (Pillow, then libvips) converts it; the split answered 422.
+    width, height = 13, 9
+    rows = alpha_rows(width, height, 4)
+    data = alpha_png(rows + rows[: 1 + width * 4], width, height)
+    resp = service.post(source.add_bytes("/fastpath/alpha-extra-row.png", data))
+    assert resp.status == 200, resp.body[:300]
+    assert "unhandled error" not in service.log()

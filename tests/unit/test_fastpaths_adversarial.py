@@ -13,6 +13,7 @@ import os
 import struct
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -151,3 +152,69 @@ def test_filter_types_are_checked_at_row_starts_across_inflate_chunks():
         convert_to_pdf(data, inspect_image(data, 10**9))
     ok = png_with_filters([4] * rows, 0, width=2998)
     assert convert_to_pdf(ok, inspect_image(ok, 10**9)).startswith(b"%PDF-")
+
+
+# --- 8-bit alpha PNG: filtered rows split into colour + /SMask --------------------
+
+
+def alpha_png(raw: bytes, width: int, height: int, colour_type: int = 6) -> bytes:
+    """An 8-bit RGBA (6) or grey+alpha (4) PNG whose IDAT is `raw`, deflated whole."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def alpha_rows(width: int, height: int, bands: int) -> bytes:
+    return b"".join(
+        bytes([y % 5]) + bytes((y * 31 + i) % 256 for i in range(width * bands))
+        for y in range(height)
+    )
+
+
+def render(pdf: bytes, width: int) -> Image.Image:
+    import pypdfium2 as pdfium
+
+    page = pdfium.PdfDocument(pdf)[0]
+    bitmap = page.render(scale=width / page.get_size()[0], fill_color=(255, 255, 255, 255))
+    return bitmap.to_pil().convert("RGB")
+
+
+def on_white(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as im:
+        rgba = im.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+
+
+TRAILING = {
+    "one_more_row": lambda rows, row: rows + rows[:row],
+    "one_more_byte": lambda rows, row: rows + b"\0",
+}
+
+
+@pytest.mark.parametrize("colour_type, bands", [(6, 4), (4, 2)])
+@pytest.mark.parametrize("extra", list(TRAILING))
+def test_alpha_png_with_data_past_its_rows_converts_as_pillow_decodes_it(colour_type, bands, extra):
+    # The split refused these (422) although the decoding routes before it (Pillow)
+    # and libvips convert them: nothing past the header's rows reaches the PDF.
+    width, height = 13, 9
+    rows = alpha_rows(width, height, bands)
+    data = alpha_png(TRAILING[extra](rows, 1 + width * bands), width, height, colour_type)
+    pdf = convert_to_pdf(data, inspect_image(data, 10**9))
+    assert b"/SMask" in pdf
+    got = np.asarray(render(pdf, width), int)
+    want = np.asarray(on_white(data), int)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1  # pdfium's alpha blend rounds
+
+
+@pytest.mark.parametrize("cut", [1, 14])
+def test_alpha_png_short_of_its_rows_is_still_refused(cut):
+    width, height = 13, 9
+    rows = alpha_rows(width, height, 4)
+    data = alpha_png(rows[:-cut], width, height)
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(data, inspect_image(data, 10**9))
