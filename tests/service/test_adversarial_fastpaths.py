@@ -51,3 +51,14 @@ def test_an_alpha_png_with_one_row_too_many_converts_as_before(service, source):
     resp = service.post(source.add_bytes("/fastpath/alpha-extra-row.png", data))
     assert resp.status == 200, resp.body[:300]
     assert "unhandled error" not in service.log()
+
+
+@pytest.mark.parametrize("colour_type, bands", [(6, 4), (4, 2)])
+def test_a_40_mp_alpha_png_one_row_high_converts_within_its_estimate(service, source, colour_type, bands):
+    # One 160 MB row: the split held whole rows (the inflated row, its copy and
+    # both halves, ~550 MiB for a 155 KB file) against a 73 MiB estimate, so
+    # the kernel limit stopped it (413 conversion_memory_exceeded).
+    width = 40_000_000
+    data = alpha_png(b"\x00" + bytes(width * bands), width, 1, colour_type)
+    resp = service.post(source.add_bytes(f"/fastpath/wide-{colour_type}.png", data))
+    assert resp.status == 200, resp.body[:300]

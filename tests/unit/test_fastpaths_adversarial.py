@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import io
 import os
+import resource
 import struct
 import zlib
 
 import numpy as np
+import pikepdf
 import pytest
+from pikepdf import PdfImage
 from PIL import Image
 
-from app import structure
+from app import convert, structure
 from app.convert import convert_to_pdf, inspect_image, passthrough_jpeg
 from app.errors import InvalidImage
 from tests.support import images
@@ -218,3 +221,78 @@ def test_alpha_png_short_of_its_rows_is_still_refused(cut):
     data = alpha_png(rows[:-cut], width, height)
     with pytest.raises(InvalidImage):
         convert_to_pdf(data, inspect_image(data, 10**9))
+
+
+def pdf_planes(pdf: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The colour image (its alpha dropped: pikepdf joins the soft mask) and the
+    soft mask, as the PDF stores them."""
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        image = next(iter(doc.pages[0].get_images().values()))
+        colour = PdfImage(image).as_pil_image()
+        mask = PdfImage(image.SMask).as_pil_image()
+        return np.asarray(colour), np.asarray(mask)
+
+
+# Rows longer than a strip (128 KiB) take the piecewise split: 40,000 RGBA pixels
+# make a 160,001-byte row, 70,000 grey+alpha pixels a 140,001-byte one.
+WIDE = [(6, 4, 40_000), (4, 2, 70_000)]
+
+
+@pytest.mark.parametrize("colour_type, bands, width", WIDE)
+def test_rows_longer_than_a_strip_split_exactly(colour_type, bands, width):
+    height = 5
+    noise = np.random.default_rng(7).integers(0, 256, (height, width * bands), np.uint8)
+    raw = b"".join(bytes([y % 5]) + noise[y].tobytes() for y in range(height))
+    data = alpha_png(raw, width, height, colour_type)
+    colour, mask = pdf_planes(convert_to_pdf(data, inspect_image(data, 10**9)))
+    with Image.open(io.BytesIO(data)) as im:
+        want = np.asarray(im)
+    assert colour.reshape(height, width, -1)[..., : bands - 1].tolist() == want[..., :-1].tolist()
+    assert mask.reshape(height, width).tolist() == want[..., -1].tolist()
+
+
+@pytest.mark.parametrize("colour_type, bands, width", WIDE)
+@pytest.mark.parametrize("flaw", ["filter_5_in_last_row", "one_byte_short", "one_pixel_short"])
+def test_rows_longer_than_a_strip_are_checked_like_the_others(colour_type, bands, width, flaw):
+    height = 3
+    rows = [bytes([1]) + bytes(width * bands) for _ in range(height)]
+    if flaw == "filter_5_in_last_row":
+        rows[-1] = b"\x05" + rows[-1][1:]
+    raw = b"".join(rows)
+    if flaw == "one_byte_short":
+        raw = raw[:-1]
+    if flaw == "one_pixel_short":
+        raw = raw[:-bands]
+    data = alpha_png(raw, width, height, colour_type)
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(data, inspect_image(data, 10**9))
+
+
+def test_a_40_mp_row_splits_in_bounded_memory():
+    # One 160 MB row (40 MP, 1 px high): the split held the whole row several
+    # times over (~550 MiB). In a child limited to twice the route's estimate
+    # for the image, it now converts.
+    width = 40_000_000
+    data = alpha_png(b"\x00" + bytes(width * 4), width, 1)
+    info = inspect_image(data, 40_000_000)
+    limit = 2 * convert.estimate_peak_bytes(info, len(data))
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its address space capped above what it has mapped
+        try:
+            os.close(read)
+            with open("/proc/self/statm") as statm:
+                mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            resource.setrlimit(resource.RLIMIT_AS, (mapped + limit, mapped + limit))
+            status = b"ok %d" % len(convert_to_pdf(data, info))
+        except MemoryError:
+            status = b"MemoryError"
+        except BaseException as exc:  # reported to the parent
+            status = repr(exc).encode()
+        os.write(write, status)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        status = pipe.read()
+    os.waitpid(pid, 0)
+    assert status.startswith(b"ok "), status
