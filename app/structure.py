@@ -26,6 +26,10 @@ from app.errors import ImageTooComplex
 # over APP2 takes at most 255), and scans (progressive files: ~10).
 JPEG_MAX_SEGMENTS = 1024
 JPEG_MAX_SCANS = 256
+# JPEG: fill bytes (FF before a marker) and junk between segments before the
+# first scan, in all. Pillow steps over them one byte at a time in Python (20 MiB
+# of fill bytes took > 15 s per open); encoders write a few, if any.
+JPEG_MAX_STRAY_BYTES = 65536
 # PNG: chunks in all (a 73 MB file in 64 KB IDAT chunks has ~1,100) and chunks
 # other than IDAT (metadata: a few).
 PNG_MAX_CHUNKS = 65536
@@ -68,19 +72,36 @@ def _too_complex() -> ImageTooComplex:
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 _SOS = re.compile(b"\xff\xda")
+_FILL = re.compile(b"\xff+")
+_NOT_FF = re.compile(b"[^\xff]+")
 
 
 def _jpeg(data: bytes) -> Structure:
     pos, segments, size = 2, 0, len(data)
     progressive, components = False, 3
+    stray = 0
     while pos + 4 <= size:
         if data[pos] != 0xFF:
+            # Junk between segments: Pillow skips it byte by byte; count it, stop here.
+            junk = _NOT_FF.match(data, pos, pos + JPEG_MAX_STRAY_BYTES + 1)
+            if junk is not None and stray + junk.end() - pos > JPEG_MAX_STRAY_BYTES:
+                raise _too_complex()
             break
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
+        if data[pos + 1] == 0xFF:  # fill bytes: all but the last FF before the marker
+            run = _FILL.match(data, pos, pos + JPEG_MAX_STRAY_BYTES + 2)
+            assert run is not None
+            stray += run.end() - pos - 1
+            if stray > JPEG_MAX_STRAY_BYTES:
+                raise _too_complex()
+            pos = run.end() - 1
             continue
+        marker = data[pos + 1]
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            # Markers without a length (RST, TEM) have no place before a scan;
+            # Pillow steps over each: they count as segments.
+            segments += 1
+            if segments > JPEG_MAX_SEGMENTS:
+                raise _too_complex()
             pos += 2
             continue
         if marker == 0xD9:

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import pytest
 
+from app import structure
+from tests.support import images
 from tests.unit.test_fastpaths_adversarial import (
     REFUSED_BY_PILLOW,
     alpha_png,
     alpha_rows,
+    jpeg_with_stray,
     png_with_filters,
 )
 
@@ -62,3 +65,19 @@ def test_a_40_mp_alpha_png_one_row_high_converts(service, source, colour_type, b
     data = alpha_png(b"\x00" + bytes(width * bands), width, 1, colour_type)
     resp = service.post(source.add_bytes(f"/fastpath/wide-{colour_type}.png", data))
     assert resp.status == 200, resp.body[:300]
+
+
+@pytest.mark.parametrize("stray", [b"\xff", b"\x00"], ids=["fill", "junk"])
+def test_a_20_mib_run_of_stray_bytes_is_refused_at_once(service, source, stray):
+    # The worker's walk hands such a file to the sandbox, where Pillow's header
+    # loop stepped over each byte: 20 MiB of fill bytes ran into the 15 s
+    # conversion timeout (422 conversion_timeout, a child's CPU for 15 s).
+    size = 20 * 1024 * 1024 - len(images.jpeg(16, 8))
+    url = source.add_bytes(f"/fastpath/stray-{stray.hex()}.jpg", jpeg_with_stray(stray * size))
+    assert_error(service.post(url), 413, "image_too_complex")
+
+
+def test_a_few_fill_bytes_still_convert(service, source):
+    cap = structure.JPEG_MAX_STRAY_BYTES
+    url = source.add_bytes("/fastpath/fill-at-cap.jpg", jpeg_with_stray(b"\xff" * cap))
+    assert service.post(url).status == 200

@@ -22,7 +22,7 @@ from PIL import Image
 
 from app import convert, structure
 from app.convert import convert_to_pdf, inspect_image, passthrough_jpeg
-from app.errors import InvalidImage
+from app.errors import ImageTooComplex, InvalidImage
 from tests.support import images
 
 
@@ -296,3 +296,50 @@ def test_a_40_mp_row_splits_in_bounded_memory():
         status = pipe.read()
     os.waitpid(pid, 0)
     assert status.startswith(b"ok "), status
+
+
+# --- what the in-worker walk hands to the sandbox: fill bytes, junk, RST ---------
+
+
+def jpeg_with_stray(stray: bytes) -> bytes:
+    """A plain JPEG with `stray` between its APP0 segment and the next marker."""
+    data = images.jpeg(16, 8)
+    app0 = 4 + struct.unpack_from(">H", data, 4)[0]
+    return data[:app0] + stray + data[app0:]
+
+
+CAP = structure.JPEG_MAX_STRAY_BYTES
+
+
+@pytest.mark.parametrize("byte", [b"\xff", b"\x00"], ids=["fill", "junk"])
+def test_stray_bytes_up_to_the_cap_convert(byte):
+    # Fill bytes are valid JPEG and junk is what Pillow steps over: at the cap,
+    # the file still converts in the sandbox (the walk in the worker declines).
+    data = jpeg_with_stray(byte * CAP)
+    assert structure.jpeg_header(data) is None
+    assert convert_to_pdf(data, inspect_image(data, 10**9)).startswith(b"%PDF-")
+
+
+@pytest.mark.parametrize("byte", [b"\xff", b"\x00"], ids=["fill", "junk"])
+def test_stray_bytes_past_the_cap_are_too_complex(byte):
+    # 20 MiB of them made Pillow's header loop run for over a minute per file
+    # (inspect, convert and img2pdf each open it): a 15 s timeout of CPU each.
+    with pytest.raises(ImageTooComplex):
+        inspect_image(jpeg_with_stray(byte * (CAP + 1)), 10**9)
+
+
+def test_fill_and_junk_count_together():
+    with pytest.raises(ImageTooComplex):
+        inspect_image(
+            jpeg_with_stray(b"\xff" * (CAP // 2 + 2) + b"\xe5\x00\x02" + b"\x00" * (CAP // 2)),
+            10**9,
+        )
+
+
+def test_restart_markers_before_the_frame_count_as_segments():
+    data = images.jpeg(16, 8)
+    before = structure.JPEG_MAX_SEGMENTS
+    with pytest.raises(ImageTooComplex):
+        inspect_image(data[:2] + b"\xff\xd0" * before + data[2:], 10**9)
+    few = data[:2] + b"\xff\xd0" * 3 + data[2:]
+    assert convert_to_pdf(few, inspect_image(few, 10**9)).startswith(b"%PDF-")
