@@ -717,6 +717,9 @@ def _png_raw_size(width: int, height: int, facts: _Facts) -> int:
     return total
 
 
+_PNG_FILTERS = bytes(range(5))
+
+
 def _check_png(data: bytes, facts: _Facts) -> None:
     """img2pdf copies IDAT without looking: inflate it (streaming, bounded memory) to
     make sure the chunks are complete and hold exactly the rows the header promises.
@@ -728,6 +731,9 @@ def _check_png(data: bytes, facts: _Facts) -> None:
     """
     width, height = struct.unpack_from(">II", data, 16)
     expected = _png_raw_size(width, height, facts)
+    # Each row starts with its filter type (0-4): readers refuse others, so a PDF
+    # carrying one would hold an image nobody decodes. Checked for plain rows only.
+    row = 0 if facts.png_interlaced else _png_raw_size(width, 1, facts)
     inflater = isal_zlib.decompressobj()  # ISA-L: ~3x zlib's speed (docs/performance.md)
     produced = 0
     view = memoryview(data)
@@ -740,7 +746,10 @@ def _check_png(data: bytes, facts: _Facts) -> None:
             pending = view[start:end]
             while pending and not inflater.eof:
                 room = min(expected + 1 - produced, 1 << 20)
-                produced += len(inflater.decompress(pending, room))
+                rows = inflater.decompress(pending, room)
+                if row and rows[(-produced) % row :: row].translate(None, _PNG_FILTERS):
+                    raise InvalidImage()
+                produced += len(rows)
                 if produced > expected:
                     raise InvalidImage()
                 pending = inflater.unconsumed_tail

@@ -163,7 +163,10 @@ class _Filter:
     """PNG Up filter and deflate for one image stream, strip by strip."""
 
     def __init__(self, row_bytes: int):
-        self.prev = np.zeros(row_bytes, np.uint8)
+        # The row above, for the Up filter: made on the first strip only, as the
+        # split PNG route never filters (a 40 MP row would reserve 160 MB here).
+        self.row_bytes = row_bytes
+        self.prev: np.ndarray | None = None
         self.deflate = isal_zlib.compressobj(DEFLATE_LEVEL)
         self.size = 0
 
@@ -171,6 +174,8 @@ class _Filter:
         """`rows`: (n, row_bytes) uint8 samples, big-endian if 16-bit."""
         out = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
         out[:, 0] = 2  # PNG filter type Up, on every row
+        if self.prev is None:
+            self.prev = np.zeros(self.row_bytes, np.uint8)
         np.subtract(rows[0], self.prev, out=out[0, 1:])
         np.subtract(rows[1:], rows[:-1], out=out[1:, 1:])
         self.prev = rows[-1].copy()
@@ -340,46 +345,91 @@ def png_filtered_strips(idat, width: int, height: int, colours: int):
     and of the row above, so for 8-bit samples each channel's filtered bytes
     depend only on that channel: the filtered rows split into a colour and an
     alpha image are valid filtered rows of each, with the same filter type. No
-    sample is unfiltered or decoded; the data is only inflated (ISA-L), checked
-    to hold exactly `height` rows with filter types 0-4, and re-deflated.
+    sample is unfiltered or decoded; the data is only inflated (ISA-L) up to the
+    `height` rows the header gives, checked to hold them with filter types 0-4,
+    and re-deflated; anything after them is not read.
     `idat` yields the IDAT payloads in order.
     """
     _load()
     bands = colours + 1
     row = 1 + width * bands
-    rows_per_strip = max(1, min(height, STRIP_BYTES // row))
     expected = row * height
-    inflater = isal_zlib.decompressobj()
+    if row > STRIP_BYTES:
+        yield from _wide_rows(_inflated(idat, expected, STRIP_BYTES), width, height, colours)
+        return
+    rows_per_strip = max(1, min(height, STRIP_BYTES // row))
     pending = bytearray()
     produced = 0
     done = 0
-    try:
-        for part in idat:
-            if inflater.eof:
-                if len(part):
-                    raise BadData("data after the end of the image stream")
+    for chunk in _inflated(idat, expected, rows_per_strip * row):
+        produced += len(chunk)
+        pending += chunk
+        while len(pending) >= rows_per_strip * row or (produced == expected and pending):
+            n = min(rows_per_strip, len(pending) // row)
+            if n == 0:
+                break
+            yield _split_rows(pending[: n * row], n, width, colours)
+            del pending[: n * row]
+            done += n
+    if produced != expected or done != height:
+        raise BadData("image data cut short")
+
+
+def _inflated(idat, expected: int, step: int):
+    """The first `expected` bytes the IDAT payloads inflate to, `step` at most at
+    a time. What follows them (more rows, bytes after the stream) is not read:
+    Pillow and libvips ignore it too, and the PDF, deflated anew, carries none of it."""
+    inflater = isal_zlib.decompressobj()
+    produced = 0
+    for part in idat:
+        tail = part
+        while tail and produced < expected and not inflater.eof:
+            try:
+                chunk = inflater.decompress(tail, min(expected - produced, step))
+            except isal_zlib.error:
+                raise BadData("corrupt image data") from None
+            produced += len(chunk)
+            tail = inflater.unconsumed_tail
+            if chunk:
+                yield chunk
+        if produced == expected:
+            return
+
+
+def _wide_rows(chunks, width: int, height: int, colours: int):
+    """`png_filtered_strips` for rows longer than a strip: each row in pieces of
+    whole pixels (its filter type alone first), so memory stays O(strip) even
+    for a 40 MP image one pixel high (one 160 MB row)."""
+    bands = colours + 1
+    row = 1 + width * bands
+    pending = bytearray()
+    at = 0  # bytes of the current row already split; 0: its filter type is next
+    done = 0
+    for chunk in chunks:
+        pending += chunk
+        while pending:
+            if at == 0:
+                kind = pending[0]
+                if kind > 4:
+                    raise BadData("unknown PNG filter type")
+                del pending[:1]
+                at = 1
+                types = np.array([kind], np.uint8)
+                yield types, types
                 continue
-            tail = part
-            while tail and not inflater.eof:
-                room = min(expected + 1 - produced, rows_per_strip * row)
-                chunk = inflater.decompress(tail, room)
-                produced += len(chunk)
-                if produced > expected:
-                    raise BadData("more image data than the header says")
-                pending += chunk
-                tail = inflater.unconsumed_tail
-                while len(pending) >= rows_per_strip * row or (produced == expected and pending):
-                    n = min(rows_per_strip, len(pending) // row)
-                    if n == 0:
-                        break
-                    yield _split_rows(pending[: n * row], n, width, colours)
-                    del pending[: n * row]
-                    done += n
-            if inflater.unused_data:
-                raise BadData("data after the end of the image stream")
-    except isal_zlib.error:
-        raise BadData("corrupt image data") from None
-    if not inflater.eof or produced != expected or done != height:
+            take = min(row - at, len(pending) // bands * bands)
+            if take == 0:
+                break
+            samples = np.frombuffer(bytes(pending[:take]), np.uint8).reshape(-1, bands)
+            del pending[:take]
+            yield (
+                np.ascontiguousarray(samples[:, :colours]).reshape(-1),
+                np.ascontiguousarray(samples[:, colours]),
+            )
+            at += take
+            if at == row:
+                at, done = 0, done + 1
+    if done != height or pending or at:
         raise BadData("image data cut short")
 
 

@@ -26,6 +26,10 @@ from app.errors import ImageTooComplex
 # over APP2 takes at most 255), and scans (progressive files: ~10).
 JPEG_MAX_SEGMENTS = 1024
 JPEG_MAX_SCANS = 256
+# JPEG: fill bytes (FF before a marker) and junk between segments before the
+# first scan, in all. Pillow steps over them one byte at a time in Python (20 MiB
+# of fill bytes took > 15 s per open); encoders write a few, if any.
+JPEG_MAX_STRAY_BYTES = 65536
 # PNG: chunks in all (a 73 MB file in 64 KB IDAT chunks has ~1,100) and chunks
 # other than IDAT (metadata: a few).
 PNG_MAX_CHUNKS = 65536
@@ -68,19 +72,36 @@ def _too_complex() -> ImageTooComplex:
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 _SOS = re.compile(b"\xff\xda")
+_FILL = re.compile(b"\xff+")
+_NOT_FF = re.compile(b"[^\xff]+")
 
 
 def _jpeg(data: bytes) -> Structure:
     pos, segments, size = 2, 0, len(data)
     progressive, components = False, 3
+    stray = 0
     while pos + 4 <= size:
         if data[pos] != 0xFF:
+            # Junk between segments: Pillow skips it byte by byte; count it, stop here.
+            junk = _NOT_FF.match(data, pos, pos + JPEG_MAX_STRAY_BYTES + 1)
+            if junk is not None and stray + junk.end() - pos > JPEG_MAX_STRAY_BYTES:
+                raise _too_complex()
             break
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
+        if data[pos + 1] == 0xFF:  # fill bytes: all but the last FF before the marker
+            run = _FILL.match(data, pos, pos + JPEG_MAX_STRAY_BYTES + 2)
+            assert run is not None
+            stray += run.end() - pos - 1
+            if stray > JPEG_MAX_STRAY_BYTES:
+                raise _too_complex()
+            pos = run.end() - 1
             continue
+        marker = data[pos + 1]
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            # Markers without a length (RST, TEM) have no place before a scan;
+            # Pillow steps over each: they count as segments.
+            segments += 1
+            if segments > JPEG_MAX_SEGMENTS:
+                raise _too_complex()
             pos += 2
             continue
         if marker == 0xD9:
@@ -321,6 +342,9 @@ def _jpeg_header(data: bytes) -> JpegHeader | None:
             if sof is not None:
                 return None
             sof = body
+        elif marker == 0xDB:
+            if not _dqt_ok(body):
+                return None  # Pillow refuses the file: the sandbox answers it
         elif marker == 0xE0:
             if body.startswith(b"JFIF"):
                 if jfif is not None or len(body) < 12:
@@ -349,8 +373,8 @@ def _jpeg_header(data: bytes) -> JpegHeader | None:
     components = sof[5]
     if width == 0 or height == 0 or components not in (1, 3, 4):
         return None
-    if len(sof) < 6 + 3 * components:
-        return None
+    if len(sof) != 6 + 3 * components:
+        return None  # Pillow reads every 3 bytes after the count: a short tail fails it
     dpi: tuple[float, float] | None = None
     if jfif is not None:
         unit = jfif[7]
@@ -372,6 +396,23 @@ def _jpeg_header(data: bytes) -> JpegHeader | None:
         if dpi is None:
             dpi = _exif_dpi(tags)
     return JpegHeader(width, height, components, adobe, dpi, orientation)
+
+
+# Tables one DQT segment may hold here: four ids (0-3); more goes to the sandbox.
+_DQT_MAX_TABLES = 4
+
+
+def _dqt_ok(body: bytes) -> bool:
+    """Pillow's DQT check (its open fails otherwise): whole tables of 1 + 64 bytes,
+    or 1 + 128 when the precision nibble is set; at most _DQT_MAX_TABLES."""
+    pos = 0
+    for _ in range(_DQT_MAX_TABLES):
+        if pos == len(body):
+            return True
+        pos += 1 + (64 if body[pos] < 16 else 128)
+        if pos > len(body):
+            return False
+    return pos == len(body)
 
 
 # Exif tags read here, with the one type each must have: (type, count).
