@@ -91,7 +91,7 @@ class FakeGcp:
         key = self._key(path)
         with self._state.lock:
             if key.startswith("cloudresourcemanager/") and key.endswith(":iamPolicy"):
-                from tests.provision.fakegcp.others import crm_policy_key
+                from tests.provision.fakegcp.crm import crm_policy_key
 
                 project = key.split("/")[3].split(":")[0]
                 key = crm_policy_key(self._state, project)

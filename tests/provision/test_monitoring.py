@@ -170,7 +170,7 @@ def test_vm_account_has_no_unused_project_roles(fake_gcp, provisioned):
 
 
 def test_grants_of_earlier_versions_are_removed(fake_gcp, provisioned, workdir):
-    from tests.provision.fakegcp.others import crm_policy_key
+    from tests.provision.fakegcp.crm import crm_policy_key
 
     state = fake_gcp._state
     with state.lock:  # as an earlier version left them

@@ -46,8 +46,9 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .discovery import ApiError
-from .state import Request, handles, now_utc
+from .common import now_utc
+from .discovery import ApiError, not_found
+from .registry import Request, handles
 
 if TYPE_CHECKING:
     from .state import FakeGcpState
@@ -130,11 +131,7 @@ def _get(state: FakeGcpState, coll: str, req: Request) -> Res:
     res = state.store.get(_key(state, coll, rid))
     if res is None:
         p = req.vars["projectsId"]
-        raise ApiError(
-            404,
-            f"Requested entity was not found: projects/{p}/{coll}/{rid}",
-            reason="notFound",
-        )
+        raise not_found(message=f"Requested entity was not found: projects/{p}/{coll}/{rid}")
     return res
 
 
@@ -484,7 +481,7 @@ def _check_policy(state: FakeGcpState, body: Res, name: str) -> None:
         if not m or m.group(1) not in state.projects():
             raise ApiError(400, f"Invalid notification channel name: {ch}.")
         if _key(state, "notificationChannels", m.group(2)) not in state.store:
-            raise ApiError(404, f"Notification channel {ch} does not exist.", reason="notFound")
+            raise not_found(message=f"Notification channel {ch} does not exist.")
     _labels("alert_policy.user_labels", body.get("userLabels"))
     doc = body.get("documentation")
     if doc is not None and doc.get("content"):
