@@ -48,6 +48,7 @@ from typing import Any
 import pytest
 
 from tests.provision.fakegcp import FakeGcpServer, FakeGcpState
+from tests.provision.stack import PROVISION, base_args
 from tests.support.ansible_run import PlaybookResult, run_playbook
 
 __all__ = ["FakeGcp", "PlaybookResult", "fake_gcp", "run_playbook"]
@@ -190,3 +191,22 @@ def fake_gcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcp]:
         yield FakeGcp(server)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def workdir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory per test module for what the playbooks write (lb_url_file)."""
+    return tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+
+
+@pytest.fixture(scope="module")
+def fresh_project(fake_gcp: FakeGcp) -> FakeGcp:
+    """A brand-new project; a module overrides this to provision another one."""
+    fake_gcp.reset()
+    return fake_gcp
+
+
+@pytest.fixture(scope="module")
+def provisioned(fresh_project: FakeGcp, workdir: Path) -> PlaybookResult:
+    """One provision run from the module's fresh project; its tests build on it in order."""
+    return run_playbook(PROVISION, *base_args(workdir), env=fresh_project.env)

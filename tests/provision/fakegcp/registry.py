@@ -19,7 +19,7 @@ state.py imports them, so their handlers are registered before the first request
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .discovery import Method
 
@@ -46,28 +46,30 @@ class Request:
         return self.path[: m.end(len(m.groups()))] if m.groups() else self.path
 
 
+F = TypeVar("F", bound=Callable[..., Any])
 Handler = Callable[["FakeGcpState", Request], tuple[int, Any]]
 HANDLERS: dict[str, Handler] = {}
 # api -> verb name -> handler for that API's methods without their own handler
 GENERIC: dict[str, dict[str, Handler]] = {}
 
 
-def handles(*method_ids: str) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        for mid in method_ids:
-            HANDLERS[mid] = fn
+def register(table: dict[str, F], *keys: str) -> Callable[[F], F]:
+    """A decorator that files the function in `table` under each of `keys`."""
+
+    def deco(fn: F) -> F:
+        for key in keys:
+            table[key] = fn
         return fn
 
     return deco
+
+
+def handles(*method_ids: str) -> Callable[[Handler], Handler]:
+    return register(HANDLERS, *method_ids)
 
 
 def generic(api: str, *names: str) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        for name in names:
-            GENERIC.setdefault(api, {})[name] = fn
-        return fn
-
-    return deco
+    return register(GENERIC.setdefault(api, {}), *names)
 
 
 def handler_for(method: Method) -> Handler | None:

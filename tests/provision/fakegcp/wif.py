@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .common import POOL_ID_RE, Res
 from .discovery import ApiError, not_found
-from .registry import Request, handles
+from .registry import Handler, Request, handles
 
 if TYPE_CHECKING:
     from .state import FakeGcpState
@@ -18,6 +19,12 @@ if TYPE_CHECKING:
 # ============================================================================ IAM: workload pools
 POOL_TYPE = "type.googleapis.com/google.iam.v1.WorkloadIdentityPool"
 PROVIDER_TYPE = "type.googleapis.com/google.iam.v1.WorkloadIdentityPoolProvider"
+
+
+def _pools_and_providers(verb: str) -> Callable[[Handler], Handler]:
+    """Register one handler for a verb of both pools and their providers."""
+    pools = "iam.projects.locations.workloadIdentityPools"
+    return handles(f"{pools}.{verb}", f"{pools}.providers.{verb}")
 
 
 def _wif_key(state: FakeGcpState, path: str) -> str:
@@ -113,18 +120,12 @@ def provider_create(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     return _wif_create(state, req, "workloadIdentityPoolProviderId", PROVIDER_TYPE)
 
 
-@handles(
-    "iam.projects.locations.workloadIdentityPools.get",
-    "iam.projects.locations.workloadIdentityPools.providers.get",
-)
+@_pools_and_providers("get")
 def wif_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     return 200, copy.deepcopy(_wif_get(state, _wif_key(state, req.path)))
 
 
-@handles(
-    "iam.projects.locations.workloadIdentityPools.list",
-    "iam.projects.locations.workloadIdentityPools.providers.list",
-)
+@_pools_and_providers("list")
 def wif_list(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     parent = _wif_key(state, req.path)
     show_deleted = req.query.get("showDeleted") == "true"
@@ -139,15 +140,9 @@ def wif_list(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     return 200, ({field: items} if items else {})
 
 
-@handles(
-    "iam.projects.locations.workloadIdentityPools.patch",
-    "iam.projects.locations.workloadIdentityPools.providers.patch",
-)
+@_pools_and_providers("patch")
 def wif_patch(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    key = _wif_key(state, req.path)
-    res = _wif_get(state, key)
-    if res.get("state") == "DELETED":
-        raise ApiError(400, "The resource is deleted.", status="FAILED_PRECONDITION")
+    key, res = _wif_in_state(state, req.path, False, "The resource is deleted.")
     mask = req.query.get("updateMask", "")
     if not mask:
         raise ApiError(400, "update_mask is required.")
@@ -174,18 +169,12 @@ def wif_patch(state: FakeGcpState, req: Request) -> tuple[int, Any]:
             node[parts[-1]] = copy.deepcopy(cur)
     if "/providers/" in key:
         _check_provider(res)
-    return _lro(state, key, res, PROVIDER_TYPE if "/providers/" in key else POOL_TYPE)
+    return _wif_lro(state, key, res)
 
 
-@handles(
-    "iam.projects.locations.workloadIdentityPools.delete",
-    "iam.projects.locations.workloadIdentityPools.providers.delete",
-)
+@_pools_and_providers("delete")
 def wif_delete(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    key = _wif_key(state, req.path)
-    res = _wif_get(state, key)
-    if res.get("state") == "DELETED":
-        raise ApiError(400, "The resource is already deleted.", status="FAILED_PRECONDITION")
+    key, res = _wif_in_state(state, req.path, False, "The resource is already deleted.")
     res["state"] = "DELETED"
     res["expireTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 30 * 86400))
     if "/providers/" not in key:
@@ -193,27 +182,32 @@ def wif_delete(state: FakeGcpState, req: Request) -> tuple[int, Any]:
             if k.startswith(key + "/providers/") and r.get("state") != "DELETED":
                 r["state"] = "DELETED"
                 r["expireTime"] = res["expireTime"]
-    return _lro(state, key, res, PROVIDER_TYPE if "/providers/" in key else POOL_TYPE)
+    return _wif_lro(state, key, res)
 
 
-@handles(
-    "iam.projects.locations.workloadIdentityPools.undelete",
-    "iam.projects.locations.workloadIdentityPools.providers.undelete",
-)
+@_pools_and_providers("undelete")
 def wif_undelete(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    key = _wif_key(state, req.prefix)
-    res = _wif_get(state, key)
-    if res.get("state") != "DELETED":
-        raise ApiError(400, "The resource is not deleted.", status="FAILED_PRECONDITION")
+    key, res = _wif_in_state(state, req.prefix, True, "The resource is not deleted.")
     res["state"] = "ACTIVE"
     res.pop("expireTime", None)
+    return _wif_lro(state, key, res)
+
+
+def _wif_in_state(state: FakeGcpState, path: str, deleted: bool, refusal: str) -> tuple[str, Res]:
+    """The pool or provider at `path`, refused (400 FAILED_PRECONDITION) unless it is
+    soft-deleted (`deleted`) or live (not `deleted`)."""
+    key = _wif_key(state, path)
+    res = _wif_get(state, key)
+    if (res.get("state") == "DELETED") != deleted:
+        raise ApiError(400, refusal, status="FAILED_PRECONDITION")
+    return key, res
+
+
+def _wif_lro(state: FakeGcpState, key: str, res: Res) -> tuple[int, Any]:
     return _lro(state, key, res, PROVIDER_TYPE if "/providers/" in key else POOL_TYPE)
 
 
-@handles(
-    "iam.projects.locations.workloadIdentityPools.operations.get",
-    "iam.projects.locations.workloadIdentityPools.providers.operations.get",
-)
+@_pools_and_providers("operations.get")
 def wif_op_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     key = _wif_key(state, req.path)
     op = state.poll_google_lro(key)

@@ -19,7 +19,7 @@ from ..common import (
     strings_in,
 )
 from ..discovery import ApiError, load_doc, not_found, request_schema_name, schema_kind
-from ..registry import Request, generic, handles
+from ..registry import Request, generic, handles, register
 from .filters import apply_filter
 from .operations import make_op
 from .refs import (
@@ -56,12 +56,7 @@ REQUIRED: dict[str, list[str]] = {
 
 
 def defaults(*colls: str) -> Callable[[DefaultsFn], DefaultsFn]:
-    def deco(fn: DefaultsFn) -> DefaultsFn:
-        for c in colls:
-            DEFAULTS[c] = fn
-        return fn
-
-    return deco
+    return register(DEFAULTS, *colls)
 
 
 Hook = Callable[["FakeGcpState", str, Res], None]
@@ -72,19 +67,11 @@ BEFORE_DELETE: dict[str, Hook] = {}
 
 
 def after_insert(coll: str) -> Callable[[Hook], Hook]:
-    def deco(fn: Hook) -> Hook:
-        AFTER_INSERT[coll] = fn
-        return fn
-
-    return deco
+    return register(AFTER_INSERT, coll)
 
 
 def before_delete(coll: str) -> Callable[[Hook], Hook]:
-    def deco(fn: Hook) -> Hook:
-        BEFORE_DELETE[coll] = fn
-        return fn
-
-    return deco
+    return register(BEFORE_DELETE, coll)
 
 
 def fp_view(res: Res) -> Res:
@@ -134,6 +121,17 @@ def _check_refs_exist(state: FakeGcpState, res: Res) -> None:
         check_ref(state, url, "resource")
 
 
+def _check_and_default(state: FakeGcpState, k: Key, res: Res, old: Res | None) -> None:
+    """What an insert or a write checks last: the references exist, then the
+    collection's own checks and defaults (DEFAULTS)."""
+    _check_refs_exist(
+        state, {f: v for f, v in res.items() if f not in ("selfLink", "zone", "region")}
+    )
+    fn = DEFAULTS.get(k.coll)
+    if fn:
+        fn(state, k, res, old)
+
+
 # ---------------------------------------------------------------------------- generic verbs
 @generic("compute", "insert")
 def g_insert(state: FakeGcpState, req: Request) -> tuple[int, Any]:
@@ -162,12 +160,7 @@ def g_insert(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     for f in ("zone", "region"):  # GCP answers these as URLs whatever the request said
         if f in core:
             res[f] = core[f]
-    _check_refs_exist(
-        state, {f: v for f, v in res.items() if f not in ("selfLink", "zone", "region")}
-    )
-    fn = DEFAULTS.get(k.coll)
-    if fn:
-        fn(state, k, res, None)
+    _check_and_default(state, k, res, None)
     if "labels" in res or k.coll in LABELLED:
         res["labelFingerprint"] = label_fingerprint(res.get("labels"))
     state.store[key] = res
@@ -240,12 +233,8 @@ def g_aggregated(state: FakeGcpState, req: Request) -> tuple[int, Any]:
 
 @generic("compute", "delete")
 def g_delete(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    state.check_project(req.vars.get("project", ""))
-    key = request_key(req.path)
+    key, res = target_of(state, req, req.path)
     k = Key(key)
-    res = state.store.get(key)
-    if res is None:
-        raise not_found(k.short())
     check_not_in_use(state, key)
     if res.get("deletionProtection"):
         raise ApiError(
@@ -305,12 +294,8 @@ OUTPUT_ONLY = ("id", "creationTimestamp", "selfLink", "kind", "zone", "region", 
 
 
 def _write(state: FakeGcpState, req: Request, replace: bool) -> tuple[int, Any]:
-    state.check_project(req.vars.get("project", ""))
-    key = request_key(req.path)
+    key, old = target_of(state, req, req.path)
     k = Key(key)
-    old = state.store.get(key)
-    if old is None:
-        raise not_found(k.short())
     body = normalise_refs(copy.deepcopy(req.body), k.project)
     if _fingerprint_required(req):
         check_fingerprint(body.get("fingerprint"), old.get("fingerprint"))
@@ -326,12 +311,7 @@ def _write(state: FakeGcpState, req: Request, replace: bool) -> tuple[int, Any]:
     for f in OUTPUT_ONLY:
         if f in old:
             new[f] = old[f]
-    _check_refs_exist(
-        state, {f: v for f, v in new.items() if f not in ("selfLink", "zone", "region")}
-    )
-    fn = DEFAULTS.get(k.coll)
-    if fn:
-        fn(state, k, new, old)
+    _check_and_default(state, k, new, old)
     state.store[key] = new
     return make_op(state, "patch" if not replace else "update", key, new)
 
@@ -347,9 +327,11 @@ def g_update(state: FakeGcpState, req: Request) -> tuple[int, Any]:
 
 
 # ---------------------------------------------------------------------------- verbs
-def target_of(state: FakeGcpState, req: Request) -> tuple[str, Res]:
+def target_of(state: FakeGcpState, req: Request, path: str | None = None) -> tuple[str, Res]:
+    """The stored resource a request acts on (the resource in `path`, by default the
+    one a custom verb names) and its key; 404 if there is none."""
     state.check_project(req.vars.get("project", ""))
-    key = request_key(req.prefix)
+    key = request_key(req.prefix if path is None else path)
     res = state.store.get(key)
     if res is None:
         raise not_found(Key(key).short())
@@ -382,46 +364,35 @@ def set_labels(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     return make_op(state, "setLabels", key, res)
 
 
-def _set_field(
-    field: str, body_field: str, op: str
-) -> Callable[[FakeGcpState, Request], tuple[int, Any]]:
+def _set_field(field: str) -> Callable[[FakeGcpState, Request], tuple[int, Any]]:
+    """A set<Field> verb: the body's `field` replaces the resource's (none: removed)."""
+
     def handler(state: FakeGcpState, req: Request) -> tuple[int, Any]:
         key, res = target_of(state, req)
-        value = normalise_refs(req.body.get(body_field), Key(key).project)
+        value = normalise_refs(req.body.get(field), Key(key).project)
         for url in value if isinstance(value, list) else [value]:
             if isinstance(url, str) and url.startswith(WWW):
-                check_ref(state, url, body_field)
+                check_ref(state, url, field)
         if value in (None, []):
             res.pop(field, None)
         else:
             res[field] = value
         refresh_fp(res)
-        return make_op(state, op, key, res)
+        return make_op(state, req.method.name, key, res)
 
     return handler
 
 
+# method id -> the field its set<Field> verb replaces (operationType: the verb's name)
 HANDLER_FIELDS = {
-    "compute.targetHttpProxies.setUrlMap": ("urlMap", "urlMap", "setUrlMap"),
-    "compute.targetHttpsProxies.setUrlMap": ("urlMap", "urlMap", "setUrlMap"),
-    "compute.targetHttpsProxies.setSslCertificates": (
-        "sslCertificates",
-        "sslCertificates",
-        "setSslCertificates",
-    ),
-    "compute.targetHttpsProxies.setQuicOverride": (
-        "quicOverride",
-        "quicOverride",
-        "setQuicOverride",
-    ),
-    "compute.targetHttpsProxies.setSslPolicy": ("sslPolicy", "sslPolicy", "setSslPolicy"),
-    "compute.globalForwardingRules.setTarget": ("target", "target", "setTarget"),
-    "compute.forwardingRules.setTarget": ("target", "target", "setTarget"),
-    "compute.subnetworks.setPrivateIpGoogleAccess": (
-        "privateIpGoogleAccess",
-        "privateIpGoogleAccess",
-        "setPrivateIpGoogleAccess",
-    ),
+    "compute.targetHttpProxies.setUrlMap": "urlMap",
+    "compute.targetHttpsProxies.setUrlMap": "urlMap",
+    "compute.targetHttpsProxies.setSslCertificates": "sslCertificates",
+    "compute.targetHttpsProxies.setQuicOverride": "quicOverride",
+    "compute.targetHttpsProxies.setSslPolicy": "sslPolicy",
+    "compute.globalForwardingRules.setTarget": "target",
+    "compute.forwardingRules.setTarget": "target",
+    "compute.subnetworks.setPrivateIpGoogleAccess": "privateIpGoogleAccess",
 }
-for _mid, (_f, _bf, _op) in HANDLER_FIELDS.items():
-    handles(_mid)(_set_field(_f, _bf, _op))
+for _mid, _field in HANDLER_FIELDS.items():
+    handles(_mid)(_set_field(_field))

@@ -316,16 +316,19 @@ def set_deletion_protection(state: FakeGcpState, req: Request) -> tuple[int, Any
     return make_op(state, "setDeletionProtection", key, res)
 
 
+def _require_stopped(res: Res, message: str) -> None:
+    if res["status"] != "TERMINATED":
+        raise ApiError(400, message, reason="resourceNotReady")
+
+
 @handles("compute.instances.setMachineType")
 def set_machine_type(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     key, res = target_of(state, req)
-    if res["status"] != "TERMINATED":
-        raise ApiError(
-            400,
-            f"The resource '{Key(key).short()}' is not ready: instance must be stopped to "
-            "change its machine type.",
-            reason="resourceNotReady",
-        )
+    _require_stopped(
+        res,
+        f"The resource '{Key(key).short()}' is not ready: instance must be stopped to "
+        "change its machine type.",
+    )
     mt = normalise_ref(req.body.get("machineType", ""), Key(key).project) or ""
     check_ref(state, mt, "machineType")
     res["machineType"] = mt
@@ -336,12 +339,7 @@ def set_machine_type(state: FakeGcpState, req: Request) -> tuple[int, Any]:
 @handles("compute.instances.setServiceAccount")
 def set_service_account(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     key, res = target_of(state, req)
-    if res["status"] != "TERMINATED":
-        raise ApiError(
-            400,
-            "The instance must be stopped to change its service account.",
-            reason="resourceNotReady",
-        )
+    _require_stopped(res, "The instance must be stopped to change its service account.")
     res["serviceAccounts"] = [
         {"email": req.body.get("email"), "scopes": req.body.get("scopes", [])}
     ]

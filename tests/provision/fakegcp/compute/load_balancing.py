@@ -252,10 +252,20 @@ def _before_delete_group(state: FakeGcpState, key: str, res: Res) -> None:
     state.members.pop(key, None)
 
 
+def _group_members(state: FakeGcpState, req: Request) -> tuple[str, Res, list[str]]:
+    """The instance group a request names and its member instances' selfLinks."""
+    key, res = target_of(state, req)
+    return key, res, state.members.setdefault(key, [])
+
+
+def _members_changed(state: FakeGcpState, op: str, key: str, res: Res) -> tuple[int, Any]:
+    res["size"] = len(state.members[key])
+    return make_op(state, op, key, res)
+
+
 @handles("compute.instanceGroups.addInstances")
 def group_add(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    key, res = target_of(state, req)
-    members = state.members.setdefault(key, [])
+    key, res, members = _group_members(state, req)
     for i, ref in enumerate(req.body.get("instances") or []):
         url = normalise_ref(ref.get("instance", ""), Key(key).project)
         if not url:
@@ -297,20 +307,17 @@ def group_add(state: FakeGcpState, req: Request) -> tuple[int, Any]:
         if inst["networkInterfaces"][0].get("subnetwork"):
             res.setdefault("subnetwork", inst["networkInterfaces"][0]["subnetwork"])
         members.append(url)
-    res["size"] = len(members)
-    return make_op(state, "addInstances", key, res)
+    return _members_changed(state, "addInstances", key, res)
 
 
 @handles("compute.instanceGroups.removeInstances")
 def group_remove(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    key, res = target_of(state, req)
-    members = state.members.setdefault(key, [])
+    key, res, members = _group_members(state, req)
     for ref in req.body.get("instances") or []:
         url = normalise_ref(ref.get("instance", ""), Key(key).project)
         if url in members:
             members.remove(url)
-    res["size"] = len(members)
-    return make_op(state, "removeInstances", key, res)
+    return _members_changed(state, "removeInstances", key, res)
 
 
 @handles("compute.instanceGroups.listInstances")

@@ -28,21 +28,36 @@ if TYPE_CHECKING:
 
 
 # ---------------------------------------------------------------------------- platform reads
+def _catalogue_get(
+    state: FakeGcpState, req: Request, coll: str, names: Any, view: Any
+) -> tuple[int, Any]:
+    """zones.get / regions.get: an entry of the platform's fixed catalogue, or GCP's 404."""
+    project = req.vars["project"]
+    state.check_project(project)
+    name = req.vars[coll[:-1]]
+    if name not in names:
+        raise not_found(f"projects/{project}/{coll}/{name}")
+    return 200, view(project, name)
+
+
+def _entry(kind: str, first_id: int, catalogue: Any, name: str) -> Res:
+    """What zones and regions share: kind, a stable id, name, status UP."""
+    return {
+        "kind": f"compute#{kind}",
+        "id": str(first_id + sorted(catalogue).index(name)),
+        "name": name,
+        "status": "UP",
+    }
+
+
 @handles("compute.zones.get")
 def zone_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    state.check_project(req.vars["project"])
-    z = req.vars["zone"]
-    if z not in ZONES:
-        raise not_found(f"projects/{req.vars['project']}/zones/{z}")
-    return 200, _zone(req.vars["project"], z)
+    return _catalogue_get(state, req, "zones", ZONES, _zone)
 
 
 def _zone(project: str, z: str) -> Res:
     return {
-        "kind": "compute#zone",
-        "id": str(2000 + sorted(ZONES).index(z)),
-        "name": z,
-        "status": "UP",
+        **_entry("zone", 2000, ZONES, z),
         "region": f"{WWW}compute/v1/projects/{project}/regions/{ZONES[z]}",
         "selfLink": f"{WWW}compute/v1/projects/{project}/zones/{z}",
         "availableCpuPlatforms": ["Intel Broadwell", "AMD Milan"],
@@ -61,19 +76,12 @@ def zone_list(state: FakeGcpState, req: Request) -> tuple[int, Any]:
 
 @handles("compute.regions.get")
 def region_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    state.check_project(req.vars["project"])
-    r = req.vars["region"]
-    if r not in REGIONS:
-        raise not_found(f"projects/{req.vars['project']}/regions/{r}")
-    return 200, _region(req.vars["project"], r)
+    return _catalogue_get(state, req, "regions", REGIONS, _region)
 
 
 def _region(project: str, r: str) -> Res:
     return {
-        "kind": "compute#region",
-        "id": str(1000 + sorted(REGIONS).index(r)),
-        "name": r,
-        "status": "UP",
+        **_entry("region", 1000, REGIONS, r),
         "zones": [f"{WWW}compute/v1/projects/{project}/zones/{r}-{z}" for z in REGIONS[r]],
         "selfLink": f"{WWW}compute/v1/projects/{project}/regions/{r}",
         "quotas": [],
