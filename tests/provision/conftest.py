@@ -57,7 +57,10 @@ PROJECT = "img2pdf-test"
 PROJECT_NUMBER = "123456789012"
 # Short but nonzero: a new service account is refused in IAM bindings for this
 # long, and every operation answers RUNNING on the reply and the first poll.
-IAM_LAG_S = 2.0
+# 5 s, not less: the tasks between an account's creation and its first binding
+# took more than 2 s on a loaded 2-core box (two workers), and the refusal
+# must still be seen there.
+IAM_LAG_S = 5.0
 OP_POLLS = 1
 
 
