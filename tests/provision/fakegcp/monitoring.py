@@ -227,12 +227,27 @@ def _duration(where: str, value: Any, required: bool = False) -> None:
         raise ApiError(400, f"Field {where} has an invalid duration '{value}'.")
 
 
+def _create_input(req: Request, coll: str, field: str) -> Res:
+    """The body without output-only fields; a name is the server's to give."""
+    body = copy.deepcopy(req.body)
+    _refuse_output_only(coll, body)
+    if body.get("name"):
+        raise ApiError(400, f"Field {field}.name must be empty on create.")
+    return body
+
+
 def _patch_input(state: FakeGcpState, req: Request, coll: str) -> tuple[Res, Res, str]:
     """The stored resource, the body without output-only fields, the update mask."""
     cur = _get(state, coll, req)
     body = copy.deepcopy(req.body)
     _refuse_output_only(coll, body)
     return cur, body, req.query.get("updateMask", "")
+
+
+def _stored(state: FakeGcpState, coll: str, rid: str, res: Res) -> tuple[int, Any]:
+    """Store a created or changed resource and answer it."""
+    state.store[_key(state, coll, rid)] = res
+    return 200, copy.deepcopy(res)
 
 
 def _delete(state: FakeGcpState, req: Request, coll: str) -> tuple[int, Any]:
@@ -315,15 +330,11 @@ def _uptime_id(display_name: str) -> str:
 
 @_handles("monitoring.projects.uptimeCheckConfigs.create")
 def uptime_create(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
-    body = copy.deepcopy(req.body)
-    _refuse_output_only("uptimeCheckConfigs", body)
-    if body.get("name"):
-        raise ApiError(400, "Field uptime_check_config.name must be empty on create.")
+    body = _create_input(req, "uptimeCheckConfigs", "uptime_check_config")
     _check_uptime(body)
     rid = _uptime_id(body["displayName"])
     body["name"] = _name(state, "uptimeCheckConfigs", p, rid)
-    state.store[_key(state, "uptimeCheckConfigs", rid)] = body
-    return 200, copy.deepcopy(body)
+    return _stored(state, "uptimeCheckConfigs", rid, body)
 
 
 @_handles("monitoring.projects.uptimeCheckConfigs.patch")
@@ -337,8 +348,7 @@ def uptime_patch(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
             new[immutable] = cur[immutable]
     _check_uptime(new)
     new["name"] = cur["name"]
-    state.store[_key(state, "uptimeCheckConfigs", req.vars["uptimeCheckConfigsId"])] = new
-    return 200, copy.deepcopy(new)
+    return _stored(state, "uptimeCheckConfigs", req.vars["uptimeCheckConfigsId"], new)
 
 
 @_handles("monitoring.projects.uptimeCheckConfigs.delete")
@@ -389,8 +399,7 @@ def channel_create(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]
     body["mutationRecords"] = [_mutation()]
     # email channels are usable at once; only SMS needs a verification code
     body["verificationStatus"] = "VERIFICATION_STATUS_UNSPECIFIED"
-    state.store[_key(state, "notificationChannels", rid)] = body
-    return 200, copy.deepcopy(body)
+    return _stored(state, "notificationChannels", rid, body)
 
 
 @_handles("monitoring.projects.notificationChannels.patch")
@@ -404,8 +413,7 @@ def channel_patch(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
     new["creationRecord"] = cur["creationRecord"]
     new["verificationStatus"] = cur["verificationStatus"]
     new["mutationRecords"] = [*cur.get("mutationRecords", []), _mutation()]
-    state.store[_key(state, "notificationChannels", req.vars["notificationChannelsId"])] = new
-    return 200, copy.deepcopy(new)
+    return _stored(state, "notificationChannels", req.vars["notificationChannelsId"], new)
 
 
 @_handles("monitoring.projects.notificationChannels.delete")
@@ -498,18 +506,14 @@ def _check_policy(state: FakeGcpState, body: Res, name: str) -> None:
 
 @_handles("monitoring.projects.alertPolicies.create")
 def policy_create(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
-    body = copy.deepcopy(req.body)
-    _refuse_output_only("alertPolicies", body)
-    if body.get("name"):
-        raise ApiError(400, "Field alert_policy.name must be empty on create.")
+    body = _create_input(req, "alertPolicies", "alert_policy")
     rid = str(int(state.new_id()) % 10**19)
     name = _name(state, "alertPolicies", p, rid)
     _check_policy(state, body, name)
     body["name"] = name
     body["creationRecord"] = _mutation()
     body["mutationRecord"] = body["creationRecord"]
-    state.store[_key(state, "alertPolicies", rid)] = body
-    return 200, copy.deepcopy(body)
+    return _stored(state, "alertPolicies", rid, body)
 
 
 @_handles("monitoring.projects.alertPolicies.patch")
@@ -520,8 +524,7 @@ def policy_patch(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
     _check_policy(state, new, cur["name"])
     new["creationRecord"] = cur["creationRecord"]
     new["mutationRecord"] = _mutation()
-    state.store[_key(state, "alertPolicies", req.vars["alertPoliciesId"])] = new
-    return 200, copy.deepcopy(new)
+    return _stored(state, "alertPolicies", req.vars["alertPoliciesId"], new)
 
 
 @_handles("monitoring.projects.alertPolicies.delete")
@@ -562,8 +565,7 @@ def dashboard_create(state: FakeGcpState, req: Request, p: str) -> tuple[int, An
     body["etag"] = _etag()
     if req.query.get("validateOnly") == "true":
         return 200, body
-    state.store[_key(state, "dashboards", rid)] = body
-    return 200, copy.deepcopy(body)
+    return _stored(state, "dashboards", rid, body)
 
 
 @_handles("monitoring.projects.dashboards.patch")
@@ -582,8 +584,7 @@ def dashboard_patch(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any
     body["etag"] = _etag()
     if req.query.get("validateOnly") == "true":
         return 200, body
-    state.store[_key(state, "dashboards", req.vars["dashboardsId"])] = body
-    return 200, copy.deepcopy(body)
+    return _stored(state, "dashboards", req.vars["dashboardsId"], body)
 
 
 @_handles("monitoring.projects.dashboards.delete")
