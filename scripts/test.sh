@@ -76,7 +76,10 @@ run_pytest_suite() {
   local suite="$1" log rc=0 passed failed errors
   [[ -d "tests/$suite" ]] || { echo "no tests/$suite"; return 1; }
   log="$(mktemp)"
-  python -m pytest -p no:cacheprovider "tests/$suite" 2>&1 | tee "$log" || rc=$?
+  local args=()
+  # One test file per worker, each with its own fake GCP (tests/provision/fakegcp/README.md).
+  if [[ "$suite" == provision ]]; then args=(-n 2 --dist loadfile --durations=15); fi
+  python -m pytest -p no:cacheprovider "${args[@]}" "tests/$suite" 2>&1 | tee "$log" || rc=$?
   # pytest's closing line, e.g. "== 3 failed, 40 passed, 1 error in 9.1s ==".
   passed="$(tail -n 1 "$log" | grep -oE '[0-9]+ passed' | cut -d' ' -f1 || true)"
   failed="$(tail -n 1 "$log" | grep -oE '[0-9]+ failed' | cut -d' ' -f1 || true)"

@@ -48,6 +48,7 @@ from typing import Any
 import pytest
 
 from tests.provision.fakegcp import FakeGcpServer, FakeGcpState
+from tests.provision.stack import PROVISION, base_args
 from tests.support.ansible_run import PlaybookResult, run_playbook
 
 __all__ = ["FakeGcp", "PlaybookResult", "fake_gcp", "run_playbook"]
@@ -56,7 +57,10 @@ PROJECT = "img2pdf-test"
 PROJECT_NUMBER = "123456789012"
 # Short but nonzero: a new service account is refused in IAM bindings for this
 # long, and every operation answers RUNNING on the reply and the first poll.
-IAM_LAG_S = 2.0
+# 5 s, not less: the tasks between an account's creation and its first binding
+# took more than 2 s on a loaded 2-core box (two workers), and the refusal
+# must still be seen there.
+IAM_LAG_S = 5.0
 OP_POLLS = 1
 
 
@@ -91,7 +95,7 @@ class FakeGcp:
         key = self._key(path)
         with self._state.lock:
             if key.startswith("cloudresourcemanager/") and key.endswith(":iamPolicy"):
-                from tests.provision.fakegcp.others import crm_policy_key
+                from tests.provision.fakegcp.crm import crm_policy_key
 
                 project = key.split("/")[3].split(":")[0]
                 key = crm_policy_key(self._state, project)
@@ -190,3 +194,22 @@ def fake_gcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcp]:
         yield FakeGcp(server)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def workdir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory per test module for what the playbooks write (lb_url_file)."""
+    return tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+
+
+@pytest.fixture(scope="module")
+def fresh_project(fake_gcp: FakeGcp) -> FakeGcp:
+    """A brand-new project; a module overrides this to provision another one."""
+    fake_gcp.reset()
+    return fake_gcp
+
+
+@pytest.fixture(scope="module")
+def provisioned(fresh_project: FakeGcp, workdir: Path) -> PlaybookResult:
+    """One provision run from the module's fresh project; its tests build on it in order."""
+    return run_playbook(PROVISION, *base_args(workdir), env=fresh_project.env)

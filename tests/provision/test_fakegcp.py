@@ -88,6 +88,13 @@ def _network(gcp: FakeGcp, name: str = "n1") -> dict[str, Any]:
     return ok(call(gcp, "GET", op["targetLink"]))
 
 
+def _network_and_subnet(gcp: FakeGcp) -> None:
+    """Network n1 and its subnetwork s1 (10.0.0.0/24) in us-central1."""
+    _network(gcp)
+    subnet = {"name": "s1", "network": "global/networks/n1", "ipCidrRange": "10.0.0.0/24"}
+    ok(call(gcp, "POST", f"{C}/regions/us-central1/subnetworks", subnet))
+
+
 def test_unknown_field_and_bad_enum_are_rejected(gcp: FakeGcp) -> None:
     r = call(gcp, "POST", f"{C}/global/networks", {"name": "n1", "autoCreateSubnet": False})
     assert r.status_code == 400
@@ -132,15 +139,7 @@ def test_missing_conflict_and_auth(gcp: FakeGcp) -> None:
 
 
 def test_stale_fingerprint_is_412(gcp: FakeGcp) -> None:
-    _network(gcp)
-    ok(
-        call(
-            gcp,
-            "POST",
-            f"{C}/regions/us-central1/subnetworks",
-            {"name": "s1", "network": "global/networks/n1", "ipCidrRange": "10.0.0.0/24"},
-        )
-    )
+    _network_and_subnet(gcp)
     ok(
         call(
             gcp,
@@ -162,15 +161,7 @@ def test_stale_fingerprint_is_412(gcp: FakeGcp) -> None:
 
 
 def test_delete_in_use_is_refused(gcp: FakeGcp) -> None:
-    _network(gcp)
-    ok(
-        call(
-            gcp,
-            "POST",
-            f"{C}/regions/us-central1/subnetworks",
-            {"name": "s1", "network": "global/networks/n1", "ipCidrRange": "10.0.0.0/24"},
-        )
-    )
+    _network_and_subnet(gcp)
     r = call(gcp, "DELETE", f"{C}/global/networks/n1")
     assert r.status_code == 400
     assert r.json()["error"]["errors"][0]["reason"] == "resourceInUseByAnotherResource"
@@ -242,15 +233,7 @@ def test_connect_to_other_hosts_is_refused(gcp: FakeGcp) -> None:
 
 def test_vm_and_load_balancer_chain(gcp: FakeGcp) -> None:
     z = f"{C}/zones/us-central1-b"
-    _network(gcp)
-    ok(
-        call(
-            gcp,
-            "POST",
-            f"{C}/regions/us-central1/subnetworks",
-            {"name": "s1", "network": "global/networks/n1", "ipCidrRange": "10.0.0.0/24"},
-        )
-    )
+    _network_and_subnet(gcp)
     iam = f"https://iam.googleapis.com/v1/projects/{P}/serviceAccounts"
     ok(call(gcp, "POST", iam, {"accountId": "vm-sa-1"}))
     vm = {

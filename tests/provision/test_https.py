@@ -15,24 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.provision.test_provision import PROVISION, TEARDOWN, C, base_args, writes
+from tests.provision.stack import PROVISION, TEARDOWN, C, base_args, writes
 from tests.support.ansible_run import ansible_venv, run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 G = f"{C}/global"
 WWW = "https://www.googleapis.com/"
 HSTS = "Strict-Transport-Security: max-age=31536000"
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("https")
-
-
-@pytest.fixture(scope="module")
-def provisioned(fake_gcp, workdir):
-    fake_gcp.reset()
-    return run_playbook(PROVISION, *base_args(workdir), env=fake_gcp.env)
 
 
 @pytest.fixture(scope="module")

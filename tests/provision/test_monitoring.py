@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.provision.test_provision import PROVISION, TEARDOWN, C, base_args, writes
+from tests.provision.stack import PROVISION, TEARDOWN, C, base_args, writes
 from tests.support.ansible_run import run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,16 +31,11 @@ POLICIES = {
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("monitoring")
-
-
-@pytest.fixture(scope="module")
-def provisioned(fake_gcp, workdir):
+def fresh_project(fake_gcp):
     fake_gcp.reset()
     with fake_gcp.state.lock:  # on by default; a project where it was turned off
         fake_gcp.state.services.discard("monitoring.googleapis.com")
-    return run_playbook(PROVISION, *base_args(workdir), env=fake_gcp.env)
+    return fake_gcp
 
 
 def run(fake_gcp, workdir, *extra: str):
@@ -170,7 +165,7 @@ def test_vm_account_has_no_unused_project_roles(fake_gcp, provisioned):
 
 
 def test_grants_of_earlier_versions_are_removed(fake_gcp, provisioned, workdir):
-    from tests.provision.fakegcp.others import crm_policy_key
+    from tests.provision.fakegcp.crm import crm_policy_key
 
     state = fake_gcp._state
     with state.lock:  # as an earlier version left them

@@ -13,68 +13,20 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
+from tests.provision.stack import PROJECT, PROVISION, TEARDOWN, C, base_args, writes
 from tests.support.ansible_run import run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE = ROOT / "ansible"
-PROVISION = "ansible/provision.yml"
-TEARDOWN = "ansible/teardown.yml"
-PROJECT = "img2pdf-test"
 REGION = "us-central1"
 ZONE = "us-central1-b"
-C = f"compute/v1/projects/{PROJECT}"
 BUCKET = f"{PROJECT}-img2pdf-pdfs"
 SA_EMAIL = f"img2pdf-vm@{PROJECT}.iam.gserviceaccount.com"
 SA_MEMBER = f"serviceAccount:{SA_EMAIL}"
 
-MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
-# POSTs that only read.
-READ_ONLY_POSTS = ("getIamPolicy", "listInstances")
-
-
-def base_args(tmp: Path, *extra: str) -> list[str]:
-    # An explicit localhost inventory: the repo's gcp_compute inventory (from
-    # ansible.cfg) would try real credentials before the play starts.
-    return [
-        "-i", "localhost,",
-        "-e", "gcp_auth_kind=accesstoken",
-        "-e", "gcp_access_token=fake",
-        "-e", f"gcp_project={PROJECT}",
-        "-e", f"lb_url_file={tmp / 'lb-url'}",
-        *extra,
-    ]  # fmt: skip
-
-
-def writes(log: list[dict]) -> list[tuple[str, str]]:
-    """(method, path) of the requests that changed something."""
-    out = []
-    for r in log:
-        path = r["path"].lstrip("/")
-        if r["method"] not in MUTATING or path.endswith(READ_ONLY_POSTS):
-            continue
-        if int(r.get("status", 200)) >= 400:
-            continue
-        out.append((r["method"], path))
-    return out
-
 
 def bindings(policy: dict | None) -> dict[str, set[str]]:
     return {b["role"]: set(b.get("members", [])) for b in (policy or {}).get("bindings", [])}
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("provision")
-
-
-@pytest.fixture(scope="module")
-def provisioned(fake_gcp, workdir):
-    """One provision run from an empty fake; the tests below build on it in order."""
-    fake_gcp.reset()
-    result = run_playbook(PROVISION, *base_args(workdir), env=fake_gcp.env)
-    return result
 
 
 def test_provision_from_empty_creates_the_stack(fake_gcp, provisioned, workdir):

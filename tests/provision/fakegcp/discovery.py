@@ -72,6 +72,12 @@ class ApiError(Exception):
         return {"error": err}
 
 
+def not_found(resource: str = "", message: str = "") -> ApiError:
+    """GCP's 404 for a missing resource: Compute's "The resource 'projects/P/global/
+    networks/N' was not found", or the API's own `message` (Storage, IAM, ...)."""
+    return ApiError(404, message or f"The resource '{resource}' was not found", reason="notFound")
+
+
 @dataclass
 class Method:
     api: str  # short api name: compute, storage, iam, cloudresourcemanager, ...

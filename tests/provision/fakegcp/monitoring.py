@@ -44,10 +44,12 @@ import copy
 import os
 import re
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .discovery import ApiError
-from .state import Request, handles, now_utc
+from .common import now_utc
+from .discovery import ApiError, not_found
+from .registry import Request, handles
 
 if TYPE_CHECKING:
     from .state import FakeGcpState
@@ -115,6 +117,24 @@ def _project(state: FakeGcpState, req: Request) -> str:
     return p
 
 
+ProjectHandler = Callable[["FakeGcpState", Request, str], tuple[int, Any]]
+
+
+def _handles(method_id: str) -> Callable[[ProjectHandler], ProjectHandler]:
+    """Register a handler that runs only once the API is enabled and the project
+    exists; it gets the project as the request spelt it."""
+
+    def deco(fn: ProjectHandler) -> ProjectHandler:
+        def handler(state: FakeGcpState, req: Request) -> tuple[int, Any]:
+            _require_enabled(state)
+            return fn(state, req, _project(state, req))
+
+        handles(method_id)(handler)
+        return fn
+
+    return deco
+
+
 def _prefix(state: FakeGcpState, coll: str) -> str:
     if coll == "dashboards":
         return f"monitoring/v1/projects/{state.project_number}/dashboards/"
@@ -130,11 +150,7 @@ def _get(state: FakeGcpState, coll: str, req: Request) -> Res:
     res = state.store.get(_key(state, coll, rid))
     if res is None:
         p = req.vars["projectsId"]
-        raise ApiError(
-            404,
-            f"Requested entity was not found: projects/{p}/{coll}/{rid}",
-            reason="notFound",
-        )
+        raise not_found(message=f"Requested entity was not found: projects/{p}/{coll}/{rid}")
     return res
 
 
@@ -143,9 +159,7 @@ def _name(state: FakeGcpState, coll: str, project_as_sent: str, rid: str) -> str
     return f"projects/{p}/{coll}/{rid}"
 
 
-def _list(state: FakeGcpState, req: Request, coll: str, field: str) -> tuple[int, Any]:
-    _require_enabled(state)
-    p = _project(state, req)
+def _list(state: FakeGcpState, req: Request, p: str, coll: str) -> tuple[int, Any]:
     prefix = _prefix(state, coll)
     items = [copy.deepcopy(v) for k, v in sorted(state.store.items()) if k.startswith(prefix)]
     for it in items:  # names follow the project spelling of the request
@@ -160,7 +174,7 @@ def _list(state: FakeGcpState, req: Request, coll: str, field: str) -> tuple[int
         except (ValueError, IndexError):
             raise ApiError(400, f"Invalid page token: {token}") from None
     page = items[start : start + size]
-    out: Res = {field: page} if page else {}
+    out: Res = {coll: page} if page else {}
     if start + size < len(items):
         out["nextPageToken"] = base64.urlsafe_b64encode(f"{coll}:{start + size}".encode()).decode()
     if coll == "uptimeCheckConfigs":
@@ -211,6 +225,52 @@ def _duration(where: str, value: Any, required: bool = False) -> None:
         return
     if not DURATION_RE.match(str(value)):
         raise ApiError(400, f"Field {where} has an invalid duration '{value}'.")
+
+
+def _create_input(req: Request, coll: str, field: str) -> Res:
+    """The body without output-only fields; a name is the server's to give."""
+    body = copy.deepcopy(req.body)
+    _refuse_output_only(coll, body)
+    if body.get("name"):
+        raise ApiError(400, f"Field {field}.name must be empty on create.")
+    return body
+
+
+def _patch_input(state: FakeGcpState, req: Request, coll: str) -> tuple[Res, Res, str]:
+    """The stored resource, the body without output-only fields, the update mask."""
+    cur = _get(state, coll, req)
+    body = copy.deepcopy(req.body)
+    _refuse_output_only(coll, body)
+    return cur, body, req.query.get("updateMask", "")
+
+
+def _stored(state: FakeGcpState, coll: str, rid: str, res: Res) -> tuple[int, Any]:
+    """Store a created or changed resource and answer it."""
+    state.store[_key(state, coll, rid)] = res
+    return 200, copy.deepcopy(res)
+
+
+def _delete(state: FakeGcpState, req: Request, coll: str) -> tuple[int, Any]:
+    _get(state, coll, req)
+    del state.store[_key(state, coll, req.vars[f"{coll}Id"])]
+    return 200, {}
+
+
+def _register_reads(coll: str) -> None:
+    """list and get: the same for every collection."""
+
+    def list_(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
+        return _list(state, req, p, coll)
+
+    def get(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
+        return 200, copy.deepcopy(_get(state, coll, req))
+
+    _handles(f"monitoring.projects.{coll}.list")(list_)
+    _handles(f"monitoring.projects.{coll}.get")(get)
+
+
+for _coll in ("uptimeCheckConfigs", "notificationChannels", "alertPolicies", "dashboards"):
+    _register_reads(_coll)
 
 
 # ----------------------------------------------------------------------------- uptime checks
@@ -268,41 +328,18 @@ def _uptime_id(display_name: str) -> str:
     return f"{slug}-{os.urandom(4).hex()[:7]}"
 
 
-@handles("monitoring.projects.uptimeCheckConfigs.list")
-def uptime_list(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    return _list(state, req, "uptimeCheckConfigs", "uptimeCheckConfigs")
-
-
-@handles("monitoring.projects.uptimeCheckConfigs.get")
-def uptime_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    _project(state, req)
-    return 200, copy.deepcopy(_get(state, "uptimeCheckConfigs", req))
-
-
-@handles("monitoring.projects.uptimeCheckConfigs.create")
-def uptime_create(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    p = _project(state, req)
-    body = copy.deepcopy(req.body)
-    _refuse_output_only("uptimeCheckConfigs", body)
-    if body.get("name"):
-        raise ApiError(400, "Field uptime_check_config.name must be empty on create.")
+@_handles("monitoring.projects.uptimeCheckConfigs.create")
+def uptime_create(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
+    body = _create_input(req, "uptimeCheckConfigs", "uptime_check_config")
     _check_uptime(body)
     rid = _uptime_id(body["displayName"])
     body["name"] = _name(state, "uptimeCheckConfigs", p, rid)
-    state.store[_key(state, "uptimeCheckConfigs", rid)] = body
-    return 200, copy.deepcopy(body)
+    return _stored(state, "uptimeCheckConfigs", rid, body)
 
 
-@handles("monitoring.projects.uptimeCheckConfigs.patch")
-def uptime_patch(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    _project(state, req)
-    cur = _get(state, "uptimeCheckConfigs", req)
-    body = copy.deepcopy(req.body)
-    _refuse_output_only("uptimeCheckConfigs", body)
-    mask = req.query.get("updateMask", "")
+@_handles("monitoring.projects.uptimeCheckConfigs.patch")
+def uptime_patch(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
+    cur, body, mask = _patch_input(state, req, "uptimeCheckConfigs")
     new = _apply_mask(cur, body, mask) if mask else {**body, "name": cur["name"]}
     for immutable in ("monitoredResource", "resourceGroup", "syntheticMonitor", "checkerType"):
         if new.get(immutable, cur.get(immutable)) != cur.get(immutable):
@@ -311,14 +348,11 @@ def uptime_patch(state: FakeGcpState, req: Request) -> tuple[int, Any]:
             new[immutable] = cur[immutable]
     _check_uptime(new)
     new["name"] = cur["name"]
-    state.store[_key(state, "uptimeCheckConfigs", req.vars["uptimeCheckConfigsId"])] = new
-    return 200, copy.deepcopy(new)
+    return _stored(state, "uptimeCheckConfigs", req.vars["uptimeCheckConfigsId"], new)
 
 
-@handles("monitoring.projects.uptimeCheckConfigs.delete")
-def uptime_delete(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    _project(state, req)
+@_handles("monitoring.projects.uptimeCheckConfigs.delete")
+def uptime_delete(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
     rid = req.vars["uptimeCheckConfigsId"]
     _get(state, "uptimeCheckConfigs", req)
     users = [
@@ -338,18 +372,6 @@ def uptime_delete(state: FakeGcpState, req: Request) -> tuple[int, Any]:
 
 
 # ----------------------------------------------------------------------------- channels
-@handles("monitoring.projects.notificationChannels.list")
-def channel_list(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    return _list(state, req, "notificationChannels", "notificationChannels")
-
-
-@handles("monitoring.projects.notificationChannels.get")
-def channel_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    _project(state, req)
-    return 200, copy.deepcopy(_get(state, "notificationChannels", req))
-
-
 def _check_channel(body: Res) -> None:
     typ = body.get("type")
     if not typ:
@@ -365,10 +387,8 @@ def _check_channel(body: Res) -> None:
     body.setdefault("enabled", True)
 
 
-@handles("monitoring.projects.notificationChannels.create")
-def channel_create(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    p = _project(state, req)
+@_handles("monitoring.projects.notificationChannels.create")
+def channel_create(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
     body = copy.deepcopy(req.body)
     _refuse_output_only("notificationChannels", body)
     body.pop("name", None)
@@ -379,18 +399,12 @@ def channel_create(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     body["mutationRecords"] = [_mutation()]
     # email channels are usable at once; only SMS needs a verification code
     body["verificationStatus"] = "VERIFICATION_STATUS_UNSPECIFIED"
-    state.store[_key(state, "notificationChannels", rid)] = body
-    return 200, copy.deepcopy(body)
+    return _stored(state, "notificationChannels", rid, body)
 
 
-@handles("monitoring.projects.notificationChannels.patch")
-def channel_patch(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    _project(state, req)
-    cur = _get(state, "notificationChannels", req)
-    body = copy.deepcopy(req.body)
-    _refuse_output_only("notificationChannels", body)
-    mask = req.query.get("updateMask", "")
+@_handles("monitoring.projects.notificationChannels.patch")
+def channel_patch(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
+    cur, body, mask = _patch_input(state, req, "notificationChannels")
     new = _apply_mask(cur, body, mask) if mask else {**body}
     if new.get("type") != cur["type"]:
         raise ApiError(400, "The type of a notification channel cannot be changed.")
@@ -399,14 +413,11 @@ def channel_patch(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     new["creationRecord"] = cur["creationRecord"]
     new["verificationStatus"] = cur["verificationStatus"]
     new["mutationRecords"] = [*cur.get("mutationRecords", []), _mutation()]
-    state.store[_key(state, "notificationChannels", req.vars["notificationChannelsId"])] = new
-    return 200, copy.deepcopy(new)
+    return _stored(state, "notificationChannels", req.vars["notificationChannelsId"], new)
 
 
-@handles("monitoring.projects.notificationChannels.delete")
-def channel_delete(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    _project(state, req)
+@_handles("monitoring.projects.notificationChannels.delete")
+def channel_delete(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
     cur = _get(state, "notificationChannels", req)
     rid = req.vars["notificationChannelsId"]
     users = [
@@ -484,7 +495,7 @@ def _check_policy(state: FakeGcpState, body: Res, name: str) -> None:
         if not m or m.group(1) not in state.projects():
             raise ApiError(400, f"Invalid notification channel name: {ch}.")
         if _key(state, "notificationChannels", m.group(2)) not in state.store:
-            raise ApiError(404, f"Notification channel {ch} does not exist.", reason="notFound")
+            raise not_found(message=f"Notification channel {ch} does not exist.")
     _labels("alert_policy.user_labels", body.get("userLabels"))
     doc = body.get("documentation")
     if doc is not None and doc.get("content"):
@@ -493,60 +504,32 @@ def _check_policy(state: FakeGcpState, body: Res, name: str) -> None:
     body.setdefault("combiner", "OR")
 
 
-@handles("monitoring.projects.alertPolicies.list")
-def policy_list(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    return _list(state, req, "alertPolicies", "alertPolicies")
-
-
-@handles("monitoring.projects.alertPolicies.get")
-def policy_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    _project(state, req)
-    return 200, copy.deepcopy(_get(state, "alertPolicies", req))
-
-
-@handles("monitoring.projects.alertPolicies.create")
-def policy_create(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    p = _project(state, req)
-    body = copy.deepcopy(req.body)
-    _refuse_output_only("alertPolicies", body)
-    if body.get("name"):
-        raise ApiError(400, "Field alert_policy.name must be empty on create.")
+@_handles("monitoring.projects.alertPolicies.create")
+def policy_create(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
+    body = _create_input(req, "alertPolicies", "alert_policy")
     rid = str(int(state.new_id()) % 10**19)
     name = _name(state, "alertPolicies", p, rid)
     _check_policy(state, body, name)
     body["name"] = name
     body["creationRecord"] = _mutation()
     body["mutationRecord"] = body["creationRecord"]
-    state.store[_key(state, "alertPolicies", rid)] = body
-    return 200, copy.deepcopy(body)
+    return _stored(state, "alertPolicies", rid, body)
 
 
-@handles("monitoring.projects.alertPolicies.patch")
-def policy_patch(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    _project(state, req)
-    cur = _get(state, "alertPolicies", req)
-    body = copy.deepcopy(req.body)
-    _refuse_output_only("alertPolicies", body)
-    mask = req.query.get("updateMask", "")
+@_handles("monitoring.projects.alertPolicies.patch")
+def policy_patch(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
+    cur, body, mask = _patch_input(state, req, "alertPolicies")
     new = _apply_mask(cur, body, mask) if mask else {**body}
     new["name"] = cur["name"]
     _check_policy(state, new, cur["name"])
     new["creationRecord"] = cur["creationRecord"]
     new["mutationRecord"] = _mutation()
-    state.store[_key(state, "alertPolicies", req.vars["alertPoliciesId"])] = new
-    return 200, copy.deepcopy(new)
+    return _stored(state, "alertPolicies", req.vars["alertPoliciesId"], new)
 
 
-@handles("monitoring.projects.alertPolicies.delete")
-def policy_delete(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    _project(state, req)
-    _get(state, "alertPolicies", req)
-    del state.store[_key(state, "alertPolicies", req.vars["alertPoliciesId"])]
-    return 200, {}
+@_handles("monitoring.projects.alertPolicies.delete")
+def policy_delete(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
+    return _delete(state, req, "alertPolicies")
 
 
 # ----------------------------------------------------------------------------- dashboards
@@ -564,22 +547,8 @@ def _etag() -> str:
     return os.urandom(16).hex()
 
 
-@handles("monitoring.projects.dashboards.list")
-def dashboard_list(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    return _list(state, req, "dashboards", "dashboards")
-
-
-@handles("monitoring.projects.dashboards.get")
-def dashboard_get(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    _project(state, req)
-    return 200, copy.deepcopy(_get(state, "dashboards", req))
-
-
-@handles("monitoring.projects.dashboards.create")
-def dashboard_create(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    _project(state, req)
+@_handles("monitoring.projects.dashboards.create")
+def dashboard_create(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
     body = copy.deepcopy(req.body)
     if body.get("etag"):
         raise ApiError(400, "Field dashboard.etag must not be set on create.")
@@ -596,14 +565,11 @@ def dashboard_create(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     body["etag"] = _etag()
     if req.query.get("validateOnly") == "true":
         return 200, body
-    state.store[_key(state, "dashboards", rid)] = body
-    return 200, copy.deepcopy(body)
+    return _stored(state, "dashboards", rid, body)
 
 
-@handles("monitoring.projects.dashboards.patch")
-def dashboard_patch(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    _project(state, req)
+@_handles("monitoring.projects.dashboards.patch")
+def dashboard_patch(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
     cur = _get(state, "dashboards", req)
     body = copy.deepcopy(req.body)
     if body.get("etag") and body["etag"] != cur["etag"]:
@@ -618,14 +584,9 @@ def dashboard_patch(state: FakeGcpState, req: Request) -> tuple[int, Any]:
     body["etag"] = _etag()
     if req.query.get("validateOnly") == "true":
         return 200, body
-    state.store[_key(state, "dashboards", req.vars["dashboardsId"])] = body
-    return 200, copy.deepcopy(body)
+    return _stored(state, "dashboards", req.vars["dashboardsId"], body)
 
 
-@handles("monitoring.projects.dashboards.delete")
-def dashboard_delete(state: FakeGcpState, req: Request) -> tuple[int, Any]:
-    _require_enabled(state)
-    _project(state, req)
-    _get(state, "dashboards", req)
-    del state.store[_key(state, "dashboards", req.vars["dashboardsId"])]
-    return 200, {}
+@_handles("monitoring.projects.dashboards.delete")
+def dashboard_delete(state: FakeGcpState, req: Request, p: str) -> tuple[int, Any]:
+    return _delete(state, req, "dashboards")

@@ -1,9 +1,10 @@
-"""The fake GCP: in-memory state plus the behaviour of each API.
-
-Requests arrive already decrypted (see proxy.py) as (method, host, path, headers, body).
-Routing and validation come from the discovery documents (discovery.py); what GCP
-does beyond the schema (defaults it fills in, selfLinks, fingerprints, operations,
-"in use" refusals, etags) lives here, as small per-collection tables and handlers.
+"""The fake GCP's state, and the way into it: `FakeGcpState.handle` takes one
+decrypted request (see proxy.py), checks what every API checks (credentials,
+route and schema from the discovery documents, enabled service, injected
+failures) and hands it to the API's handler (registry.py). What each API does
+beyond the schema lives in its own module: compute/ (one module per area),
+storage.py, iam.py, wif.py, crm.py, serviceusage.py, oslogin.py,
+iamcredentials.py, monitoring.py.
 
 Keys of stored resources are the resource's REST path without the host, prefixed
 by the API name when the path does not already start with it:
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import datetime as dt
 import hashlib
 import itertools
 import json
@@ -37,142 +37,24 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import discovery
-from .discovery import ApiError, Method
-
-WWW = "https://www.googleapis.com/"
-COMPUTE_PREFIX = "compute/v1/"
-EMPTY_LABEL_FINGERPRINT = "42WmSpB8rSM="
-
-REGIONS: dict[str, list[str]] = {
-    "us-central1": ["a", "b", "c", "f"],
-    "us-west1": ["a", "b", "c"],
-    "us-east1": ["b", "c", "d"],
-    "us-east4": ["a", "b", "c"],
-    "europe-west1": ["b", "c", "d"],
-    "europe-west4": ["a", "b", "c"],
-    "asia-east1": ["a", "b", "c"],
-}
-ZONES = {f"{r}-{z}": r for r, zs in REGIONS.items() for z in zs}
-MACHINE_TYPES = {
-    "e2-micro": (2, 1024),
-    "e2-small": (2, 2048),
-    "e2-medium": (2, 4096),
-    "e2-standard-2": (2, 8192),
-    "e2-standard-4": (4, 16384),
-    "n1-standard-1": (1, 3840),
-    "n2-standard-2": (2, 8192),
-    "f1-micro": (1, 614),
-    "g1-small": (1, 1740),
-}
-DISK_TYPES = ["pd-standard", "pd-balanced", "pd-ssd", "pd-extreme", "local-ssd"]
-IMAGE_FAMILIES = {
-    ("debian-cloud", "debian-12"): "debian-12-bookworm-v20250610",
-    ("debian-cloud", "debian-11"): "debian-11-bullseye-v20250610",
-    ("ubuntu-os-cloud", "ubuntu-2204-lts"): "ubuntu-2204-jammy-v20250612",
-    ("ubuntu-os-cloud", "ubuntu-2404-lts-amd64"): "ubuntu-2404-noble-amd64-v20250612",
-}
-PUBLIC_IMAGE_PROJECTS = {p for p, _ in IMAGE_FAMILIES}
-# collections that are part of the platform, not created by the user
-BUILTIN_COLLECTIONS = {"zones", "regions", "machineTypes", "diskTypes", "images", "licenses"}
-# fields that hold back-references or output lists; ignored by the "in use" scan
-BACKREF_FIELDS = {"selfLink", "selfLinkWithId", "users", "subnetworks", "targetLink"}
-NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-BUCKET_RE = re.compile(r"^[a-z0-9][-a-z0-9_.]{1,61}[a-z0-9]$")
-ACCOUNT_ID_RE = re.compile(r"^[a-z]([-a-z0-9]{4,28}[a-z0-9])$")
-POOL_ID_RE = re.compile(r"^[a-z0-9-]{4,32}$")
-MEMBER_RE = re.compile(
-    r"^(allUsers|allAuthenticatedUsers|"
-    r"(user|serviceAccount|group|domain|deleted:user|deleted:serviceAccount|deleted:group):\S+|"
-    r"principal://\S+|principalSet://\S+|"
-    r"(projectOwner|projectEditor|projectViewer):\S+)$"
+# The API modules register their handlers when imported (registry.py).
+from . import (  # noqa: F401
+    compute,
+    crm,
+    discovery,
+    iam,
+    iamcredentials,
+    monitoring,
+    oslogin,
+    serviceusage,
+    wif,
 )
-ROLE_RE = re.compile(
-    r"^(roles/[A-Za-z0-9_.]+|(projects|organizations)/[^/]+/roles/[A-Za-z0-9_.]+)$"
-)
-COMPUTE_REF_RE = re.compile(
-    r"^(?:https://(?:www|compute)\.googleapis\.com/compute/(?:v1|beta|alpha)/)?"
-    r"(?:projects/(?P<project>[^/\s]+)/)?"
-    r"(?P<rest>(?:global|regions/[a-z0-9-]+|zones/[a-z0-9-]+)(?:/[^/\s]+)*)$"
-)
-NO_NORMALISE_FIELDS = {"metadata", "labels", "description", "items", "sourceRanges"}
-
-
-def now() -> str:
-    t = dt.datetime.now(dt.timezone(dt.timedelta(hours=-7)))
-    return t.isoformat(timespec="milliseconds")
-
-
-def now_utc() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def content_fingerprint(value: Any) -> str:
-    raw = json.dumps(value, sort_keys=True).encode()
-    return base64.b64encode(hashlib.sha256(raw).digest()[:8]).decode()
-
-
-def label_fingerprint(labels: dict[str, str] | None) -> str:
-    return content_fingerprint(labels) if labels else EMPTY_LABEL_FINGERPRINT
-
-
-def key_of(api: str, path: str) -> str:
-    path = path.strip("/")
-    return path if path.startswith(api + "/") else f"{api}/{path}"
-
-
-def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    for k, v in patch.items():
-        if isinstance(v, dict) and isinstance(target.get(k), dict):
-            merge_patch(target[k], v)
-        else:
-            target[k] = copy.deepcopy(v)
-    return target
-
-
-def _strings(value: Any, skip: set[str]) -> list[str]:
-    out: list[str] = []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if k not in skip:
-                out.extend(_strings(v, skip))
-    elif isinstance(value, list):
-        for v in value:
-            out.extend(_strings(v, skip))
-    elif isinstance(value, str):
-        out.append(value)
-    return out
-
-
-class Request:
-    def __init__(self, method: Method, vars: dict[str, str], path: str, query: dict[str, str]):
-        self.method = method
-        self.vars = vars
-        self.path = path  # request path, no leading slash, no query
-        self.query = query
-        self.multi: dict[str, list[str]] = {}
-        self.body: Any = None
-
-    @property
-    def prefix(self) -> str:
-        """Path up to the end of its last variable (the resource a custom verb acts on)."""
-        m = self.method.regex.match(self.path)
-        assert m is not None
-        return self.path[: m.end(len(m.groups()))] if m.groups() else self.path
-
-
-Handler = Callable[["FakeGcpState", Request], tuple[int, Any]]
-HANDLERS: dict[str, Handler] = {}
-
-
-def handles(*method_ids: str) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        for mid in method_ids:
-            HANDLERS[mid] = fn
-        return fn
-
-    return deco
-
+from .common import WWW, key_of, now_utc
+from .compute.operations import make_op
+from .compute.refs import PUBLIC_IMAGE_PROJECTS
+from .discovery import ApiError, not_found
+from .registry import Request, handler_for
+from .storage import IGNORED_BODY_FIELDS
 
 # Services enabled in a brand-new project without anyone asking
 # (https://cloud.google.com/service-usage/docs/enabled-service#default).
@@ -281,9 +163,7 @@ class FakeGcpState:
 
     def check_project(self, project: str) -> None:
         if project not in self.projects() and project not in PUBLIC_IMAGE_PROJECTS:
-            raise ApiError(
-                404, f"The resource 'projects/{project}' was not found", reason="notFound"
-            )
+            raise not_found(f"projects/{project}")
 
     # ------------------------------------------------------------------ entry
     def handle(
@@ -338,7 +218,7 @@ class FakeGcpState:
         if special is not None:
             return special
         if host not in discovery.FAKED_HOSTS:
-            raise ApiError(404, f"unknown host {host}", reason="notFound")
+            raise not_found(message=f"unknown host {host}")
         auth = headers.get("authorization", "")
         if not auth.startswith("Bearer ") or not auth[7:].strip():
             raise ApiError(
@@ -363,7 +243,7 @@ class FakeGcpState:
         if found is None:
             with self.lock:
                 self.unknown.append(f"{http_method} {host}/{path}")
-            raise ApiError(404, f"Not Found: {http_method} /{path}", reason="notFound")
+            raise not_found(message=f"Not Found: {http_method} /{path}")
         method, vars = found
         entry["id"] = method.id
         vars = {k: unquote(v) for k, v in vars.items()}
@@ -383,9 +263,7 @@ class FakeGcpState:
             failing = self._take_failure(method.id)
             if failing is not None:
                 return self.failed_operation(req, failing)
-            handler = HANDLERS.get(method.id)
-            if handler is None and method.api == "compute":
-                handler = COMPUTE_GENERIC.get(method.name)
+            handler = handler_for(method)
             if handler is None:
                 with self.lock:
                     self.unknown.append(f"{http_method} {host}/{path} ({method.id})")
@@ -450,8 +328,6 @@ class FakeGcpState:
 
     def failed_operation(self, req: Request, err: dict[str, Any]) -> tuple[int, Any]:
         if req.method.api == "compute":
-            from .compute import make_op
-
             error = {"errors": [{"code": err["code"], "message": err["message"]}]}
             return make_op(self, req.method.name, key_of("compute", req.prefix), None, error=error)
         return 200, self.google_lro(
@@ -545,20 +421,10 @@ class FakeGcpState:
         return None
 
     # ------------------------------------------------------------------ helpers
-    def get_or_404(self, key: str, what: str | None = None) -> dict[str, Any]:
-        res = self.store.get(key)
-        if res is None:
-            raise ApiError(
-                404,
-                f"The resource '{what or key.split('/', 2)[-1]}' was not found",
-                reason="notFound",
-            )
-        return res
-
     def put_object(self, bucket: str, name: str, data: bytes = b"") -> dict[str, Any]:
         bkey = f"storage/v1/b/{bucket}"
         if bkey not in self.store:
-            raise ApiError(404, "The specified bucket does not exist.", reason="notFound")
+            raise not_found(message="The specified bucket does not exist.")
         obj = {
             "kind": "storage#object",
             "id": f"{bucket}/{name}/1",
@@ -575,17 +441,3 @@ class FakeGcpState:
         }
         self.store[f"{bkey}/o/{name}"] = obj
         return obj
-
-
-IGNORED_BODY_FIELDS: dict[str, frozenset[str]] = {
-    # gcp_storage_bucket sends these query-parameter names in the body; GCS ignores them.
-    "storage.buckets.insert": frozenset({"project", "predefinedDefaultObjectAcl"}),
-    "storage.buckets.update": frozenset({"project", "predefinedDefaultObjectAcl"}),
-    "storage.buckets.patch": frozenset({"project", "predefinedDefaultObjectAcl"}),
-}
-
-from . import compute as _compute  # noqa: E402  (registers handlers)
-from . import monitoring as _monitoring  # noqa: E402,F401
-from . import others as _others  # noqa: E402,F401
-
-COMPUTE_GENERIC = _compute.GENERIC
