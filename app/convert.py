@@ -123,6 +123,9 @@ _COST: dict[str, tuple[float, float]] = {
 # decoded frame). Bytes per pixel per kind, worst measured + ~25%.
 _STREAM_PER_PIXEL = {"gif": 7.0, "webp": 32.0}
 _STREAM_INTERLACED_PER_PIXEL = 10.5
+# pdfstream.adam7_strips (8-bit interlaced PNG, no palette) holds bands of at
+# least 8 full rows a few times over: bytes per pixel of width.
+_ADAM7_PER_COLUMN = 256
 _STREAM_FIXED = 8 * 1024 * 1024  # libvips, the loader's buffers, numpy strips
 _WEBP_PER_PIXEL = 32.0
 _FIXED_OVERHEAD = 8 * 1024 * 1024  # pikepdf/img2pdf bookkeeping, buffers
@@ -220,6 +223,8 @@ class ImageInfo:
     decoder_bytes: int = field(default=0, compare=False)
     # An interlaced PNG: libvips decodes all of it before the first strip.
     interlaced: bool = field(default=False, compare=False)
+    # ...unless pdfstream's Adam7 decoder takes it: bands of >= 8 full rows.
+    adam7: bool = field(default=False, compare=False)
 
     @property
     def pixels(self) -> int:
@@ -269,7 +274,10 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
             if kind == "jpeg" and shape.progressive and decodes:
                 decoder = _jpeg_coefficient_bytes(width, height, shape.components)
             interlaced = kind == "png" and facts.png_interlaced
-            return ImageInfo(kind, width, height, im.mode, shape.frames, route, decoder, interlaced)
+            adam7 = interlaced and route == "stream" and _adam7_png(im, facts)
+            return ImageInfo(
+                kind, width, height, im.mode, shape.frames, route, decoder, interlaced, adam7
+            )
     except ApiError:
         raise
     except Exception:
@@ -340,11 +348,13 @@ def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
         per_pixel, per_source_byte = _COST[route]
         if route == "stream":
             per_pixel = max(per_pixel, _STREAM_PER_PIXEL.get(info.kind, 0.0))
-            if info.kind == "png" and info.interlaced:
+            if info.kind == "png" and info.interlaced and not info.adam7:
                 per_pixel = max(per_pixel, _STREAM_INTERLACED_PER_PIXEL)
         elif info.kind == "webp":
             per_pixel = max(per_pixel, _WEBP_PER_PIXEL)
         fixed = _STREAM_FIXED if route == "stream" else 0
+        if route == "stream" and info.adam7:
+            fixed += _ADAM7_PER_COLUMN * max(info.width, 0)
         worst = max(worst, per_pixel * pixels + per_source_byte * source_len + fixed)
     return int(worst) + decoder + _FIXED_OVERHEAD
 
@@ -541,12 +551,15 @@ def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int, split=None) 
     data is split without decoding (`pdfstream.png_filtered_strips`), else libvips."""
     strips = None
     if split is not None:
-        width, height, colours = split
+        width, height, colours, alpha, interlaced = split
         image = None
-        head = pdfstream.Header(width, height, colours, True, 8, None)
+        head = pdfstream.Header(width, height, colours, alpha, 8, None)
         view = memoryview(data)
         idat = (view[a:b] for kind_, a, b in _png_chunks(data) if kind_ == b"IDAT")
-        strips = pdfstream.png_filtered_strips(idat, width, height, colours)
+        if interlaced:
+            strips = pdfstream.adam7_strips(idat, width, height, colours, alpha)
+        else:
+            strips = pdfstream.png_filtered_strips(idat, width, height, colours)
     else:
         image = pdfstream.open_image(data, kind)
         head = pdfstream.header(image) if image is not None else None
@@ -566,17 +579,36 @@ def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int, split=None) 
 
 # PNG colour types whose 8-bit filtered data splits into colour + alpha: grey+alpha, RGBA.
 _SPLIT_PNG_COLOURS = {4: 1, 6: 3}
+# 8-bit colour types the Adam7 decoder takes -> (colours, alpha): no palette, no tRNS.
+_ADAM7_PNG = {0: (1, False), 2: (3, False), 4: (1, True), 6: (3, True)}
 
 
-def _split_png(im: Image.Image, data: bytes, facts: _Facts) -> tuple[int, int, int] | None:
-    """(width, height, colours) when an alpha PNG's data can be split undecoded:
-    8-bit grey+alpha or RGBA, not interlaced, no ICC profile (libvips handles those)."""
+def _adam7_png(im: Image.Image, facts: _Facts) -> bool:
+    """An interlaced 8-bit grey/RGB (no tRNS), grey+alpha or RGBA PNG without an ICC
+    profile: `pdfstream.adam7_strips` decodes it in bands; libvips takes the others."""
+    if not facts.png_interlaced or facts.png_depth != 8:
+        return False
+    if facts.png_color_type not in _ADAM7_PNG or "icc_profile" in im.info:
+        return False
+    return not (facts.transparency and facts.png_color_type in {0, 2})
+
+
+def _split_png(
+    im: Image.Image, data: bytes, facts: _Facts
+) -> tuple[int, int, int, bool, bool] | None:
+    """(width, height, colours, alpha, interlaced) when the PNG's data is read here
+    rather than by libvips: an 8-bit grey+alpha or RGBA PNG, not interlaced, whose
+    filtered data is split undecoded; or an interlaced one `_adam7_png` takes.
+    Never with an ICC profile (libvips handles those)."""
+    width, height = struct.unpack_from(">II", data, 16)
+    if _adam7_png(im, facts):
+        colours, alpha = _ADAM7_PNG[facts.png_color_type]
+        return width, height, colours, alpha, True
     if facts.png_depth != 8 or facts.png_interlaced:
         return None
     if facts.png_color_type not in _SPLIT_PNG_COLOURS or "icc_profile" in im.info:
         return None
-    width, height = struct.unpack_from(">II", data, 16)
-    return width, height, _SPLIT_PNG_COLOURS[facts.png_color_type]
+    return width, height, _SPLIT_PNG_COLOURS[facts.png_color_type], True, False
 
 
 def _facts(im: Image.Image, data: bytes, kind: str, shape: structure.Structure) -> _Facts:
