@@ -148,10 +148,10 @@ def test_cpu_limit_signal_is_a_timeout_answer(sandbox):
 
 
 def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
-    # libvips decodes an interlaced PNG whole before its first strip: ~12 MB here
-    # (estimate ~50 MB); 4 MB cannot do. (An 8-bit alpha PNG now converts in less:
-    # its filtered data is split, not decoded.)
-    data = images.png_interlaced(2000, 2000)
+    # Pillow decodes a BMP whole before img2pdf re-encodes it: 12 MB of RGB
+    # here; 4 MB cannot do. (An 8-bit alpha PNG and an interlaced one now convert
+    # in less: the first's filtered data is split, the second's decoded in bands.)
+    data = images.bmp(2000, 2000)
     with pytest.raises(ConversionTooLarge):
         convert(sandbox, data, reserve=4 * 1024 * 1024)
     assert zygote_children() == []
@@ -169,6 +169,7 @@ def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
         lambda: images.la_png(1500, 1000),
         lambda: images.png16_alpha(600, 400),
         lambda: images.png_interlaced(300, 200),
+        lambda: images.png_interlaced(1500, 1000),
         lambda: images.palette_transparent_png(1500, 1000),
         lambda: images.gif_transparent(1500, 1000),
         lambda: images.png(1500, 1000, "RGBA", exif=mirrored()),
