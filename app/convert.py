@@ -128,6 +128,8 @@ _STREAM_INTERLACED_PER_PIXEL = 10.5
 # over: measured 5.3 MB at 40 MP 4:3 (0.09 B/px slope). (B/px, B/source byte), and
 # bytes per pixel of width for the bands.
 _ADAM7_COST = (0.25, 0.25)
+# A GIF as /Indexed: Pillow's decoded "P" frame (1 B/px) and one strip.
+_INDEXED_GIF_COST = (1.25, 0.5)
 _ADAM7_PER_COLUMN = 400  # measured 320 at 200,000 px wide (RGBA)
 _STREAM_FIXED = 8 * 1024 * 1024  # libvips, the loader's buffers, numpy strips
 _WEBP_PER_PIXEL = 32.0
@@ -228,6 +230,8 @@ class ImageInfo:
     interlaced: bool = field(default=False, compare=False)
     # ...unless pdfstream's Adam7 decoder takes it: bands of >= 8 full rows.
     adam7: bool = field(default=False, compare=False)
+    # A GIF written as an /Indexed image from Pillow's 1 B/px frame.
+    indexed: bool = field(default=False, compare=False)
 
     @property
     def pixels(self) -> int:
@@ -278,8 +282,18 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
                 decoder = _jpeg_coefficient_bytes(width, height, shape.components)
             interlaced = kind == "png" and facts.png_interlaced
             adam7 = interlaced and route == "stream" and _adam7_png(im, facts)
+            indexed = route == "stream" and _indexed_gif(kind, im)
             return ImageInfo(
-                kind, width, height, im.mode, shape.frames, route, decoder, interlaced, adam7
+                kind,
+                width,
+                height,
+                im.mode,
+                shape.frames,
+                route,
+                decoder,
+                interlaced,
+                adam7,
+                indexed,
             )
     except ApiError:
         raise
@@ -358,6 +372,8 @@ def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
         fixed = _STREAM_FIXED if route == "stream" else 0
         if route == "stream" and info.adam7:
             per_pixel, per_source_byte = _ADAM7_COST
+        if route == "stream" and info.indexed:
+            per_pixel, per_source_byte = _INDEXED_GIF_COST
             fixed += _ADAM7_PER_COLUMN * max(info.width, 0)
         worst = max(worst, per_pixel * pixels + per_source_byte * source_len + fixed)
     return int(worst) + decoder + _FIXED_OVERHEAD
@@ -434,6 +450,8 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             plain_png = _plain_png(im, data, facts)
         if kind == "png" and route == "stream":
             split = _split_png(im, data, facts)
+        if route == "stream" and _indexed_gif(kind, im):
+            return _stream_indexed(im, raw_dpi, fd)
     if route == "stream":
         return _stream(data, kind, orientation, raw_dpi, fd, split)
     if kind == "png" and route == "embed-png":
@@ -550,6 +568,32 @@ def _stream_or(
     return "stream"
 
 
+def _indexed_gif(kind: str, im: Image.Image) -> bool:
+    """A GIF whose first frame is one palette image covering the whole screen:
+    Pillow decodes it at 1 B/px and the PDF takes its indices as they are
+    (libvips would hold it as an RGB or RGBA frame, 3-4 B/px)."""
+    if kind != "gif" or im.mode != "P" or len(im.tile) != 1:
+        return False
+    transparency = im.info.get("transparency")
+    if transparency is not None and not isinstance(transparency, int):
+        return False
+    return tuple(im.tile[0].extents) == (0, 0, *im.size)
+
+
+def _stream_indexed(im: Image.Image, dpi, fd: int) -> int:
+    """The stream route for `_indexed_gif`: an /Indexed image, its transparent index
+    (GIF transparency is all or nothing) a /Mask colour key."""
+    try:
+        im.load()
+    except (OSError, EOFError, SyntaxError, ValueError):
+        raise InvalidImage() from None
+    palette = bytes(im.getpalette("RGB") or b"")[: 256 * 3]
+    palette = palette.ljust(256 * 3, b"\0")  # indices past a short palette: black
+    key = im.info.get("transparency")
+    head = pdfstream.Header(im.width, im.height, 1, False, 8, None, palette, key)
+    return _write_streamed(None, head, 1, dpi, fd, pdfstream.indexed_strips(im))
+
+
 def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int, split=None) -> int:
     """The stream route; `split` = (width, height, colours) of a PNG whose filtered
     data is split without decoding (`pdfstream.png_filtered_strips`), else libvips."""
@@ -569,6 +613,10 @@ def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int, split=None) 
         head = pdfstream.header(image) if image is not None else None
     if head is None:
         raise UnsupportedImage()
+    return _write_streamed(image, head, orientation, dpi, fd, strips)
+
+
+def _write_streamed(image, head, orientation: int, dpi, fd: int, strips) -> int:
     dpi_x, dpi_y = float(dpi[0]), float(dpi[1])
     shown_w, shown_h = head.width, head.height
     if orientation >= 5:

@@ -105,6 +105,10 @@ class Header:
     alpha: bool
     depth: int  # 8 or 16
     icc: bytes | None
+    # An /Indexed image (colours 1, 8-bit indices): its RGB palette, and the
+    # index drawn transparent (a /Mask colour key), if any.
+    palette: bytes | None = None
+    key: int | None = None
 
 
 def open_image(data: bytes, kind: str):
@@ -259,9 +263,14 @@ def write_pdf(image, head: Header, orientation: int, layout, out_fd: int, strips
     colour_space = b"/DeviceGray" if head.colours == 1 else b"/DeviceRGB"
     if head.icc:
         colour_space = b"[/ICCBased 9 0 R]"
+    smask = b" /SMask 7 0 R" if head.alpha else b""
+    if head.palette is not None:
+        hival = len(head.palette) // 3 - 1
+        colour_space = b"[/Indexed /DeviceRGB %d <%s>]" % (hival, head.palette.hex().encode())
+        if head.key is not None:
+            smask = b" /Mask [%d %d]" % (head.key, head.key)
     bps = head.depth // 8
     width, height = head.width, head.height
-    smask = b" /SMask 7 0 R" if head.alpha else b""
     out.begin(5)
     out.write(_image_dict(width, height, colour_space, head.colours, head.depth, 6) + smask)
     out.write(b" >>\nstream\n")
@@ -580,6 +589,21 @@ def adam7_strips(idat, width: int, height: int, colours: int, alpha: bool):
             alpha_out = _up(alpha_rows, last_alpha)
             last_alpha = alpha_rows[-1].copy()
         yield colour_out, alpha_out
+
+
+def indexed_strips(image):
+    """Up-filtered rows of a decoded Pillow "P" image, a strip at a time (a crop
+    copies only its rows): the palette indices of an /Indexed image."""
+    _load()
+    width, height = image.size
+    rows = max(1, min(height, STRIP_BYTES // max(1, width)))
+    last = None
+    for y in range(0, height, rows):
+        n = min(rows, height - y)
+        strip = np.frombuffer(image.crop((0, y, width, y + n)).tobytes(), np.uint8)
+        strip = strip.reshape(n, width)
+        yield _up(strip, last), None
+        last = strip[-1].copy()
 
 
 def _split_rows(data: bytearray, n: int, width: int, colours: int):
