@@ -594,6 +594,22 @@ def _stream_indexed(im: Image.Image, dpi, fd: int) -> int:
     return _write_streamed(None, head, 1, dpi, fd, pdfstream.indexed_strips(im))
 
 
+def _png_palette(data: bytes) -> tuple[bytes, bytes | None]:
+    """PLTE padded to 256 entries (indices past it: black), and the alpha of each
+    of the 256 indices when there is a tRNS chunk (entries past it: opaque)."""
+    palette = opacity = None
+    for ctype, start, end in _png_chunks(data):
+        if ctype == b"PLTE" and palette is None:
+            palette = data[start : start + min(end - start, 768) // 3 * 3]
+        elif ctype == b"tRNS" and opacity is None:
+            opacity = data[start : min(end, start + 256)].ljust(256, b"\xff")
+        elif ctype in {b"IDAT", b"IEND"}:
+            break
+    if not palette:
+        raise InvalidImage()
+    return palette.ljust(768, b"\0"), opacity
+
+
 def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int, split=None) -> int:
     """The stream route; `split` = (width, height, colours) of a PNG whose filtered
     data is split without decoding (`pdfstream.png_filtered_strips`), else libvips."""
@@ -604,7 +620,12 @@ def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int, split=None) 
         head = pdfstream.Header(width, height, colours, alpha, 8, None)
         view = memoryview(data)
         idat = (view[a:b] for kind_, a, b in _png_chunks(data) if kind_ == b"IDAT")
-        if interlaced:
+        if interlaced == "palette":
+            palette, opacity = _png_palette(data)
+            alpha = opacity is not None
+            head = pdfstream.Header(width, height, 1, alpha, 8, None, palette)
+            strips = pdfstream.adam7_strips(idat, width, height, 1, alpha, opacity)
+        elif interlaced:
             strips = pdfstream.adam7_strips(idat, width, height, colours, alpha)
         else:
             strips = pdfstream.png_filtered_strips(idat, width, height, colours)
@@ -631,13 +652,15 @@ def _write_streamed(image, head, orientation: int, dpi, fd: int, strips) -> int:
 
 # PNG colour types whose 8-bit filtered data splits into colour + alpha: grey+alpha, RGBA.
 _SPLIT_PNG_COLOURS = {4: 1, 6: 3}
-# 8-bit colour types the Adam7 decoder takes -> (colours, alpha): no palette, no tRNS.
-_ADAM7_PNG = {0: (1, False), 2: (3, False), 4: (1, True), 6: (3, True)}
+# 8-bit colour types the Adam7 decoder takes -> (colours, alpha): grey and RGB
+# without tRNS; a palette (3) is written as /Indexed, its tRNS as a soft mask.
+_ADAM7_PNG = {0: (1, False), 2: (3, False), 3: (1, False), 4: (1, True), 6: (3, True)}
 
 
 def _adam7_png(im: Image.Image, facts: _Facts) -> bool:
-    """An interlaced 8-bit grey/RGB (no tRNS), grey+alpha or RGBA PNG without an ICC
-    profile: `pdfstream.adam7_strips` decodes it in bands; libvips takes the others."""
+    """An interlaced 8-bit grey/RGB (no tRNS), palette, grey+alpha or RGBA PNG without
+    an ICC profile: `pdfstream.adam7_strips` decodes it in bands; libvips takes the
+    others."""
     if not facts.png_interlaced or facts.png_depth != 8:
         return False
     if facts.png_color_type not in _ADAM7_PNG or "icc_profile" in im.info:
@@ -647,20 +670,21 @@ def _adam7_png(im: Image.Image, facts: _Facts) -> bool:
 
 def _split_png(
     im: Image.Image, data: bytes, facts: _Facts
-) -> tuple[int, int, int, bool, bool] | None:
-    """(width, height, colours, alpha, interlaced) when the PNG's data is read here
-    rather than by libvips: an 8-bit grey+alpha or RGBA PNG, not interlaced, whose
-    filtered data is split undecoded; or an interlaced one `_adam7_png` takes.
+) -> tuple[int, int, int, bool, str] | None:
+    """(width, height, colours, alpha, how) when the PNG's data is read here rather
+    than by libvips: an 8-bit grey+alpha or RGBA PNG, not interlaced, whose
+    filtered data is split undecoded (how ""); or an interlaced one `_adam7_png`
+    takes ("adam7", or "palette" for an /Indexed image).
     Never with an ICC profile (libvips handles those)."""
     width, height = struct.unpack_from(">II", data, 16)
     if _adam7_png(im, facts):
         colours, alpha = _ADAM7_PNG[facts.png_color_type]
-        return width, height, colours, alpha, True
+        return width, height, colours, alpha, "palette" if facts.png_color_type == 3 else "adam7"
     if facts.png_depth != 8 or facts.png_interlaced:
         return None
     if facts.png_color_type not in _SPLIT_PNG_COLOURS or "icc_profile" in im.info:
         return None
-    return width, height, _SPLIT_PNG_COLOURS[facts.png_color_type], True, False
+    return width, height, _SPLIT_PNG_COLOURS[facts.png_color_type], True, ""
 
 
 def _facts(im: Image.Image, data: bytes, kind: str, shape: structure.Structure) -> _Facts:

@@ -549,14 +549,17 @@ def _up(rows: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def adam7_strips(idat, width: int, height: int, colours: int, alpha: bool):
+def adam7_strips(idat, width: int, height: int, colours: int, alpha: bool, opacity=None):
     """(colour, alpha) rows, Up-filtered, of an 8-bit Adam7-interlaced grey, RGB,
     grey+alpha or RGBA PNG, without its whole frame: one inflater per pass, all
     advanced together band by band (8 rows or more), each pass's rows unfiltered
     against that pass's row above and scattered into the band. `idat` yields
-    the IDAT payloads; rows must hold filter types 0-4 and be all there."""
+    the IDAT payloads; rows must hold filter types 0-4 and be all there.
+    `opacity`: for a palette PNG (colours 1: indices), the alpha of each of the
+    256 indices (from tRNS); the alpha rows are looked up from it."""
     _load()
-    bands = colours + (1 if alpha else 0)
+    bands = colours + (1 if alpha and opacity is None else 0)
+    lut = np.frombuffer(opacity, np.uint8) if opacity is not None else None
     parts = [part for part in idat if len(part)]
     passes = _adam7_passes(width, height, bands)
     readers = _adam7_readers(parts, passes)
@@ -585,7 +588,10 @@ def adam7_strips(idat, width: int, height: int, colours: int, alpha: bool):
         last_colour = colour_rows[-1].copy()
         alpha_out = None
         if alpha:
-            alpha_rows = np.ascontiguousarray(rows[..., colours])
+            if lut is not None:
+                alpha_rows = lut[colour_rows]
+            else:
+                alpha_rows = np.ascontiguousarray(rows[..., colours])
             alpha_out = _up(alpha_rows, last_alpha)
             last_alpha = alpha_rows[-1].copy()
         yield colour_out, alpha_out

@@ -170,6 +170,7 @@ def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
         lambda: images.png16_alpha(600, 400),
         lambda: images.png_interlaced(300, 200),
         lambda: images.png_interlaced(1500, 1000),
+        lambda: interlaced_palette_png(1500, 1000),
         lambda: images.palette_transparent_png(1500, 1000),
         lambda: images.gif_transparent(1500, 1000),
         lambda: images.png(1500, 1000, "RGBA", exif=mirrored()),
@@ -189,6 +190,38 @@ def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
 def test_estimate_is_enough_under_the_kernel_limit(sandbox, make):
     """Each route converts with exactly its estimate as its address-space limit."""
     assert convert(sandbox, make()).startswith(b"%PDF-")
+
+
+def interlaced_palette_png(w: int, h: int) -> bytes:
+    """Adam7, 8-bit palette with a tRNS chunk (filter type None): stripes of 7 colours."""
+    import struct
+    import zlib
+
+    raw = bytearray()
+    adam7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4)]
+    for x0, y0, dx, dy in [*adam7, (1, 0, 2, 2), (0, 1, 1, 2)]:
+        xs = range(x0, w, dx)
+        for y in range(y0, h, dy):
+            if xs:
+                raw += b"\0" + bytes((x // 3 + y) % 7 for x in xs)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 1)
+    plte = bytes(range(21))
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            chunk(b"IHDR", ihdr),
+            chunk(b"PLTE", plte),
+            chunk(b"tRNS", b"\x00\x80"),
+            chunk(b"IDAT", zlib.compress(bytes(raw))),
+            chunk(b"IEND", b""),
+        ]
+    )
 
 
 def mirrored() -> bytes:

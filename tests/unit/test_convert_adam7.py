@@ -154,7 +154,7 @@ def test_estimate_no_longer_prices_the_whole_frame():
     assert estimate_peak_bytes(whole, len(data)) > 10 * 8000 * 5000
 
 
-def test_palette_and_transparent_rgb_keep_libvips():
+def test_transparent_rgb_keeps_libvips():
     trns = chunk(b"tRNS", struct.pack(">HHH", 1, 2, 3))
     data = adam7_png(noise(20, 10, 3), 2, extra=trns)
     info = inspect_image(data, 10**8)
@@ -185,3 +185,44 @@ def test_an_unknown_filter_type_is_invalid():
     data += chunk(b"IDAT", zlib.compress(bad)) + chunk(b"IEND", b"")
     with pytest.raises(InvalidImage):
         convert_to_pdf(data, inspect_image(data, 10**8))
+
+
+def palette_png(w: int, h: int, colours: int, alphas: bytes | None, parts: int = 1) -> bytes:
+    src = noise(w, h, 1) % colours
+    extra = chunk(b"PLTE", noise(colours, 1, 3).tobytes())
+    if alphas is not None:
+        extra += chunk(b"tRNS", alphas)
+    return adam7_png(src, 3, extra=extra, parts=parts)
+
+
+@pytest.mark.parametrize("alphas", [None, b"\x00\x80\xff\x10", b"\x00"])
+@pytest.mark.parametrize(("w", "h"), [(1, 1), (3, 7), (8, 8), (5, 2), (67, 45)])
+def test_palette_indices_and_trns_alpha_are_pillows(alphas, w, h):
+    data = palette_png(w, h, 200, alphas, parts=2)
+    with Image.open(io.BytesIO(data)) as im:
+        indices = np.asarray(im)
+        palette = bytes(im.getpalette("RGB"))
+        rgba = np.asarray(im.convert("RGBA"))
+    with pikepdf.open(io.BytesIO(pdf_of(data))) as doc:
+        (image,) = doc.pages[0].get_images().values()
+        assert image.ColorSpace[0] == "/Indexed"
+        assert bytes(image.ColorSpace[3])[: len(palette)] == palette
+        got = np.frombuffer(image.read_bytes(), np.uint8).reshape(h, w)
+        assert np.array_equal(got, indices)
+        smask = image.get("/SMask")
+        if alphas is None:
+            assert smask is None
+        else:
+            alpha = np.frombuffer(smask.read_bytes(), np.uint8).reshape(h, w)
+            assert np.array_equal(alpha, rgba[..., 3])
+
+
+def test_palette_page_renders_as_pillow_decodes_it():
+    src = np.kron(noise(6, 5, 1) % 4, np.ones((8, 8, 1), np.uint8))
+    extra = chunk(b"PLTE", bytes([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9]))
+    data = adam7_png(src, 3, extra=extra + chunk(b"tRNS", b"\xff\x00"))
+    want = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
+    got = rendered_rgba(pdf_of(data), (48, 40))
+    assert np.array_equal(got[..., 3], want[..., 3])
+    opaque = want[..., 3] == 255
+    assert np.array_equal(got[..., :3][opaque], want[..., :3][opaque])
