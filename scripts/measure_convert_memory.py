@@ -131,10 +131,12 @@ def _png_interlaced(mode: str):
     def make(w: int, h: int) -> bytes:
         import pyvips
 
-        im = _photo(w, h, mode)
-        vi = pyvips.Image.new_from_memory(im.tobytes(), w, h, len(mode), "uchar")
-        data = vi.pngsave_buffer(interlace=True, compression=6)
+        im = _photo(w, h, "RGB" if mode == "P" else mode)
+        bands = 3 if mode == "P" else len(mode)
+        vi = pyvips.Image.new_from_memory(im.tobytes(), w, h, bands, "uchar")
+        data = vi.pngsave_buffer(interlace=True, compression=6, palette=mode == "P")
         assert data[28] == 1, "not interlaced"
+        assert mode != "P" or data[25] == 3, "not a palette"
         return data
 
     return make
@@ -149,6 +151,7 @@ SAMPLES = {
     "png rgba": lambda w, h: _save(_photo(w, h, "RGBA"), "PNG"),
     "png rgba interlaced": _png_interlaced("RGBA"),
     "png rgb interlaced": _png_interlaced("RGB"),
+    "png palette interlaced": _png_interlaced("P"),
     "png palette + tRNS": lambda w, h: _save(_photo(w, h, "P"), "PNG", transparency=0),
     "png16 rgba": _png16_rgba,
     "tiff rgba": lambda w, h: _save(_photo(w, h, "RGBA"), "TIFF", compression="tiff_lzw"),
