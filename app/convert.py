@@ -127,9 +127,9 @@ _STREAM_INTERLACED_PER_PIXEL = 10.5
 # the header) holds 7 inflaters and bands of at least 8 full rows a few times
 # over: measured 5.3 MB at 40 MP 4:3 (0.09 B/px slope). (B/px, B/source byte), and
 # bytes per pixel of width for the bands.
-_ADAM7_COST = (0.25, 0.25)
+_ADAM7_COST = (0.25, 1.25)  # the child reads its own copy of the source
 # A GIF as /Indexed: Pillow's decoded "P" frame (1 B/px) and one strip.
-_INDEXED_GIF_COST = (1.25, 0.5)
+_INDEXED_GIF_COST = (1.25, 1.25)
 _ADAM7_PER_COLUMN = 400  # measured 320 at 200,000 px wide (RGBA)
 _STREAM_FIXED = 8 * 1024 * 1024  # libvips, the loader's buffers, numpy strips
 _WEBP_PER_PIXEL = 32.0

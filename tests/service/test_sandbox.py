@@ -246,6 +246,45 @@ def test_thirty_megapixel_alpha_png_converts_in_under_120_mb():
         assert 0 < job.peak_rss <= 120 * 1024 * 1024, job.peak_rss
 
 
+def interlaced_rgba_png(w: int, h: int) -> bytes:
+    """Adam7 (libvips writes it: Pillow never interlaces), gradients: a file
+    under MAX_SOURCE_BYTES, as the service would take it (noise would not be)."""
+    import pyvips
+    from PIL import Image
+
+    grad = Image.linear_gradient("L").resize((w, h))
+    across = Image.linear_gradient("L").transpose(Image.Transpose.ROTATE_90).resize((w, h))
+    im = Image.merge("RGBA", (across, grad, grad.transpose(Image.Transpose.ROTATE_180), grad))
+    vi = pyvips.Image.new_from_memory(im.tobytes(), w, h, 4, "uchar")
+    return vi.pngsave_buffer(interlace=True, compression=1)
+
+
+def grey_gif(w: int, h: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    im = Image.merge("RGB", [Image.effect_noise((w, h), 40).convert("L")] * 3).convert("P")
+    im.save(buf, "GIF", transparency=0)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("make", [interlaced_rgba_png, grey_gif])
+def test_forty_megapixel_interlaced_png_and_gif_convert_in_under_120_mb(make):
+    """Both were decoded whole (an RGB(A) frame: 413 at 40 MP); now in bands / as
+    palette indices, under a kernel limit of exactly the estimate."""
+    box = Sandbox(Limits(timeout_s=60.0, max_memory=BUDGET))
+    data = make(7302, 5477)  # 39.99 MP: just under MAX_IMAGE_PIXELS
+    with box.job(data) as job:
+        info = job.inspect(MAX_PIXELS)
+        assert info.route == "stream" and (info.adam7 or info.indexed)
+        need = estimate_peak_bytes(info, len(data))
+        assert need < 120 * 1024 * 1024
+        assert job.convert_size(info, need) > 0
+        assert 0 < job.peak_rss <= 120 * 1024 * 1024, job.peak_rss
+
+
 def noisy_rgba_png(w: int, h: int) -> bytes:
     """Noise in two channels: ~1 B/px compressed (a scan; a poster export is smaller)."""
     import io
