@@ -123,6 +123,14 @@ _COST: dict[str, tuple[float, float]] = {
 # decoded frame). Bytes per pixel per kind, worst measured + ~25%.
 _STREAM_PER_PIXEL = {"gif": 7.0, "webp": 32.0}
 _STREAM_INTERLACED_PER_PIXEL = 10.5
+# pdfstream.adam7_strips (8-bit interlaced PNG, no palette; libvips reads only
+# the header) holds 7 inflaters and bands of at least 8 full rows a few times
+# over: measured 5.3 MB at 40 MP 4:3 (0.09 B/px slope). (B/px, B/source byte), and
+# bytes per pixel of width for the bands.
+_ADAM7_COST = (0.25, 1.25)  # the child reads its own copy of the source
+# A GIF as /Indexed: Pillow's decoded "P" frame (1 B/px) and one strip.
+_INDEXED_GIF_COST = (1.25, 1.25)
+_ADAM7_PER_COLUMN = 400  # measured 320 at 200,000 px wide (RGBA)
 _STREAM_FIXED = 8 * 1024 * 1024  # libvips, the loader's buffers, numpy strips
 _WEBP_PER_PIXEL = 32.0
 _FIXED_OVERHEAD = 8 * 1024 * 1024  # pikepdf/img2pdf bookkeeping, buffers
@@ -220,6 +228,10 @@ class ImageInfo:
     decoder_bytes: int = field(default=0, compare=False)
     # An interlaced PNG: libvips decodes all of it before the first strip.
     interlaced: bool = field(default=False, compare=False)
+    # ...unless pdfstream's Adam7 decoder takes it: bands of >= 8 full rows.
+    adam7: bool = field(default=False, compare=False)
+    # A GIF written as an /Indexed image from Pillow's 1 B/px frame.
+    indexed: bool = field(default=False, compare=False)
 
     @property
     def pixels(self) -> int:
@@ -269,7 +281,20 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
             if kind == "jpeg" and shape.progressive and decodes:
                 decoder = _jpeg_coefficient_bytes(width, height, shape.components)
             interlaced = kind == "png" and facts.png_interlaced
-            return ImageInfo(kind, width, height, im.mode, shape.frames, route, decoder, interlaced)
+            adam7 = interlaced and route == "stream" and _adam7_png(im, facts)
+            indexed = route == "stream" and _indexed_gif(kind, im)
+            return ImageInfo(
+                kind,
+                width,
+                height,
+                im.mode,
+                shape.frames,
+                route,
+                decoder,
+                interlaced,
+                adam7,
+                indexed,
+            )
     except ApiError:
         raise
     except Exception:
@@ -340,11 +365,16 @@ def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
         per_pixel, per_source_byte = _COST[route]
         if route == "stream":
             per_pixel = max(per_pixel, _STREAM_PER_PIXEL.get(info.kind, 0.0))
-            if info.kind == "png" and info.interlaced:
+            if info.kind == "png" and info.interlaced and not info.adam7:
                 per_pixel = max(per_pixel, _STREAM_INTERLACED_PER_PIXEL)
         elif info.kind == "webp":
             per_pixel = max(per_pixel, _WEBP_PER_PIXEL)
         fixed = _STREAM_FIXED if route == "stream" else 0
+        if route == "stream" and info.adam7:
+            per_pixel, per_source_byte = _ADAM7_COST
+        if route == "stream" and info.indexed:
+            per_pixel, per_source_byte = _INDEXED_GIF_COST
+            fixed += _ADAM7_PER_COLUMN * max(info.width, 0)
         worst = max(worst, per_pixel * pixels + per_source_byte * source_len + fixed)
     return int(worst) + decoder + _FIXED_OVERHEAD
 
@@ -420,6 +450,8 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             plain_png = _plain_png(im, data, facts)
         if kind == "png" and route == "stream":
             split = _split_png(im, data, facts)
+        if route == "stream" and _indexed_gif(kind, im):
+            return _stream_indexed(im, raw_dpi, fd)
     if route == "stream":
         return _stream(data, kind, orientation, raw_dpi, fd, split)
     if kind == "png" and route == "embed-png":
@@ -536,22 +568,76 @@ def _stream_or(
     return "stream"
 
 
+def _indexed_gif(kind: str, im: Image.Image) -> bool:
+    """A GIF whose first frame is one palette image covering the whole screen:
+    Pillow decodes it at 1 B/px and the PDF takes its indices as they are
+    (libvips would hold it as an RGB or RGBA frame, 3-4 B/px)."""
+    if kind != "gif" or im.mode != "P" or len(im.tile) != 1:
+        return False
+    transparency = im.info.get("transparency")
+    if transparency is not None and not isinstance(transparency, int):
+        return False
+    return tuple(im.tile[0].extents) == (0, 0, *im.size)
+
+
+def _stream_indexed(im: Image.Image, dpi, fd: int) -> int:
+    """The stream route for `_indexed_gif`: an /Indexed image, its transparent index
+    (GIF transparency is all or nothing) a /Mask colour key."""
+    try:
+        im.load()
+    except (OSError, EOFError, SyntaxError, ValueError):
+        raise InvalidImage() from None
+    palette = bytes(im.getpalette("RGB") or b"")[: 256 * 3]
+    palette = palette.ljust(256 * 3, b"\0")  # indices past a short palette: black
+    key = im.info.get("transparency")
+    head = pdfstream.Header(im.width, im.height, 1, False, 8, None, palette, key)
+    return _write_streamed(None, head, 1, dpi, fd, pdfstream.indexed_strips(im))
+
+
+def _png_palette(data: bytes) -> tuple[bytes, bytes | None]:
+    """PLTE padded to 256 entries (indices past it: black), and the alpha of each
+    of the 256 indices when there is a tRNS chunk (entries past it: opaque)."""
+    palette = opacity = None
+    for ctype, start, end in _png_chunks(data):
+        if ctype == b"PLTE" and palette is None:
+            palette = data[start : start + min(end - start, 768) // 3 * 3]
+        elif ctype == b"tRNS" and opacity is None:
+            opacity = data[start : min(end, start + 256)].ljust(256, b"\xff")
+        elif ctype in {b"IDAT", b"IEND"}:
+            break
+    if not palette:
+        raise InvalidImage()
+    return palette.ljust(768, b"\0"), opacity
+
+
 def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int, split=None) -> int:
     """The stream route; `split` = (width, height, colours) of a PNG whose filtered
     data is split without decoding (`pdfstream.png_filtered_strips`), else libvips."""
     strips = None
     if split is not None:
-        width, height, colours = split
+        width, height, colours, alpha, interlaced = split
         image = None
-        head = pdfstream.Header(width, height, colours, True, 8, None)
+        head = pdfstream.Header(width, height, colours, alpha, 8, None)
         view = memoryview(data)
         idat = (view[a:b] for kind_, a, b in _png_chunks(data) if kind_ == b"IDAT")
-        strips = pdfstream.png_filtered_strips(idat, width, height, colours)
+        if interlaced == "palette":
+            palette, opacity = _png_palette(data)
+            alpha = opacity is not None
+            head = pdfstream.Header(width, height, 1, alpha, 8, None, palette)
+            strips = pdfstream.adam7_strips(idat, width, height, 1, alpha, opacity)
+        elif interlaced:
+            strips = pdfstream.adam7_strips(idat, width, height, colours, alpha)
+        else:
+            strips = pdfstream.png_filtered_strips(idat, width, height, colours)
     else:
         image = pdfstream.open_image(data, kind)
         head = pdfstream.header(image) if image is not None else None
     if head is None:
         raise UnsupportedImage()
+    return _write_streamed(image, head, orientation, dpi, fd, strips)
+
+
+def _write_streamed(image, head, orientation: int, dpi, fd: int, strips) -> int:
     dpi_x, dpi_y = float(dpi[0]), float(dpi[1])
     shown_w, shown_h = head.width, head.height
     if orientation >= 5:
@@ -566,17 +652,39 @@ def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int, split=None) 
 
 # PNG colour types whose 8-bit filtered data splits into colour + alpha: grey+alpha, RGBA.
 _SPLIT_PNG_COLOURS = {4: 1, 6: 3}
+# 8-bit colour types the Adam7 decoder takes -> (colours, alpha): grey and RGB
+# without tRNS; a palette (3) is written as /Indexed, its tRNS as a soft mask.
+_ADAM7_PNG = {0: (1, False), 2: (3, False), 3: (1, False), 4: (1, True), 6: (3, True)}
 
 
-def _split_png(im: Image.Image, data: bytes, facts: _Facts) -> tuple[int, int, int] | None:
-    """(width, height, colours) when an alpha PNG's data can be split undecoded:
-    8-bit grey+alpha or RGBA, not interlaced, no ICC profile (libvips handles those)."""
+def _adam7_png(im: Image.Image, facts: _Facts) -> bool:
+    """An interlaced 8-bit grey/RGB (no tRNS), palette, grey+alpha or RGBA PNG without
+    an ICC profile: `pdfstream.adam7_strips` decodes it in bands; libvips takes the
+    others."""
+    if not facts.png_interlaced or facts.png_depth != 8:
+        return False
+    if facts.png_color_type not in _ADAM7_PNG or "icc_profile" in im.info:
+        return False
+    return not (facts.transparency and facts.png_color_type in {0, 2})
+
+
+def _split_png(
+    im: Image.Image, data: bytes, facts: _Facts
+) -> tuple[int, int, int, bool, str] | None:
+    """(width, height, colours, alpha, how) when the PNG's data is read here rather
+    than by libvips: an 8-bit grey+alpha or RGBA PNG, not interlaced, whose
+    filtered data is split undecoded (how ""); or an interlaced one `_adam7_png`
+    takes ("adam7", or "palette" for an /Indexed image).
+    Never with an ICC profile (libvips handles those)."""
+    width, height = struct.unpack_from(">II", data, 16)
+    if _adam7_png(im, facts):
+        colours, alpha = _ADAM7_PNG[facts.png_color_type]
+        return width, height, colours, alpha, "palette" if facts.png_color_type == 3 else "adam7"
     if facts.png_depth != 8 or facts.png_interlaced:
         return None
     if facts.png_color_type not in _SPLIT_PNG_COLOURS or "icc_profile" in im.info:
         return None
-    width, height = struct.unpack_from(">II", data, 16)
-    return width, height, _SPLIT_PNG_COLOURS[facts.png_color_type]
+    return width, height, _SPLIT_PNG_COLOURS[facts.png_color_type], True, ""
 
 
 def _facts(im: Image.Image, data: bytes, kind: str, shape: structure.Structure) -> _Facts:

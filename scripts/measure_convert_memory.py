@@ -29,7 +29,7 @@ from tests.support.images import banded_gradient as _photo  # noqa: E402
 from tests.support.images import encode as _save  # noqa: E402
 
 CHILD = r"""
-import json, os, sys
+import json, os, sys, time
 sys.path.insert(0, sys.argv[2])
 from app import pdfstream
 from app.convert import convert_to_fd, convert_to_pdf, estimate_peak_bytes, inspect_image
@@ -56,16 +56,18 @@ size_before = status("VmSize")
 info = inspect_image(data, 10**9)
 # As in the conversion process: the PDF goes to a memfd, never into our heap.
 out = os.memfd_create("pdf")
+start = time.perf_counter()
 try:
     size = convert_to_fd(data, info, out)
 except Exception:  # a damaged sample: what its check cost is what counts
     size = 0
+ms = (time.perf_counter() - start) * 1000
 peak = status("VmHWM")
 # The kernel limit of a conversion process is RLIMIT_AS: address space counts.
 space = status("VmPeak") - size_before
 print(json.dumps({"route": info.route, "pixels": info.width * info.height,
                   "source": len(data), "pdf": size, "delta": peak - before, "space": space,
-                  "estimate": estimate_peak_bytes(info, len(data))}))
+                  "ms": ms, "estimate": estimate_peak_bytes(info, len(data))}))
 """
 
 
@@ -122,16 +124,22 @@ def _progressive_cmyk_cut(w: int, h: int) -> bytes:
     return _save(_photo(w, h).convert("CMYK"), "JPEG", quality=90, progressive=True)[:-200]
 
 
-def _png_rgba_interlaced(w: int, h: int) -> bytes:
-    """Adam7 RGBA. Pillow ignores `interlace` when saving (its files are never
-    interlaced), so libvips writes this one."""
-    import pyvips
+def _png_interlaced(mode: str):
+    """Adam7. Pillow ignores `interlace` when saving (its files are never
+    interlaced), so libvips writes these."""
 
-    im = _photo(w, h, "RGBA")
-    vi = pyvips.Image.new_from_memory(im.tobytes(), w, h, 4, "uchar")
-    data = vi.pngsave_buffer(interlace=True, compression=6)
-    assert data[28] == 1, "not interlaced"
-    return data
+    def make(w: int, h: int) -> bytes:
+        import pyvips
+
+        im = _photo(w, h, "RGB" if mode == "P" else mode)
+        bands = 3 if mode == "P" else len(mode)
+        vi = pyvips.Image.new_from_memory(im.tobytes(), w, h, bands, "uchar")
+        data = vi.pngsave_buffer(interlace=True, compression=6, palette=mode == "P")
+        assert data[28] == 1, "not interlaced"
+        assert mode != "P" or data[25] == 3, "not a palette"
+        return data
+
+    return make
 
 
 SAMPLES = {
@@ -141,13 +149,16 @@ SAMPLES = {
     ),
     "png rgb (embed)": lambda w, h: _save(_photo(w, h), "PNG"),
     "png rgba": lambda w, h: _save(_photo(w, h, "RGBA"), "PNG"),
-    "png rgba interlaced": _png_rgba_interlaced,
+    "png rgba interlaced": _png_interlaced("RGBA"),
+    "png rgb interlaced": _png_interlaced("RGB"),
+    "png palette interlaced": _png_interlaced("P"),
     "png palette + tRNS": lambda w, h: _save(_photo(w, h, "P"), "PNG", transparency=0),
     "png16 rgba": _png16_rgba,
     "tiff rgba": lambda w, h: _save(_photo(w, h, "RGBA"), "TIFF", compression="tiff_lzw"),
     "tiff rgb (img2pdf decode)": lambda w, h: _save(_photo(w, h), "TIFF", compression="tiff_lzw"),
     "tiff16 gray (pillow)": lambda w, h: _save(_photo(w, h, "L").convert("I;16"), "TIFF"),
-    "gif (img2pdf decode)": lambda w, h: _save(_photo(w, h, "P"), "GIF"),
+    "gif": lambda w, h: _save(_photo(w, h, "P"), "GIF"),
+    "gif transparent": lambda w, h: _save(_photo(w, h, "P"), "GIF", transparency=0),
     "webp rgba (pillow flatten)": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", quality=80),
     "webp rgb (img2pdf decode)": lambda w, h: _save(_photo(w, h), "WEBP", quality=80),
     "jpeg orientation 5 (pillow jpeg)": _mirrored_jpeg,
@@ -178,7 +189,7 @@ def main() -> int:
     sizes = [(int((mp * 1e6 * 4 / 3) ** 0.5), int((mp * 1e6 * 3 / 4) ** 0.5)) for mp in args.mp]
     print(
         f"{'sample':34} {'route':15} {'MP':>5} {'src MB':>7} {'peak MB':>8} "
-        f"{'B/px':>6} {'slope B/px':>10} {'AS MB':>7} {'est MB':>7}"
+        f"{'B/px':>6} {'slope B/px':>10} {'AS MB':>7} {'est MB':>7} {'ms':>6}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for name, make in SAMPLES.items():
@@ -196,7 +207,7 @@ def main() -> int:
                     f"{name:34} {row['route']:15} {row['pixels'] / 1e6:5.1f} "
                     f"{row['source'] / 1e6:7.1f} {row['delta'] / 1e6:8.1f} "
                     f"{row['delta'] / row['pixels']:6.2f} {slope:10.2f} "
-                    f"{row['space'] / 1e6:7.1f} {row['estimate'] / 1e6:7.1f}"
+                    f"{row['space'] / 1e6:7.1f} {row['estimate'] / 1e6:7.1f} {row['ms']:6.0f}"
                     + ("  UNDER" if row["estimate"] < max(row["delta"], row["space"]) else "")
                 )
     return 0

@@ -148,10 +148,10 @@ def test_cpu_limit_signal_is_a_timeout_answer(sandbox):
 
 
 def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
-    # libvips decodes an interlaced PNG whole before its first strip: ~12 MB here
-    # (estimate ~50 MB); 4 MB cannot do. (An 8-bit alpha PNG now converts in less:
-    # its filtered data is split, not decoded.)
-    data = images.png_interlaced(2000, 2000)
+    # Pillow decodes a BMP whole before img2pdf re-encodes it: 12 MB of RGB
+    # here; 4 MB cannot do. (An 8-bit alpha PNG and an interlaced one now convert
+    # in less: the first's filtered data is split, the second's decoded in bands.)
+    data = images.bmp(2000, 2000)
     with pytest.raises(ConversionTooLarge):
         convert(sandbox, data, reserve=4 * 1024 * 1024)
     assert zygote_children() == []
@@ -169,6 +169,8 @@ def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
         lambda: images.la_png(1500, 1000),
         lambda: images.png16_alpha(600, 400),
         lambda: images.png_interlaced(300, 200),
+        lambda: images.png_interlaced(1500, 1000),
+        lambda: interlaced_palette_png(1500, 1000),
         lambda: images.palette_transparent_png(1500, 1000),
         lambda: images.gif_transparent(1500, 1000),
         lambda: images.png(1500, 1000, "RGBA", exif=mirrored()),
@@ -190,6 +192,38 @@ def test_estimate_is_enough_under_the_kernel_limit(sandbox, make):
     assert convert(sandbox, make()).startswith(b"%PDF-")
 
 
+def interlaced_palette_png(w: int, h: int) -> bytes:
+    """Adam7, 8-bit palette with a tRNS chunk (filter type None): stripes of 7 colours."""
+    import struct
+    import zlib
+
+    raw = bytearray()
+    adam7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4)]
+    for x0, y0, dx, dy in [*adam7, (1, 0, 2, 2), (0, 1, 1, 2)]:
+        xs = range(x0, w, dx)
+        for y in range(y0, h, dy):
+            if xs:
+                raw += b"\0" + bytes((x // 3 + y) % 7 for x in xs)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 1)
+    plte = bytes(range(21))
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            chunk(b"IHDR", ihdr),
+            chunk(b"PLTE", plte),
+            chunk(b"tRNS", b"\x00\x80"),
+            chunk(b"IDAT", zlib.compress(bytes(raw))),
+            chunk(b"IEND", b""),
+        ]
+    )
+
+
 def mirrored() -> bytes:
     from PIL import Image
 
@@ -206,6 +240,45 @@ def test_thirty_megapixel_alpha_png_converts_in_under_120_mb():
     with box.job(data) as job:
         info = job.inspect(MAX_PIXELS)
         assert info.route == "stream"
+        need = estimate_peak_bytes(info, len(data))
+        assert need < 120 * 1024 * 1024
+        assert job.convert_size(info, need) > 0
+        assert 0 < job.peak_rss <= 120 * 1024 * 1024, job.peak_rss
+
+
+def interlaced_rgba_png(w: int, h: int) -> bytes:
+    """Adam7 (libvips writes it: Pillow never interlaces), gradients: a file
+    under MAX_SOURCE_BYTES, as the service would take it (noise would not be)."""
+    import pyvips
+    from PIL import Image
+
+    grad = Image.linear_gradient("L").resize((w, h))
+    across = Image.linear_gradient("L").transpose(Image.Transpose.ROTATE_90).resize((w, h))
+    im = Image.merge("RGBA", (across, grad, grad.transpose(Image.Transpose.ROTATE_180), grad))
+    vi = pyvips.Image.new_from_memory(im.tobytes(), w, h, 4, "uchar")
+    return vi.pngsave_buffer(interlace=True, compression=1)
+
+
+def grey_gif(w: int, h: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    im = Image.merge("RGB", [Image.effect_noise((w, h), 40).convert("L")] * 3).convert("P")
+    im.save(buf, "GIF", transparency=0)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("make", [interlaced_rgba_png, grey_gif])
+def test_forty_megapixel_interlaced_png_and_gif_convert_in_under_120_mb(make):
+    """Both were decoded whole (an RGB(A) frame: 413 at 40 MP); now in bands / as
+    palette indices, under a kernel limit of exactly the estimate."""
+    box = Sandbox(Limits(timeout_s=60.0, max_memory=BUDGET))
+    data = make(7302, 5477)  # 39.99 MP: just under MAX_IMAGE_PIXELS
+    with box.job(data) as job:
+        info = job.inspect(MAX_PIXELS)
+        assert info.route == "stream" and (info.adam7 or info.indexed)
         need = estimate_peak_bytes(info, len(data))
         assert need < 120 * 1024 * 1024
         assert job.convert_size(info, need) > 0
