@@ -77,6 +77,14 @@ def request(
         return Response(err.code, dict(err.headers.items()), err.read(64 * 1024))
 
 
+def request_or(error: type[Exception], what: str, url: str, **kwargs) -> Response:
+    """`request`, a connection failure raised as `error`: "<what>: <reason>"."""
+    try:
+        return request(url, **kwargs)
+    except OSError as err:
+        raise error(f"{what}: {getattr(err, 'reason', err)}") from None
+
+
 def _json(resp: Response, what: str) -> dict:
     try:
         data = json.loads(resp.body)
@@ -193,12 +201,8 @@ def wait_until_ready(base: str, expect_release: str | None, deadline: float, tim
 
 
 def check_source(source_url: str, timeout: float) -> None:
-    try:
-        resp = request(source_url, timeout=timeout)
-    except OSError as err:
-        raise Inconclusive(
-            f"the source image {source_url} is unreachable from here: {getattr(err, 'reason', err)}"
-        ) from None
+    what = f"the source image {source_url} is unreachable from here"
+    resp = request_or(Inconclusive, what, source_url, timeout=timeout)
     if resp.status != 200 or not resp.body:
         raise Inconclusive(f"the source image {source_url} answered HTTP {resp.status}")
 
@@ -209,12 +213,13 @@ def convert(base: str, source_url: str, deadline: float, timeout: float) -> str:
     attempt = 0
     while True:
         attempt += 1
-        try:
-            resp = request(url, data={"source_url": source_url}, timeout=timeout)
-        except OSError as err:
-            raise SmokeFailure(
-                f"POST /image_to_pdf failed: {getattr(err, 'reason', err)}"
-            ) from None
+        resp = request_or(
+            SmokeFailure,
+            "POST /image_to_pdf failed",
+            url,
+            data={"source_url": source_url},
+            timeout=timeout,
+        )
         if resp.status in (502, 503, 504) and attempt < 4 and time.monotonic() + 2 < deadline:
             log(f"POST /image_to_pdf: {_describe(resp)}, retrying")
             time.sleep(2)
@@ -234,12 +239,9 @@ def convert(base: str, source_url: str, deadline: float, timeout: float) -> str:
 
 
 def download(converted_url: str, timeout: float) -> bytes:
-    try:
-        resp = request(converted_url, timeout=timeout)
-    except OSError as err:
-        raise SmokeFailure(
-            f"download of {converted_url} failed: {getattr(err, 'reason', err)}"
-        ) from None
+    resp = request_or(
+        SmokeFailure, f"download of {converted_url} failed", converted_url, timeout=timeout
+    )
     if resp.status != 200:
         raise SmokeFailure(f"download of {converted_url} answered {_describe(resp)}")
     if len(resp.body) > MAX_PDF_BYTES:

@@ -211,11 +211,37 @@ def summary_of(state: Path) -> str:
     return (state / "summary.md").read_text()
 
 
+def deploy_over(stubs, fake_hosts, project, live, release, *args, **env_extra):
+    """deploy.sh for `release` while the hosts report `live` as their current release."""
+    base, _, state, _ = fake_hosts
+    (state / "current").write_text(live)
+    return run_deploy(stubs, project, base, release, *args, **env_extra)
+
+
+def run_iap_deploy(stubs, project, base, release) -> subprocess.CompletedProcess:
+    """CI's transport: IAP, the GCP inventory, project my-proj."""
+    repo, _ = project
+    return run_deploy(
+        stubs,
+        project,
+        base,
+        release,
+        DEPLOY_TRANSPORT="iap",
+        DEPLOY_INVENTORY=str(repo / "ansible" / "inventory" / "gcp.yml"),
+        GCP_PROJECT="my-proj",
+    )
+
+
+def edit_playbook_stub(stubs, old: str, new: str) -> None:
+    """Change the ansible-playbook stub's script (the first `old` becomes `new`)."""
+    pb = stubs[2] / "bin" / "ansible-playbook"
+    pb.write_text(pb.read_text().replace(old, new, 1))
+
+
 def test_a_good_release_goes_live(stubs, fake_hosts, project, commits):
     base, _, state, _ = fake_hosts
     new, old = commits
-    (state / "current").write_text(old)
-    out = run_deploy(stubs, project, base, new, "-e", "app_port=1234")
+    out = deploy_over(stubs, fake_hosts, project, old, new, "-e", "app_port=1234")
     assert out.returncode == 0, out.stderr
     assert (state / "current").read_text().strip() == new
     calls = (state / "playbook.log").read_text()
@@ -231,11 +257,10 @@ def test_a_good_release_goes_live(stubs, fake_hosts, project, commits):
 
 
 def test_a_release_failing_the_smoke_test_is_rolled_back(stubs, fake_hosts, project, commits):
-    base, bad, state, _ = fake_hosts
+    _, bad, state, _ = fake_hosts
     new, old = commits
-    (state / "current").write_text(old)
     bad.add(new)
-    out = run_deploy(stubs, project, base, new)
+    out = deploy_over(stubs, fake_hosts, project, old, new)
     assert out.returncode == 1, out.stderr
     assert "POST /image_to_pdf answered HTTP 500" in out.stderr
     assert f"rolling back to {old}" in out.stderr
@@ -265,11 +290,10 @@ def test_a_failed_first_deploy_has_nothing_to_roll_back_to(stubs, fake_hosts, pr
 def test_a_failed_playbook_fails_the_deploy_without_a_smoke_test(
     stubs, fake_hosts, project, commits
 ):
-    base, _, state, _ = fake_hosts
+    _, _, state, _ = fake_hosts
     new, old = commits
-    (state / "current").write_text(old)
     (state / "fail_playbook").touch()
-    out = run_deploy(stubs, project, base, new)
+    out = deploy_over(stubs, fake_hosts, project, old, new)
     assert out.returncode == 1
     assert "smoke test against" not in out.stderr
     assert "ansible-playbook failed" in (state / "summary.md").read_text()
@@ -280,8 +304,7 @@ def test_an_unreachable_source_image_is_inconclusive_and_keeps_the_release(
 ):
     base, _, state, _ = fake_hosts
     new, old = commits
-    (state / "current").write_text(old)
-    out = run_deploy(stubs, project, base, new, SMOKE_SOURCE_URL=f"{base}/missing.png")
+    out = deploy_over(stubs, fake_hosts, project, old, new, SMOKE_SOURCE_URL=f"{base}/missing.png")
     assert out.returncode == 3, out.stderr
     assert (state / "current").read_text().strip() == new
     assert "inconclusive" in summary_of(state)
@@ -293,15 +316,7 @@ def test_iap_transport_is_wired_from_configuration_only(stubs, fake_hosts, proje
     repo, _ = project
     new, old = commits
     (state / "current").write_text(old)
-    out = run_deploy(
-        stubs,
-        project,
-        base,
-        new,
-        DEPLOY_TRANSPORT="iap",
-        DEPLOY_INVENTORY=str(repo / "ansible" / "inventory" / "gcp.yml"),
-        GCP_PROJECT="my-proj",
-    )
+    out = run_iap_deploy(stubs, project, base, new)
     assert out.returncode == 0, out.stderr
     calls = (state / "playbook.log").read_text()
     # The OS Login key and user come from the same play deploy.yml imports.
@@ -319,26 +334,15 @@ def test_iap_transport_is_wired_from_configuration_only(stubs, fake_hosts, proje
 
 def test_iap_inventory_copy_names_the_project(stubs, fake_hosts, project, commits, tmp_path):
     base, _, _, _ = fake_hosts
-    repo, _ = project
     new, _ = commits
     keep = tmp_path / "keep"
     # Make the stub copy the inventory it was given before the script cleans up.
-    pb = stubs[2] / "bin" / "ansible-playbook"
-    pb.write_text(
-        pb.read_text().replace(
-            "if [[ -f",
-            'for a in "$@"; do [[ $a == *.gcp.yml ]] && cp "$a" ' + f"{keep}; done\nif [[ -f",
-        )
-    )
-    out = run_deploy(
+    edit_playbook_stub(
         stubs,
-        project,
-        base,
-        new,
-        DEPLOY_TRANSPORT="iap",
-        DEPLOY_INVENTORY=str(repo / "ansible" / "inventory" / "gcp.yml"),
-        GCP_PROJECT="my-proj",
+        "if [[ -f",
+        'for a in "$@"; do [[ $a == *.gcp.yml ]] && cp "$a" ' + f"{keep}; done\nif [[ -f",
     )
+    out = run_iap_deploy(stubs, project, base, new)
     assert out.returncode == 0, out.stderr
     text = keep.read_text()
     assert "my-proj" in text and "img2pdf-test" not in text
@@ -352,10 +356,9 @@ def test_the_pinned_controller_venv_is_used_never_an_ansible_on_path(
     stubs, fake_hosts, project, commits
 ):
     """The runner's PATH has pipx ansible-core (no google.cloud, no PyYAML)."""
-    base, _, state, _ = fake_hosts
+    _, _, state, _ = fake_hosts
     new, old = commits
-    (state / "current").write_text(old)
-    out = run_deploy(stubs, project, base, new)
+    out = deploy_over(stubs, fake_hosts, project, old, new)
     assert out.returncode == 0, out.stderr
     assert not (state / "path_ansible.log").exists(), (state / "path_ansible.log").read_text()
     assert f"app_release={new}" in (state / "playbook.log").read_text()
@@ -366,23 +369,21 @@ def test_the_pinned_controller_venv_is_used_never_an_ansible_on_path(
 
 
 def test_a_host_unreachable_for_a_while_is_asked_again(stubs, fake_hosts, project, commits):
-    base, _, state, _ = fake_hosts
+    _, _, state, _ = fake_hosts
     new, old = commits
-    (state / "current").write_text(old)
     (state / "unreachable").write_text("2")  # the first two look-ups time out
-    out = run_deploy(stubs, project, base, new, DEPLOY_LOOKUP_ATTEMPTS="3")
+    out = deploy_over(stubs, fake_hosts, project, old, new, DEPLOY_LOOKUP_ATTEMPTS="3")
     assert out.returncode == 0, out.stderr
     assert "attempt 1/3" in out.stderr and "attempt 2/3" in out.stderr
     assert f"| Previous release | `{old}` |" in summary_of(state)
 
 
 def test_a_host_that_stays_unreachable_aborts_before_deploying(stubs, fake_hosts, project, commits):
-    base, bad, state, _ = fake_hosts
+    _, bad, state, _ = fake_hosts
     new, old = commits
-    (state / "current").write_text(old)
     bad.add(new)  # were it deployed, it could not be rolled back: nothing known to go back to
     (state / "unreachable").write_text("99")
-    out = run_deploy(stubs, project, base, new, DEPLOY_LOOKUP_ATTEMPTS="3")
+    out = deploy_over(stubs, fake_hosts, project, old, new, DEPLOY_LOOKUP_ATTEMPTS="3")
     assert out.returncode == 2, out.stderr
     assert (state / "adhoc_calls").read_text().strip() == "3"
     assert not (state / "playbook.log").exists(), "nothing may be deployed"
@@ -417,10 +418,9 @@ def test_no_current_link_is_a_first_deploy(stubs, fake_hosts, project, commits):
 
 def test_an_older_release_never_replaces_a_newer_live_one(stubs, fake_hosts, project):
     """CI runs finish out of order, and an old run can be re-run."""
-    base, _, state, _ = fake_hosts
+    _, _, state, _ = fake_hosts
     _, shas = project
-    (state / "current").write_text(shas[2])
-    out = run_deploy(stubs, project, base, shas[1])
+    out = deploy_over(stubs, fake_hosts, project, shas[2], shas[1])
     assert out.returncode == 0, out.stderr
     assert not (state / "playbook.log").exists(), "nothing may be deployed"
     assert (state / "current").read_text() == shas[2]
@@ -431,19 +431,17 @@ def test_an_older_release_never_replaces_a_newer_live_one(stubs, fake_hosts, pro
 
 
 def test_the_oldest_commit_is_skipped_too(stubs, fake_hosts, project):
-    base, _, state, _ = fake_hosts
+    _, _, state, _ = fake_hosts
     _, shas = project
-    (state / "current").write_text(shas[2])
-    out = run_deploy(stubs, project, base, shas[0])
+    out = deploy_over(stubs, fake_hosts, project, shas[2], shas[0])
     assert out.returncode == 0, out.stderr
     assert not (state / "playbook.log").exists()
 
 
 def test_a_newer_release_replaces_the_oldest(stubs, fake_hosts, project):
-    base, _, state, _ = fake_hosts
+    _, _, state, _ = fake_hosts
     _, shas = project
-    (state / "current").write_text(shas[0])
-    out = run_deploy(stubs, project, base, shas[2])
+    out = deploy_over(stubs, fake_hosts, project, shas[0], shas[2])
     assert out.returncode == 0, out.stderr
     assert (state / "current").read_text().strip() == shas[2]
 
@@ -486,11 +484,10 @@ def test_a_smoke_usage_error_is_no_verdict_and_no_rollback(stubs, fake_hosts, pr
 
 
 def test_a_smoke_test_crash_is_no_verdict_and_no_rollback(stubs, fake_hosts, project, commits):
-    base, _, state, crash = fake_hosts
+    _, _, state, crash = fake_hosts
     new, old = commits
-    (state / "current").write_text(old)
     crash.add(new)
-    out = run_deploy(stubs, project, base, new)
+    out = deploy_over(stubs, fake_hosts, project, old, new)
     assert out.returncode == 4, out.stderr
     assert "CRASHED" in out.stderr and "Traceback" in out.stderr
     assert "rolling back" not in out.stderr
@@ -501,11 +498,10 @@ def test_a_smoke_test_crash_is_no_verdict_and_no_rollback(stubs, fake_hosts, pro
 def test_a_rollback_whose_own_smoke_test_fails_says_what_is_live(
     stubs, fake_hosts, project, commits
 ):
-    base, bad, state, _ = fake_hosts
+    _, bad, state, _ = fake_hosts
     new, old = commits
-    (state / "current").write_text(old)
     bad.update({new, old})
-    out = run_deploy(stubs, project, base, new)
+    out = deploy_over(stubs, fake_hosts, project, old, new)
     assert out.returncode == 1, out.stderr
     assert f"rolling back to {old}" in out.stderr
     summary = summary_of(state)
@@ -516,18 +512,14 @@ def test_a_rollback_whose_own_smoke_test_fails_says_what_is_live(
 
 
 def test_a_failed_rollback_playbook_says_what_is_live(stubs, fake_hosts, project, commits):
-    base, bad, state, _ = fake_hosts
+    _, bad, state, _ = fake_hosts
     new, old = commits
-    (state / "current").write_text(old)
     bad.add(new)
     # The deploy works; the rollback's playbook fails before switching anything.
-    pb = stubs[2] / "bin" / "ansible-playbook"
-    pb.write_text(
-        pb.read_text().replace(
-            "for arg in", f'[[ "$*" == *app_release={old}* ]] && exit 2\nfor arg in', 1
-        )
+    edit_playbook_stub(
+        stubs, "for arg in", f'[[ "$*" == *app_release={old}* ]] && exit 2\nfor arg in'
     )
-    out = run_deploy(stubs, project, base, new)
+    out = deploy_over(stubs, fake_hosts, project, old, new)
     assert out.returncode == 1, out.stderr
     summary = summary_of(state)
     assert f"the rollback to {old[:12]} failed too" in summary
@@ -568,10 +560,9 @@ def test_a_real_unreachable_host_aborts_before_deploying(stubs, project, commits
 
 def test_an_older_release_goes_live_only_when_asked_by_hand(stubs, fake_hosts, project):
     """A deliberate rollback from a laptop (docs/delivery.md); the workflow never asks."""
-    base, _, state, _ = fake_hosts
+    _, _, state, _ = fake_hosts
     _, shas = project
-    (state / "current").write_text(shas[2])
-    out = run_deploy(stubs, project, base, shas[1], DEPLOY_ALLOW_OLDER="1")
+    out = deploy_over(stubs, fake_hosts, project, shas[2], shas[1], DEPLOY_ALLOW_OLDER="1")
     assert out.returncode == 0, out.stderr
     assert (state / "current").read_text().strip() == shas[1]
     deploy_yml = (ROOT / ".github" / "workflows" / "deploy.yml").read_text()

@@ -22,6 +22,19 @@ except ImportError:  # pragma: no cover - reported by the module
 
 TRANSIENT = (429, 500, 502, 503, 504)
 
+# The option every module of this repo takes: the bearer token of its calls
+# (the roles pass it through module_defaults).
+TOKEN_OPTION = {"access_token": {"type": "str", "required": True, "no_log": True}}
+
+
+def gcp_module(options, supports_check_mode=False):
+    """The AnsibleModule of a REST module: its own options plus the token."""
+    from ansible.module_utils.basic import AnsibleModule
+
+    spec = dict(options)
+    spec.update(TOKEN_OPTION)
+    return AnsibleModule(argument_spec=spec, supports_check_mode=supports_check_mode)
+
 
 class GcpError(Exception):
     """An error answer, or an operation that finished with an error."""

@@ -49,17 +49,15 @@ options:
     default: 900
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.gcp_rest import GcpError, GcpRest
+from ansible.module_utils.gcp_rest import GcpError, GcpRest, gcp_module
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec={
+    module = gcp_module(
+        {
             "url": {"type": "str", "required": True},
             "method": {"type": "str", "default": "GET"},
             "body": {"type": "raw"},
-            "access_token": {"type": "str", "required": True, "no_log": True},
             "status_code": {"type": "list", "elements": "int", "default": [200]},
             "wait": {"type": "bool", "default": True},
             "read_only": {"type": "bool", "default": False},

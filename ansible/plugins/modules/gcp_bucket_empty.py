@@ -29,15 +29,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.gcp_rest import GcpError, GcpRest
+from ansible.module_utils.gcp_rest import GcpError, GcpRest, gcp_module
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec={
+    module = gcp_module(
+        {
             "bucket_url": {"type": "str", "required": True},
-            "access_token": {"type": "str", "required": True, "no_log": True},
             "workers": {"type": "int", "default": 16},
         },
         supports_check_mode=True,

@@ -53,8 +53,7 @@ options:
 import copy
 import time
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.gcp_rest import GcpError, GcpRest, backoff
+from ansible.module_utils.gcp_rest import GcpError, GcpRest, backoff, gcp_module
 
 
 def kind_of(url):
@@ -128,12 +127,11 @@ def is_public_access_prevention(err):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec={
+    module = gcp_module(
+        {
             "resource": {"type": "str", "required": True},
             "bindings": {"type": "list", "elements": "dict", "required": True},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-            "access_token": {"type": "str", "required": True, "no_log": True},
             "member_wait": {"type": "int", "default": 120},
             "races": {"type": "int", "default": 5},
         },
