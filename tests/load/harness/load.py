@@ -13,7 +13,7 @@ import httpx
 from tests.load.harness.corpus import Kind
 from tests.load.harness.service import LimitedService
 
-CLIENT_TIMEOUT_S = 30.0  # the load balancer's backend timeout (backend_timeout_sec)
+CLIENT_TIMEOUT_S = 30.0  # the load balancer's backend timeout (load_balancer_backend_timeout_sec)
 MAX_INFLIGHT = 400  # the client never holds more open requests than this
 
 
