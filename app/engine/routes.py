@@ -4,19 +4,21 @@
 sends what libvips can decode to "stream". `inspect_image` records the route
 (for the price) and `convert._convert` takes it again in the child.
 
-    image                                     route           written by
-    plain JPEG (worker-side walk accepts it)  passthrough     direct.passthrough_jpeg
-    other JPEG                                embed-jpeg      img2pdf_route (img2pdf)
-    JPEG, EXIF-mirrored                       pillow-jpeg     normalise (Pillow)
-    JPEG 2000 8-bit / deeper                  embed-jp2 / pillow
-    PNG 8-bit, no alpha, not interlaced       embed-png       direct (IDAT copy)
-    PNG 16-bit, alpha, interlaced (Adam7),    stream          streamed + png_strips
-      palette+tRNS                                            / adam7 + pdfwriter
-    TIFF, WebP, mirrored non-JPEG             stream          streamed (libvips strips)
-    GIF (palette, no alpha: /Indexed)         stream          streamed + gif
-    TIFF at the IFD count cap                 pillow*/img2pdf* (Pillow reads one IFD)
-    BMP, palette with alpha, what libvips     img2pdf-decode/-alpha, pillow,
-      refuses                                 pillow-flatten (normalise: onto white)
+    image                                  route        written by
+    plain JPEG (the worker-side walk       (none)       direct.passthrough_jpeg,
+      accepts it: app.engine.jpeg_header)               in the web worker
+    other JPEG                             embed-jpeg   img2pdf_route (img2pdf)
+    JPEG, EXIF-mirrored                    pillow-jpeg  normalise (Pillow)
+    JPEG 2000 8-bit                        embed-jp2    img2pdf_route
+    PNG 8-bit, no alpha, not interlaced    embed-png    direct (IDAT copy)
+    PNG 16-bit, alpha, interlaced,         stream       streamed._split_png + png_strips,
+      palette + tRNS                                    or adam7, or libvips strips;
+                                                        pdfwriter writes the PDF
+    TIFF, WebP, mirrored PNG/TIFF/GIF/WebP stream       streamed._stream (libvips strips)
+    GIF, one full-frame palette image      stream       streamed._stream_indexed + gif
+    what libvips refuses, BMP, JPEG 2000   img2pdf-decode / img2pdf-alpha (img2pdf_route),
+      > 8-bit, TIFF at the IFD count cap   pillow / pillow-flatten (normalise; alpha
+                                           flattened onto white)
 
 `low_memory_variant` offers the cheaper "pillow-flatten" for "img2pdf-alpha"
 when admission has no room for the dearer one.
