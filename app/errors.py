@@ -198,7 +198,7 @@ class ImageTooLarge(ApiError):
 
 
 class ImageTooComplex(ApiError):
-    """More markers, chunks, boxes or frames than app/structure.py allows."""
+    """More markers, chunks, boxes or frames than app/engine/structure.py allows."""
 
     status, code = 413, "image_too_complex"
     detail = "The image has too many parts (markers, chunks, boxes or frames) to convert."

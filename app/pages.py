@@ -1,6 +1,6 @@
 """Join one-page PDFs into one document, optionally on a fixed paper size.
 
-Each image is converted on its own by `app.convert` (the single-URL path, with
+Each image is converted on its own by `app.engine` (the single-URL path, with
 all its normalisation and checks), then the pages are joined here with pikepdf.
 pikepdf copies the image streams as they are, so a JPEG stays byte for byte
 what the client sent, and every page keeps its own EXIF rotation (`/Rotate`),
@@ -19,7 +19,7 @@ from enum import StrEnum
 import img2pdf
 import pikepdf
 
-from app.convert import PRODUCER
+from app.engine.pdfwriter import PRODUCER
 
 
 class PageSize(StrEnum):

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 import anyio
 
 from app.admission import Admission, Reservation
-from app.convert import ImageInfo, estimate_peak_bytes, low_memory_variant, passthrough_jpeg
+from app.engine.direct import passthrough_jpeg
+from app.engine.facts import ImageInfo
+from app.engine.pricing import estimate_peak_bytes
+from app.engine.routes import low_memory_variant
 from app.errors import ApiError, Busy, StorageUnavailable
 from app.fetch import FetchPolicy, fetch_source
 from app.sandbox import Job, Limits, Sandbox, inspect_reservation
@@ -73,7 +76,7 @@ async def image_to_pdf_file(data: bytes, held: Reservation, svc: Services) -> Pd
     fresh child converts once the peak is reserved. The PDF stays in the file
     the child wrote (the caller closes it); its bytes stay reserved meanwhile.
     """
-    # A plain JPEG is embedded as it is, here: no decoder runs (app.convert.passthrough_jpeg).
+    # A plain JPEG is embedded as it is, here: no decoder runs (app.engine.direct.passthrough_jpeg).
     # Its PDF is the source plus a few hundred bytes, reserved before it is written.
     await held.resize(len(data) + _PDF_AROUND_JPEG)
     out = await anyio.to_thread.run_sync(

@@ -45,10 +45,10 @@ from app import errors
 from app.errors import ApiError, ConversionCrashed, ConversionTimeout, ConversionTooLarge
 
 # Modules the zygote imports once, so a fork starts with them loaded.
-PRELOAD = ["app.convert", "app.sandbox", "app.zygote"]
+PRELOAD = ["app.engine.convert", "app.sandbox", "app.zygote"]
 # Address space the inspection step may use besides its copy of the source:
 # header parsers keep at most what the file holds (APP segments, ICC profiles,
-# Exif: the byte-level caps in app.structure bound their number), so twice the
+# Exif: the byte-level caps in app.engine.structure bound their number), so twice the
 # file plus this covers them.
 INSPECT_MEMORY = 16 * 1024 * 1024
 # Room between the estimate and the kernel limit for the interpreter itself
@@ -374,7 +374,9 @@ def _child_main(conn, src_fd: int, out_fd: int, size: int, limits: Limits) -> No
 
 
 def _serve(conn, data: bytes, out_fd: int, baseline: int, counter: _WarningCounter) -> None:
-    from app.convert import convert_to_fd, inspect_image, take_warning_count
+    from app.engine.convert import convert_to_fd
+    from app.engine.inspect import inspect_image
+    from app.engine.pillow_warnings import take_warning_count
 
     def warned() -> int:
         return counter.take() + take_warning_count()

@@ -17,8 +17,10 @@ import os
 
 from PIL import Image
 
-from app import pdfstream
-from app.convert import convert_to_pdf, inspect_image, take_warning_count
+from app.engine import vips
+from app.engine.convert import convert_to_pdf
+from app.engine.inspect import inspect_image
+from app.engine.pillow_warnings import take_warning_count
 
 
 def _samples() -> list[bytes]:
@@ -44,7 +46,7 @@ def _samples() -> list[bytes]:
 
 
 def warm() -> None:
-    pdfstream.configure()
+    vips.configure()
     Image.init()
     for data in _samples():
         # A codec missing on this machine only costs its warm-up.

@@ -67,7 +67,8 @@ def run_case(base: str, url: str, concurrency: int, n: int) -> dict:
 
 def conversion_only(images: dict[str, bytes], repeats: int) -> None:
     """In-process: our inspect+convert vs the baseline's decode+save(PDF), no I/O."""
-    from app.convert import convert_to_pdf, inspect_image
+    from app.engine.convert import convert_to_pdf
+    from app.engine.inspect import inspect_image
     from scripts.bench_baseline import _convert as baseline_convert
 
     print(f"\n{'conversion only':<16}{'ours ms':>9} {'base ms':>9} {'speed-up':>9}")
@@ -87,7 +88,9 @@ def conversion_only(images: dict[str, bytes], repeats: int) -> None:
 
 def process_boundary(images: dict[str, bytes], repeats: int) -> None:
     """Per-request cost of converting in a forked child instead of in process."""
-    from app.convert import convert_to_pdf, estimate_peak_bytes, inspect_image
+    from app.engine.convert import convert_to_pdf
+    from app.engine.inspect import inspect_image
+    from app.engine.pricing import estimate_peak_bytes
     from app.sandbox import Limits, Sandbox
 
     box = Sandbox(Limits(timeout_s=60, max_memory=4096 * MIB))
@@ -324,14 +327,22 @@ tree, root = sys.argv[1], sys.argv[2]
 sys.path.insert(0, root)
 from tests.support.images import encode, noisy_gradient as photo
 sys.path[0] = tree
-from app.convert import convert_to_pdf, inspect_image
-import app.convert
-assert app.convert.__file__.startswith(tree), app.convert.__file__
-try:
-    from app import pdfstream
-    pdfstream.configure()  # as the conversion zygote does
+try:  # app/engine/ since the engine became a package; app/convert.py before
+    from app.engine.convert import convert_to_pdf
+    from app.engine.inspect import inspect_image
 except ImportError:
-    pass
+    from app.convert import convert_to_pdf, inspect_image
+where = sys.modules[convert_to_pdf.__module__].__file__
+assert where.startswith(tree), where
+try:
+    from app.engine import vips as streaming
+except ImportError:
+    try:
+        from app import pdfstream as streaming
+    except ImportError:
+        streaming = None
+if streaming is not None:
+    streaming.configure()  # as the conversion zygote does
 row = []
 for data in (encode(photo(1633, 1224), "PNG", compress_level=6),
              encode(photo(1633, 1224, "RGBA"), "PNG", compress_level=6)):

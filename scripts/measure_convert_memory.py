@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Measure the peak extra memory of app.convert per conversion route.
+"""Measure the peak extra memory of app.engine per conversion route.
 
 Why a fresh subprocess per sample: ru_maxrss is a high-water mark for the whole
 process and sees C allocations (Pillow, zlib, qpdf) that tracemalloc cannot.
@@ -9,7 +9,7 @@ slope (bytes per pixel) and show what does not scale with pixels.
 
     .venv/bin/python scripts/measure_convert_memory.py [--mp 4 12]
 
-Prints one row per route; copy the slopes (plus margin) into app/convert.py.
+Prints one row per route; copy the slopes (plus margin) into app/engine/pricing.py.
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ from tests.support.images import encode as _save  # noqa: E402
 CHILD = r"""
 import json, os, sys, time
 sys.path.insert(0, sys.argv[2])
-from app import pdfstream
-from app.convert import convert_to_fd, convert_to_pdf, estimate_peak_bytes, inspect_image
+from app.engine import vips
+from app.engine.convert import convert_to_fd, convert_to_pdf
+from app.engine.pricing import estimate_peak_bytes
+from app.engine.inspect import inspect_image
 from tests.support import images
 
-pdfstream.configure()  # as the conversion zygote does
+vips.configure()  # as the conversion zygote does
 
 def status(field):
     with open("/proc/self/status") as f:

@@ -2,9 +2,9 @@
 """Time the plain-JPEG walk that runs in the web worker, on the worst headers
 that fit the 20 MiB source cap (docs/security.md, "Plain JPEGs skip the child").
 
-The worker has no kernel limit around `app.convert.passthrough_jpeg`: its cost
+The worker has no kernel limit around `app.engine.direct.passthrough_jpeg`: its cost
 must stay bounded by construction. Prints, per file, the walk alone (EOI check,
-`structure.jpeg_header`, `structure.scan`) and the walk with the PDF written to
+`jpeg_header.jpeg_header`, `structure.scan`) and the walk with the PDF written to
 a memfd, best of 5 each.
 
     .venv/bin/python scripts/measure_jpeg_walk.py
@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import structure
-from app.convert import _ends_with_eoi, passthrough_jpeg
+from app.engine import jpeg_header, structure
+from app.engine.checks import _ends_with_eoi
+from app.engine.direct import passthrough_jpeg
 from app.errors import ApiError
 from tests.support import images
 
@@ -91,7 +92,7 @@ def main() -> None:
 
             def walk(data=data) -> str:
                 _ends_with_eoi(data)
-                head = structure.jpeg_header(data)
+                head = jpeg_header.jpeg_header(data)
                 if head is None:
                     return "to the sandbox"
                 structure.scan(data, "jpeg")

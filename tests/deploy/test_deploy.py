@@ -63,7 +63,8 @@ def budget_sized_alpha_png(share: float = 0.85) -> tuple[bytes, str]:
     Sized with the service's own estimate and default budget (the machine runs this very
     code), so a retuned cost model or budget does not turn the burst into all-413.
     """
-    from app.convert import estimate_peak_bytes, inspect_image
+    from app.engine.inspect import inspect_image
+    from app.engine.pricing import estimate_peak_bytes
     from app.settings import Settings
 
     settings = Settings.from_env({})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from app import structure
+from app.engine import structure
 from tests.support import images
 from tests.unit.test_fastpaths_adversarial import (
     REFUSED_BY_PILLOW,

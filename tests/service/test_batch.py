@@ -12,7 +12,8 @@ import pypdfium2
 import pytest
 from PIL import Image
 
-from app.convert import estimate_peak_bytes, inspect_image
+from app.engine.inspect import inspect_image
+from app.engine.pricing import estimate_peak_bytes
 from tests.service.conftest import open_pdf
 from tests.service.test_api import assert_error, assert_healthy
 from tests.support import images

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from app.convert import estimate_peak_bytes, inspect_image
+from app.engine.inspect import inspect_image
+from app.engine.pricing import estimate_peak_bytes
 from app.sandbox import inspect_reservation
 from tests.support import images, processes
 from tests.support.servers import Service, SourceServer

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pikepdf
 import pytest
 
-from app import structure
+from app.engine import structure
 from tests.support import hostile, images, processes
 from tests.support.fixtures import service_fixture
 from tests.support.servers import Service, SourceServer, http

@@ -1,6 +1,6 @@
 """Alpha images keep their soft mask within a small work pool; the largest convert.
 
-The streaming route (app.pdfstream) holds strips, not the image: an alpha PNG
+The streaming route (app.engine.streamed) holds strips, not the image: an alpha PNG
 that img2pdf's soft-mask path could not fit (and that was flattened onto white,
 or above ~20 MP refused with 413) now converts with its alpha as /SMask.
 """
@@ -13,7 +13,8 @@ import io
 
 from PIL import Image
 
-from app.convert import estimate_peak_bytes, inspect_image
+from app.engine.inspect import inspect_image
+from app.engine.pricing import estimate_peak_bytes
 from tests.service.conftest import open_pdf
 from tests.support import images
 from tests.support.servers import Service, http

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from app.convert import estimate_peak_bytes, low_memory_variant
+from app.engine.pricing import estimate_peak_bytes
+from app.engine.routes import low_memory_variant
 from app.errors import (
     ConversionCrashed,
     ConversionTimeout,

@@ -1,4 +1,4 @@
-"""app.convert: every supported input becomes a correct one-page PDF, and every
+"""app.engine: every supported input becomes a correct one-page PDF, and every
 bad input becomes the right client error (never a 500, never a decoded bomb)."""
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image, ImageOps
 
-from app.convert import (
-    ImageInfo,
-    convert_to_pdf,
-    estimate_peak_bytes,
-    inspect_image,
-    low_memory_variant,
-)
+from app.engine.convert import convert_to_pdf
+from app.engine.facts import ImageInfo
+from app.engine.inspect import inspect_image
+from app.engine.pricing import estimate_peak_bytes
+from app.engine.routes import low_memory_variant
 from app.errors import ImageTooLarge, InvalidImage, UnsupportedImage
 from tests.support import images
 
@@ -324,7 +322,7 @@ def test_unknown_route_assumes_the_worst_for_the_kind():
 
 
 def test_png_split_into_many_idat_chunks_embeds_quickly_and_intact():
-    """img2pdf's own chunk joining is quadratic; app.convert swaps in a linear one."""
+    """img2pdf's own chunk joining is quadratic; app.engine.img2pdf_route swaps in a linear one."""
     import struct
     import zlib
 

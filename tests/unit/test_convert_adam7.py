@@ -1,4 +1,4 @@
-"""Interlaced (Adam7) 8-bit PNGs decoded in bands by app.pdfstream.adam7_strips.
+"""Interlaced (Adam7) 8-bit PNGs decoded in bands by app.engine.adam7.adam7_strips.
 
 The files are written here with every filter type (None, Sub, Up, Average,
 Paeth) cycling through each pass's rows, so every unfilter runs against a
@@ -17,8 +17,10 @@ import pikepdf
 import pytest
 from PIL import Image
 
-from app import pdfstream
-from app.convert import convert_to_pdf, estimate_peak_bytes, inspect_image
+from app.engine import vips
+from app.engine.convert import convert_to_pdf
+from app.engine.inspect import inspect_image
+from app.engine.pricing import estimate_peak_bytes
 from app.errors import InvalidImage
 from app.pages import visible_size
 from tests.unit.test_convert_stream import noise, rendered_rgba, streams
@@ -106,14 +108,14 @@ def test_samples_are_pillows_for_every_colour_type_and_size(colour_type, w, h):
 
 
 def test_bands_smaller_than_the_image_carry_each_pass_across_bands():
-    saved = pdfstream.STRIP_BYTES
-    pdfstream.STRIP_BYTES = 1  # 8-row bands: every pass continues in the next band
+    saved = vips.STRIP_BYTES
+    vips.STRIP_BYTES = 1  # 8-row bands: every pass continues in the next band
     try:
         src = noise(21, 77, 4)
         data = adam7_png(src, 6, parts=7)
         colour, alpha = streams(pdf_of(data))
     finally:
-        pdfstream.STRIP_BYTES = saved
+        vips.STRIP_BYTES = saved
     assert np.array_equal(colour, src[..., :3])
     assert alpha is not None and np.array_equal(alpha, src[..., 3:])
 

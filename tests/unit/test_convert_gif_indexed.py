@@ -16,8 +16,10 @@ import pikepdf
 import pytest
 from PIL import Image
 
-from app import convert as convert_module
-from app.convert import convert_to_pdf, estimate_peak_bytes, inspect_image
+from app.engine import img2pdf_route, streamed
+from app.engine.convert import convert_to_pdf
+from app.engine.inspect import inspect_image
+from app.engine.pricing import estimate_peak_bytes
 from app.errors import InvalidImage
 from app.pages import visible_size
 from tests.support import images
@@ -39,12 +41,12 @@ def gif(w: int, h: int, colours: int = 256, transparency: int | None = None, **p
 def through_libvips(data: bytes) -> bytes:
     """The same file through libvips' decoded frame (the route before /Indexed)."""
     with Image.open(io.BytesIO(data)) as im:
-        dpi = convert_module.img2pdf.pil_get_dpi(
-            im, convert_module.img2pdf.ImageFormat.GIF, convert_module.img2pdf.default_dpi
+        dpi = img2pdf_route.img2pdf.pil_get_dpi(
+            im, img2pdf_route.img2pdf.ImageFormat.GIF, img2pdf_route.img2pdf.default_dpi
         )
     fd = os.memfd_create("pdf")
     try:
-        size = convert_module._stream(data, "gif", 1, dpi, fd)
+        size = streamed._stream(data, "gif", 1, dpi, fd)
         return os.pread(fd, size, 0)
     finally:
         os.close(fd)

@@ -12,8 +12,11 @@ import pikepdf
 import pytest
 from PIL import Image
 
-from app import structure
-from app.convert import convert_to_pdf, estimate_peak_bytes, inspect_image, take_warning_count
+from app.engine import structure
+from app.engine.convert import convert_to_pdf
+from app.engine.inspect import inspect_image
+from app.engine.pillow_warnings import take_warning_count
+from app.engine.pricing import estimate_peak_bytes
 from app.errors import ImageTooComplex, InvalidImage
 from tests.support import hostile, images
 

@@ -1,4 +1,4 @@
-"""The JPEG passthrough written without img2pdf (app.convert.passthrough_jpeg)
+"""The JPEG passthrough written without img2pdf (app.engine.direct.passthrough_jpeg)
 against img2pdf's own output for the same file: page, boxes, rotation, image
 dictionary and content matrix equal, the JPEG bytes verbatim; and every file
 that is not plain (mirrored, cut short, ICC, XMP, 12-bit...) left to the
@@ -15,10 +15,12 @@ import pikepdf
 import pytest
 from PIL import Image
 
-from app import convert
-from app.convert import convert_to_pdf, inspect_image, passthrough_jpeg
+from app.engine import img2pdf_route
+from app.engine.convert import convert_to_pdf
+from app.engine.direct import passthrough_jpeg
+from app.engine.inspect import inspect_image
+from app.engine.structure import JPEG_MAX_SCANS
 from app.errors import ImageTooComplex, ImageTooLarge, InvalidImage
-from app.structure import JPEG_MAX_SCANS
 
 ROTATION = {1: 0, 3: 180, 6: 90, 8: 270}
 
@@ -91,7 +93,7 @@ def ours(data: bytes, max_pixels: int = 10**9) -> bytes | None:
 
 
 def img2pdfs(data: bytes, orientation: int = 1) -> bytes:
-    return convert._img2pdf(data, ROTATION[orientation])
+    return img2pdf_route._img2pdf(data, ROTATION[orientation])
 
 
 def _numbers(array) -> list:
@@ -252,7 +254,7 @@ def test_scan_cap_applies_as_in_the_sandbox():
 
 # --- plain PNGs: the IDAT copied by the small writer, in the child ----------------
 
-# The binary comment line of app.pdfstream's writers (img2pdf's differs).
+# The binary comment line of app.engine.pdfwriter (img2pdf's differs).
 SMALL_WRITER = b"%\xe2\xe3\xcf\xd3"
 
 

@@ -12,7 +12,9 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image, ImageOps
 
-from app.convert import convert_to_pdf, inspect_image, low_memory_variant
+from app.engine.convert import convert_to_pdf
+from app.engine.inspect import inspect_image
+from app.engine.routes import low_memory_variant
 from app.pages import visible_size
 from tests.support import images
 

@@ -1,4 +1,4 @@
-"""The streaming engine (app.pdfstream): lossless, alpha kept as /SMask, exact pages.
+"""The streaming engine (app.engine.streamed): lossless, alpha kept as /SMask, exact pages.
 
 Every decoding route is checked sample for sample: the PDF's image streams are
 decoded (qpdf undoes the PNG predictor) and compared with the source's pixels,
@@ -18,8 +18,10 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image
 
-from app import pdfstream
-from app.convert import convert_to_pdf, estimate_peak_bytes, inspect_image
+from app.engine import vips
+from app.engine.convert import convert_to_pdf
+from app.engine.inspect import inspect_image
+from app.engine.pricing import estimate_peak_bytes
 from app.errors import InvalidImage
 from app.pages import visible_size
 from tests.support import images
@@ -189,13 +191,13 @@ def test_a_page_beyond_the_pdf_limit_gets_a_user_unit_and_keeps_its_size():
 
 def test_the_soft_mask_stream_is_written_after_the_colour_stream_in_strips():
     """Strips smaller than the image: the predictor carries the row above across strips."""
-    saved = pdfstream.STRIP_BYTES
-    pdfstream.STRIP_BYTES = 64 * 3  # under one row of 70 px: one row per strip
+    saved = vips.STRIP_BYTES
+    vips.STRIP_BYTES = 64 * 3  # under one row of 70 px: one row per strip
     try:
         src = noise(70, 23, 4)
         colour, alpha = streams(convert(encode(src, "PNG", "RGBA")))
     finally:
-        pdfstream.STRIP_BYTES = saved
+        vips.STRIP_BYTES = saved
     assert np.array_equal(colour, src[..., :3])
     assert alpha is not None and np.array_equal(alpha, src[..., 3:])
 
@@ -231,7 +233,7 @@ def test_an_icc_profile_is_kept_only_for_its_own_colour_space():
 
 def test_a_tiff_with_an_ifd_chain_past_the_count_cap_is_not_streamed():
     """libtiff under libvips counts every IFD (180k took > 15 s); Pillow reads the first."""
-    from app import structure
+    from app.engine import structure
     from tests.support import hostile
 
     many = inspect_image(hostile.tiff_ifd_chain(structure.FRAMES_COUNTED), 10**8)

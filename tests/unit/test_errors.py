@@ -21,7 +21,15 @@ TREE_ROW = re.compile(r"[├└]── (\w+)\s+(\d{3}) (\w+)")
 
 def test_every_api_error_of_the_app_is_defined_in_errors():
     """No module but app/errors.py defines a client-visible failure."""
-    for module in ("batch", "bodycap", "convert", "fetch", "ratelimit", "sandbox", "uploads"):
+    for module in (
+        "batch",
+        "bodycap",
+        "engine.convert",
+        "fetch",
+        "ratelimit",
+        "sandbox",
+        "uploads",
+    ):
         importlib.import_module(f"app.{module}")
 
     def subclasses(cls):

@@ -1,6 +1,6 @@
 """Inputs the routes that skip img2pdf handled differently from the sandboxed path.
 
-Headers the in-worker JPEG walk (app.structure.jpeg_header) once accepted
+Headers the in-worker JPEG walk (app.engine.jpeg_header) once accepted
 although Pillow refuses the file: the passthrough embedded them (200, a PDF
 whose image no reader decodes) where the sandboxed path answers 422. Each must
 now be left to the sandbox, which keeps its answer. A plain PNG whose rows
@@ -20,8 +20,10 @@ import pytest
 from pikepdf import PdfImage
 from PIL import Image
 
-from app import convert, structure
-from app.convert import convert_to_pdf, inspect_image, passthrough_jpeg
+from app.engine import jpeg_header, pricing, structure
+from app.engine.convert import convert_to_pdf
+from app.engine.direct import passthrough_jpeg
+from app.engine.inspect import inspect_image
 from app.errors import ImageTooComplex, InvalidImage
 from tests.support import images
 
@@ -68,7 +70,7 @@ REFUSED_BY_PILLOW = {
 @pytest.mark.parametrize("name", list(REFUSED_BY_PILLOW))
 def test_header_pillow_refuses_is_left_to_the_sandbox(name):
     data = REFUSED_BY_PILLOW[name]
-    assert structure.jpeg_header(data) is None
+    assert jpeg_header.jpeg_header(data) is None
     assert passthrough(data) is None
     with pytest.raises(InvalidImage):
         convert_to_pdf(data, inspect_image(data, 10**9))
@@ -96,12 +98,12 @@ def test_headers_pillow_accepts_still_convert(name):
 def test_well_formed_tables_keep_the_fast_path(name):
     # The check must not send ordinary files to the sandbox: 4 tables at most per
     # segment (ids 0-3), 8- or 16-bit precision.
-    assert structure.jpeg_header(ACCEPTED_BY_PILLOW[name]) is not None
+    assert jpeg_header.jpeg_header(ACCEPTED_BY_PILLOW[name]) is not None
 
 
 def test_more_tables_than_ids_in_one_segment_go_to_the_sandbox():
     # The walk stops after 4 tables: a segment of 1,000 tables costs no loop here.
-    assert structure.jpeg_header(ACCEPTED_BY_PILLOW["dqt_five_tables"]) is None
+    assert jpeg_header.jpeg_header(ACCEPTED_BY_PILLOW["dqt_five_tables"]) is None
 
 
 # --- plain PNG: IDAT copied into the PDF as it is ---------------------------------
@@ -275,7 +277,7 @@ def test_a_40_mp_row_splits_in_bounded_memory():
     width = 40_000_000
     data = alpha_png(b"\x00" + bytes(width * 4), width, 1)
     info = inspect_image(data, 40_000_000)
-    limit = 2 * convert.estimate_peak_bytes(info, len(data))
+    limit = 2 * pricing.estimate_peak_bytes(info, len(data))
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its address space capped above what it has mapped
@@ -316,7 +318,7 @@ def test_stray_bytes_up_to_the_cap_convert(byte):
     # Fill bytes are valid JPEG and junk is what Pillow steps over: at the cap,
     # the file still converts in the sandbox (the walk in the worker declines).
     data = jpeg_with_stray(byte * CAP)
-    assert structure.jpeg_header(data) is None
+    assert jpeg_header.jpeg_header(data) is None
     assert convert_to_pdf(data, inspect_image(data, 10**9)).startswith(b"%PDF-")
 
 

@@ -1,0 +1,121 @@
+"""Entry points: `convert_to_pdf`/`convert_to_fd` run the route for an image.
+
+`_convert` re-derives the route (app.engine.routes) from the same facts
+`inspect_image` saw and hands the image to the module that writes that route.
+Runs inside a conversion's child process (app.sandbox), except the plain JPEG
+passthrough, which the web worker calls directly (app.pipeline).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import img2pdf
+from PIL import Image
+
+from app.engine.checks import _check_jpeg, _check_png, _ends_with_eoi
+from app.engine.direct import _plain_png, _write_png_pdf, passthrough_jpeg
+from app.engine.facts import _ORIENTATION_TAG, _ROTATION, ImageInfo
+from app.engine.img2pdf_route import _IMG2PDF_FORMAT, _IMG2PDF_REFUSALS, _img2pdf
+from app.engine.inspect import _PIL_FORMATS, _facts, _open, _scan, _tiff_dpi, _valid_orientation
+from app.engine.normalise import _normalise
+from app.engine.pillow_warnings import counted_warnings
+from app.engine.pricing import _COST
+from app.engine.routes import LOW_MEMORY_ALPHA_ROUTE, _route, _stream_or
+from app.engine.streamed import _indexed_gif, _split_png, _stream, _stream_indexed
+from app.errors import ApiError, ImageTooLarge, InvalidImage, UnsupportedImage
+from app.sniff import SNIFF_BYTES, sniff_image_type
+
+log = logging.getLogger(__name__)
+
+
+def convert_to_pdf(data: bytes, info: ImageInfo) -> bytes:
+    """Convert the first frame of `data` into a one-page PDF sized to the image."""
+    fd = os.memfd_create("img2pdf-pdf", os.MFD_CLOEXEC)
+    try:
+        size = convert_to_fd(data, info, fd)
+        return os.pread(fd, size, 0) if size else b""
+    finally:
+        os.close(fd)
+
+
+def convert_to_fd(data: bytes, info: ImageInfo, fd: int) -> int:
+    """Write the one-page PDF of `data`'s first frame to `fd` (at its start); its size."""
+    try:
+        with counted_warnings():
+            return _convert(data, info, fd)
+    except ApiError:
+        raise
+    except MemoryError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageTooLarge() from None
+    except img2pdf.ImageOpenError:
+        raise UnsupportedImage() from None
+    except OSError as exc:
+        if "not available" in str(exc):  # Pillow: "decoder X not available"
+            raise UnsupportedImage() from None
+        log.info("image undecodable", exc_info=True)
+        raise InvalidImage() from None
+    except Exception:
+        # Pillow, img2pdf and libvips report corrupt input with many exception types.
+        log.info("image undecodable", exc_info=True)
+        raise InvalidImage() from None
+
+
+def _write_bytes(fd: int, pdf: bytes) -> int:
+    view = memoryview(pdf)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+    return len(pdf)
+
+
+def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
+    kind = info.kind if info.kind in _PIL_FORMATS else sniff_image_type(data[:SNIFF_BYTES])
+    if kind is None:
+        raise UnsupportedImage()
+    if kind == "jpeg":
+        size = passthrough_jpeg(data, sys.maxsize, fd)
+        if size is not None:
+            return size
+    shape = _scan(data, kind)
+    with _open(data, kind) as im:
+        facts = _facts(im, data, kind, shape)
+        route = _route(kind, im.mode, facts)
+        if info.route == "stream" or (info.route not in _COST and route != "embed-png"):
+            route = _stream_or(route, data, kind, facts, shape)
+        dpi = _tiff_dpi(im, facts) if kind == "tiff" else None
+        if route == "stream":
+            orientation = facts.orientation
+            if kind == "tiff":
+                orientation = _valid_orientation(im.tag_v2.get(_ORIENTATION_TAG, 1))
+            raw_dpi = img2pdf.pil_get_dpi(im, _IMG2PDF_FORMAT[kind], img2pdf.default_dpi)
+        if route == "img2pdf-alpha" and info.route == LOW_MEMORY_ALPHA_ROUTE:
+            route = LOW_MEMORY_ALPHA_ROUTE  # the caller chose the cheaper flattening
+        if kind == "jpeg" and not _ends_with_eoi(data):
+            _check_jpeg(im)
+        plain_png = split = None
+        if kind == "png" and route == "embed-png":
+            plain_png = _plain_png(im, data, facts)
+        if kind == "png" and route == "stream":
+            split = _split_png(im, data, facts)
+        if route == "stream" and _indexed_gif(kind, im):
+            return _stream_indexed(im, raw_dpi, fd)
+    if route == "stream":
+        return _stream(data, kind, orientation, raw_dpi, fd, split)
+    if kind == "png" and route == "embed-png":
+        # Only the copying route needs this; decoding routes fail on truncation.
+        _check_png(data, facts)
+        if plain_png is not None:
+            return _write_png_pdf(data, plain_png, facts, fd)
+
+    if not route.startswith("pillow"):
+        try:
+            return _write_bytes(fd, _img2pdf(data, _ROTATION.get(facts.orientation, 0), dpi))
+        except _IMG2PDF_REFUSALS as exc:
+            log.info("img2pdf refused (%s); normalising with Pillow", type(exc).__name__)
+    normalised, rotation, dpi = _normalise(data, kind, facts)
+    return _write_bytes(fd, _img2pdf(normalised, rotation, dpi))

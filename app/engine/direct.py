@@ -1,0 +1,95 @@
+"""PDFs written straight from the source bytes, no decoder: plain JPEG and PNG.
+
+`passthrough_jpeg` walks a JPEG's headers (app.engine.jpeg_header) and embeds
+it as /DCTDecode, in the web worker; a plain 8-bit PNG's IDAT is copied as a
+/FlateDecode stream with its PNG predictor.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import img2pdf
+from PIL import Image
+
+from app.engine import structure
+from app.engine.checks import _ends_with_eoi
+from app.engine.facts import _MIRRORED, _ROTATION, _Facts, _png_chunks
+from app.engine.img2pdf_route import _MAX_PAGE_PT, _MIN_PAGE_PT, _layout_at
+from app.engine.jpeg_header import jpeg_header
+from app.engine.pdfwriter import write_embedded_pdf, write_jpeg_pdf
+from app.errors import ImageTooLarge
+from app.sniff import SNIFF_BYTES, sniff_image_type
+
+# PNG colour types the plain-PNG writer takes at 8 bits: grey, RGB -> (colours, space).
+_PLAIN_PNG_SPACES = {0: (1, b"/DeviceGray"), 2: (3, b"/DeviceRGB")}
+
+
+def _plain_png(im: Image.Image, data: bytes, facts: _Facts) -> tuple[float, float] | None:
+    """The dpi img2pdf would use for a plain PNG it copies, if the small writer can
+    write the same PDF: 8-bit grey or RGB, no ICC profile, one pHYs at most.
+    None: img2pdf writes it (palettes, other depths, ICC profiles)."""
+    if facts.png_depth != 8 or facts.png_color_type not in _PLAIN_PNG_SPACES:
+        return None
+    if "icc_profile" in im.info or im.mode not in {"L", "RGB"}:
+        return None
+    if sum(kind == b"pHYs" for kind, _, _ in _png_chunks(data)) > 1:
+        return None  # Pillow keeps the last one; not plain
+    dpi = img2pdf.pil_get_dpi(im, img2pdf.ImageFormat.PNG, img2pdf.default_dpi)
+    return float(dpi[0]), float(dpi[1])
+
+
+def _write_png_pdf(data: bytes, dpi: tuple[float, float], facts: _Facts, fd: int) -> int:
+    """img2pdf's PDF for a plain PNG whose IDAT `_check_png` has checked: the IDAT
+    payloads copied as they are (/FlateDecode, PNG predictors), no join, no pikepdf."""
+    width, height = struct.unpack_from(">II", data, 16)
+    colours, space = _PLAIN_PNG_SPACES[facts.png_color_type]
+    view = memoryview(data)
+    parts = [view[start:end] for kind, start, end in _png_chunks(data) if kind == b"IDAT"]
+    entries = (
+        b"/ColorSpace %s /BitsPerComponent 8 /Filter /FlateDecode /DecodeParms"
+        b" << /Predictor 15 /Colors %d /BitsPerComponent 8 /Columns %d >>" % (space, colours, width)
+    )
+    return write_embedded_pdf(
+        parts, width, height, entries, _page(width, height, dpi, facts.orientation), fd
+    )
+
+
+def _page(width: int, height: int, ndpi, orientation: int):
+    """(page w, page h, image w, image h, user unit, rotate) as img2pdf lays it out."""
+    page_w, page_h, img_w, img_h = _layout_at(width, height, ndpi)
+    unit = 1.0
+    if min(page_w, page_h) >= _MIN_PAGE_PT and max(page_w, page_h) > _MAX_PAGE_PT:
+        unit = float(img2pdf.find_scale(page_w, page_h))
+    rotate = _ROTATION.get(orientation, 0)
+    return (page_w / unit, page_h / unit, img_w / unit, img_h / unit, unit, rotate)
+
+
+def passthrough_jpeg(data: bytes, max_pixels: int, fd: int) -> int | None:
+    """The embed-jpeg route without Pillow, img2pdf or a fork: the PDF img2pdf
+    would write for a plain JPEG (see `jpeg_header`), written to `fd`;
+    its size, or None when the file is not plain (the sandboxed path converts it).
+
+    Nothing here decodes: a bounded walk of the segments before the first scan
+    and of the Exif IFD0, then the bytes copied verbatim (docs/decisions.md).
+    A file that does not end with EOI may be truncated and needs the decoder's
+    check, so it is not plain.
+    """
+    if sniff_image_type(data[:SNIFF_BYTES]) != "jpeg" or not _ends_with_eoi(data):
+        return None
+    head = jpeg_header(data)
+    if head is None or head.orientation in _MIRRORED:
+        return None
+    structure.scan(data, "jpeg")  # the sandboxed path's caps: ImageTooComplex
+    if head.width * head.height > max_pixels:
+        raise ImageTooLarge()
+    ndpi = (img2pdf.default_dpi, img2pdf.default_dpi)
+    if head.dpi is not None:
+        ndpi = (round(head.dpi[0]), round(head.dpi[1]))
+        if ndpi == (0, 0):
+            ndpi = (img2pdf.default_dpi, img2pdf.default_dpi)
+    colour = {1: b"/DeviceGray", 3: b"/DeviceRGB", 4: b"/DeviceCMYK"}[head.components]
+    if head.components == 4 and head.adobe:
+        colour += b" /Decode [1 0 1 0 1 0 1 0]"
+    layout = _page(head.width, head.height, ndpi, head.orientation)
+    return write_jpeg_pdf(data, head.width, head.height, colour, layout, fd)

@@ -1,0 +1,134 @@
+"""PNG-filtered strips read straight from a PNG's IDAT (8- and 16-bit, alpha split)."""
+
+from __future__ import annotations
+
+from isal import isal_zlib
+
+from app.engine import vips
+
+
+class BadData(ValueError):
+    """The PNG's image data is not what its header promises (the caller: 422)."""
+
+
+def png_filtered_strips(idat, width: int, height: int, colours: int):
+    """(colour, alpha) rows of an 8-bit non-interlaced grey+alpha or RGBA PNG,
+    split straight from its inflated, still-filtered data.
+
+    PNG filters work byte by byte against the same byte of the pixel to the left
+    and of the row above, so for 8-bit samples each channel's filtered bytes
+    depend only on that channel: the filtered rows split into a colour and an
+    alpha image are valid filtered rows of each, with the same filter type. No
+    sample is unfiltered or decoded; the data is only inflated (ISA-L) up to the
+    `height` rows the header gives, checked to hold them with filter types 0-4,
+    and re-deflated; anything after them is not read.
+    `idat` yields the IDAT payloads in order.
+    """
+    vips.load()
+    bands = colours + 1
+    row = 1 + width * bands
+    expected = row * height
+    if row > vips.STRIP_BYTES:
+        yield from _wide_rows(_inflated(idat, expected, vips.STRIP_BYTES), width, height, colours)
+        return
+    rows_per_strip = max(1, min(height, vips.STRIP_BYTES // row))
+    pending = bytearray()
+    produced = 0
+    done = 0
+    for chunk in _inflated(idat, expected, rows_per_strip * row):
+        produced += len(chunk)
+        pending += chunk
+        while len(pending) >= rows_per_strip * row or (produced == expected and pending):
+            n = min(rows_per_strip, len(pending) // row)
+            if n == 0:
+                break
+            yield _split_rows(pending[: n * row], n, width, colours)
+            del pending[: n * row]
+            done += n
+    if produced != expected or done != height:
+        raise BadData("image data cut short")
+
+
+def _inflated(idat, expected: int, step: int):
+    """The first `expected` bytes the IDAT payloads inflate to, `step` at most at
+    a time. What follows them (more rows, bytes after the stream) is not read:
+    Pillow and libvips ignore it too, and the PDF, deflated anew, carries none of it."""
+    inflater = isal_zlib.decompressobj()
+    produced = 0
+    for part in idat:
+        tail = part
+        while tail and produced < expected and not inflater.eof:
+            try:
+                chunk = inflater.decompress(tail, min(expected - produced, step))
+            except isal_zlib.error:
+                raise BadData("corrupt image data") from None
+            produced += len(chunk)
+            tail = inflater.unconsumed_tail
+            if chunk:
+                yield chunk
+        if produced == expected:
+            return
+
+
+def _wide_rows(chunks, width: int, height: int, colours: int):
+    """`png_filtered_strips` for rows longer than a strip: each row in pieces of
+    whole pixels (its filter type alone first), so memory stays O(strip) even
+    for a 40 MP image one pixel high (one 160 MB row)."""
+    bands = colours + 1
+    row = 1 + width * bands
+    pending = bytearray()
+    at = 0  # bytes of the current row already split; 0: its filter type is next
+    done = 0
+    for chunk in chunks:
+        pending += chunk
+        while pending:
+            if at == 0:
+                kind = pending[0]
+                if kind > 4:
+                    raise BadData("unknown PNG filter type")
+                del pending[:1]
+                at = 1
+                types = vips.np.array([kind], vips.np.uint8)
+                yield types, types
+                continue
+            take = min(row - at, len(pending) // bands * bands)
+            if take == 0:
+                break
+            samples = vips.np.frombuffer(bytes(pending[:take]), vips.np.uint8).reshape(-1, bands)
+            del pending[:take]
+            yield (
+                vips.np.ascontiguousarray(samples[:, :colours]).reshape(-1),
+                vips.np.ascontiguousarray(samples[:, colours]),
+            )
+            at += take
+            if at == row:
+                at, done = 0, done + 1
+    if done != height or pending or at:
+        raise BadData("image data cut short")
+
+
+def _up(rows: vips.np.ndarray, prev: vips.np.ndarray | None) -> vips.np.ndarray:
+    """`rows` (n, row bytes) with the PNG Up filter applied, its type first."""
+    out = vips.np.empty((rows.shape[0], rows.shape[1] + 1), vips.np.uint8)
+    out[:, 0] = 2
+    if prev is None:
+        out[0, 1:] = rows[0]
+    else:
+        vips.np.subtract(rows[0], prev, out=out[0, 1:])
+    vips.np.subtract(rows[1:], rows[:-1], out=out[1:, 1:])
+    return out
+
+
+def _split_rows(data: bytearray, n: int, width: int, colours: int):
+    rows = vips.np.frombuffer(data, vips.np.uint8).reshape(n, -1)
+    types = rows[:, 0]
+    if int(types.max()) > 4:
+        raise BadData("unknown PNG filter type")
+    samples = rows[:, 1:].reshape(n, width, colours + 1)
+    colour = vips.np.empty((n, 1 + width * colours), vips.np.uint8)
+    colour[:, 0] = types
+    colour[:, 1:] = samples[:, :, :colours].reshape(n, -1)
+    alpha = vips.np.empty((n, 1 + width), vips.np.uint8)
+    alpha[:, 0] = types
+    alpha[:, 1:] = samples[:, :, colours]
+    return colour, alpha

@@ -1,0 +1,97 @@
+"""Memory: `estimate_peak_bytes` feeds admission control and is the child's RLIMIT_AS.
+
+Its coefficients come from `scripts/measure_convert_memory.py`: peak
+RSS growth (VmHWM reset via /proc/self/clear_refs) and address-space growth
+(VmPeak) of a fresh process per sample, noisy "photos" at 2 and 12 MP (30 MP for
+the streamed PNG). Measured with img2pdf 0.6.3, Pillow 13.0, libvips 8.18,
+Python 3.11, x86_64; the child's copy of the source comes on top:
+
+    sample                        route            peak growth
+    JPEG, baseline/progressive    embed-jpeg       2.0-2.8 B/px
+    PNG RGB                       embed-png        3.0-3.9 x source bytes
+    PNG RGBA / LA / palette+tRNS  stream           10 MB at 2 MP, 21 at 12, 23 at 30
+    PNG 16-bit RGBA, TIFF         stream           <= 21 MB at 12 MP
+    GIF                           stream           5.7 B/px (libvips holds the frame)
+    WebP                          stream           9 B/px resident, 27 B/px address space
+    JPEG, EXIF mirrored           pillow-jpeg       8.0 B/px
+    BMP RGB                       img2pdf-decode    8.9 B/px
+    JPEG 2000 16-bit grey         pillow            9.8 B/px (10.8 address space)
+    progressive CMYK JPEG, cut    embed-jpeg        8.0 B/px (the truncation check's
+                                                    decode keeps every coefficient)
+
+`_COST` is the worst sample per route plus ~25%; the route is predicted from the
+header by `inspect_image`, and when it is unknown the dearest route is assumed.
+A progressive JPEG that will be decoded adds its coefficients (`decoder_bytes`).
+WebP gets its own per-pixel floor: its decoder dominates every route.
+"""
+
+from __future__ import annotations
+
+from app.engine.facts import ImageInfo
+
+# route -> (bytes per pixel, bytes per source byte): worst measured + ~25%.
+_COST: dict[str, tuple[float, float]] = {
+    "embed-jpeg": (1.0, 6.0),
+    "embed-png": (0.5, 5.0),
+    "embed-jp2": (0.5, 5.0),
+    "img2pdf-alpha": (23.0, 1.0),
+    "img2pdf-decode": (16.0, 1.0),
+    "pillow": (13.5, 1.0),
+    "pillow-flatten": (10.5, 1.0),
+    "pillow-jpeg": (10.5, 1.0),
+    # app.engine.streamed: libvips decodes strips; see _STREAM_* below for per-kind floors.
+    "stream": (1.5, 1.25),
+}
+# The streaming route holds a strip, not the image, except where libvips' loader
+# keeps a whole frame: interlaced PNG (all of it), GIF (an RGBA frame), WebP (the
+# decoded frame). Bytes per pixel per kind, worst measured + ~25%.
+_STREAM_PER_PIXEL = {"gif": 7.0, "webp": 32.0}
+_STREAM_INTERLACED_PER_PIXEL = 10.5
+# adam7_strips (8-bit interlaced PNG, no palette; libvips reads only
+# the header) holds 7 inflaters and bands of at least 8 full rows a few times
+# over: measured 5.3 MB at 40 MP 4:3 (0.09 B/px slope). (B/px, B/source byte), and
+# bytes per pixel of width for the bands.
+_ADAM7_COST = (0.25, 1.25)  # the child reads its own copy of the source
+# A GIF as /Indexed: Pillow's decoded "P" frame (1 B/px) and one strip.
+_INDEXED_GIF_COST = (1.25, 1.25)
+_ADAM7_PER_COLUMN = 400  # measured 320 at 200,000 px wide (RGBA)
+_STREAM_FIXED = 8 * 1024 * 1024  # libvips, the loader's buffers, numpy strips
+_WEBP_PER_PIXEL = 32.0
+_FIXED_OVERHEAD = 8 * 1024 * 1024  # pikepdf/img2pdf bookkeeping, buffers
+
+
+def _jpeg_coefficient_bytes(width: int, height: int, components: int) -> int:
+    """All DCT coefficients of a progressive JPEG: 64 x 2 bytes per 8x8 block and
+    component, for blocks up to the largest MCU (16x16) at full resolution."""
+    return (-(-width // 16) * 16) * (-(-height // 16) * 16) * max(components, 1) * 2
+
+
+def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
+    """Upper bound on the extra memory convert_to_pdf needs for this image.
+
+    An ImageInfo without a known route (not made by inspect_image) gets the
+    dearest route, since any kind can end up on any of them.
+    """
+    routes = [info.route] if info.route in _COST else list(_COST)
+    pixels = max(info.width, 0) * max(info.height, 0)
+    source_len = max(source_len, 0)
+    decoder = max(info.decoder_bytes, 0)
+    if info.kind == "jpeg" and info.route not in _COST:
+        decoder = max(decoder, _jpeg_coefficient_bytes(info.width, info.height, 4))
+    worst = 0.0
+    for route in routes:
+        per_pixel, per_source_byte = _COST[route]
+        if route == "stream":
+            per_pixel = max(per_pixel, _STREAM_PER_PIXEL.get(info.kind, 0.0))
+            if info.kind == "png" and info.interlaced and not info.adam7:
+                per_pixel = max(per_pixel, _STREAM_INTERLACED_PER_PIXEL)
+        elif info.kind == "webp":
+            per_pixel = max(per_pixel, _WEBP_PER_PIXEL)
+        fixed = _STREAM_FIXED if route == "stream" else 0
+        if route == "stream" and info.adam7:
+            per_pixel, per_source_byte = _ADAM7_COST
+        if route == "stream" and info.indexed:
+            per_pixel, per_source_byte = _INDEXED_GIF_COST
+            fixed += _ADAM7_PER_COLUMN * max(info.width, 0)
+        worst = max(worst, per_pixel * pixels + per_source_byte * source_len + fixed)
+    return int(worst) + decoder + _FIXED_OVERHEAD

@@ -1,0 +1,99 @@
+"""Route choice: the one place that says which route an image takes and why.
+
+`_route` picks from the header facts (app.engine.inspect); `_stream_or` then
+sends what libvips can decode to "stream". `inspect_image` records the route
+(for the price) and `convert._convert` takes it again in the child.
+
+    image                                  route        written by
+    plain JPEG (the worker-side walk       (none)       direct.passthrough_jpeg,
+      accepts it: app.engine.jpeg_header)               in the web worker
+    other JPEG                             embed-jpeg   img2pdf_route (img2pdf)
+    JPEG, EXIF-mirrored                    pillow-jpeg  normalise (Pillow)
+    JPEG 2000 8-bit                        embed-jp2    img2pdf_route
+    PNG 8-bit, no alpha, not interlaced    embed-png    direct (IDAT copy)
+    PNG 16-bit, alpha, interlaced,         stream       streamed._split_png + png_strips,
+      palette + tRNS                                    or adam7, or libvips strips;
+                                                        pdfwriter writes the PDF
+    TIFF, WebP, mirrored PNG/TIFF/GIF/WebP stream       streamed._stream (libvips strips)
+    GIF, one full-frame palette image      stream       streamed._stream_indexed + gif
+    what libvips refuses, BMP, JPEG 2000   img2pdf-decode / img2pdf-alpha (img2pdf_route),
+      > 8-bit, TIFF at the IFD count cap   pillow / pillow-flatten (normalise; alpha
+                                           flattened onto white)
+
+`low_memory_variant` offers the cheaper "pillow-flatten" for "img2pdf-alpha"
+when admission has no room for the dearer one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from app.engine import structure
+from app.engine.facts import _ALPHA_MODES, _MIRRORED, ImageInfo, _Facts
+from app.engine.vips import header, open_image
+
+# Flattening onto white needs ~10.5 B/px where img2pdf's soft-mask path needs ~23:
+# the page looks the same (PDF pages are white), only the PDF's own transparency
+# is lost. Used when the soft-mask path would not fit the memory budget.
+LOW_MEMORY_ALPHA_ROUTE = "pillow-flatten"
+
+
+def low_memory_variant(info: ImageInfo) -> ImageInfo | None:
+    """A cheaper way to convert `info`, or None when there is none."""
+    if info.route == "img2pdf-alpha":
+        return replace(info, route=LOW_MEMORY_ALPHA_ROUTE)
+    return None
+
+
+def _stream_or(
+    route: str, data: bytes, kind: str, facts: _Facts, shape: structure.Structure
+) -> str:
+    """The "stream" route when libvips (app.engine.streamed) can decode this image, else `route`.
+
+    Plain 8-bit PNGs keep img2pdf's IDAT copy; JPEG, JPEG 2000 and BMP stay on
+    their routes (libvips here has no JPEG 2000 or BMP loader). A TIFF whose IFD
+    chain reaches the count cap stays with Pillow, which reads only the first:
+    libtiff under libvips walks every IFD to count pages (180k took > 15 s).
+    """
+    if route == "embed-png" and facts.png_depth <= 8:
+        return route
+    if kind == "tiff" and shape.frames >= structure.FRAMES_COUNTED:
+        return route
+    if route.startswith("embed-") and kind != "png":
+        return route
+    try:
+        image = open_image(data, kind)
+    except Exception:  # libvips refuses the header: the old route reports it
+        return route
+    if image is None or header(image) is None:
+        return route
+    return "stream"
+
+
+def _route(kind: str, mode: str, facts: _Facts) -> str:
+    alpha = mode in _ALPHA_MODES or facts.transparency
+    if mode in {"P", "PA"} and alpha:
+        # img2pdf 0.6.3 writes the soft mask of a palette image with the palette's
+        # bit depth (2 bits for a 4-colour GIF) but 8-bit data: opaque areas vanish.
+        return "pillow-flatten"
+    if facts.orientation in _MIRRORED:
+        if kind == "jpeg":
+            return "pillow-jpeg"
+        return "pillow-flatten" if alpha else "pillow"
+    if kind == "jpeg":
+        return "embed-jpeg"
+    if kind == "jp2":
+        # img2pdf embeds 8-bit JPEG 2000 only; deeper files are decoded (openjpeg
+        # keeps 4 bytes per sample) and re-encoded.
+        return "embed-jp2" if facts.jp2_depth <= 8 else ("pillow-flatten" if alpha else "pillow")
+    if kind == "png":
+        if alpha and facts.png_depth > 8:
+            return "pillow-flatten"
+        if alpha:
+            return "img2pdf-alpha"
+        return "img2pdf-decode" if facts.png_interlaced else "embed-png"
+    if kind == "tiff" and facts.tiff_depth > 8:
+        return "pillow-flatten" if alpha else "pillow"
+    if kind in {"webp", "bmp"} and alpha:
+        return "pillow-flatten"
+    return "img2pdf-alpha" if alpha else "img2pdf-decode"

@@ -1,0 +1,142 @@
+"""The "stream" routes: libvips decodes in strips, app.engine.pdfwriter writes.
+
+16-bit, alpha, interlaced (app.engine.adam7) or palette+tRNS PNGs, TIFF, WebP,
+GIF (app.engine.gif) and mirrored orientations. Where a 16-bit PNG is converted:
+`_stream` (libvips strips) or `_split_png` (PNG-filtered strips straight from
+the IDAT, app.engine.png_strips).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import img2pdf
+from PIL import Image
+
+from app.engine.adam7 import adam7_strips
+from app.engine.facts import _Facts, _png_chunks
+from app.engine.gif import indexed_strips
+from app.engine.img2pdf_route import _MAX_PAGE_PT, _layout_at
+from app.engine.pdfwriter import write_pdf
+from app.engine.png_strips import png_filtered_strips
+from app.engine.vips import Header, header, open_image
+from app.errors import InvalidImage, UnsupportedImage
+
+
+def _indexed_gif(kind: str, im: Image.Image) -> bool:
+    """A GIF whose first frame is one palette image covering the whole screen:
+    Pillow decodes it at 1 B/px and the PDF takes its indices as they are
+    (libvips would hold it as an RGB or RGBA frame, 3-4 B/px)."""
+    if kind != "gif" or im.mode != "P" or len(im.tile) != 1:
+        return False
+    transparency = im.info.get("transparency")
+    if transparency is not None and not isinstance(transparency, int):
+        return False
+    return tuple(im.tile[0].extents) == (0, 0, *im.size)
+
+
+def _stream_indexed(im: Image.Image, dpi, fd: int) -> int:
+    """The stream route for `_indexed_gif`: an /Indexed image, its transparent index
+    (GIF transparency is all or nothing) a /Mask colour key."""
+    try:
+        im.load()
+    except (OSError, EOFError, SyntaxError, ValueError):
+        raise InvalidImage() from None
+    palette = bytes(im.getpalette("RGB") or b"")[: 256 * 3]
+    palette = palette.ljust(256 * 3, b"\0")  # indices past a short palette: black
+    key = im.info.get("transparency")
+    head = Header(im.width, im.height, 1, False, 8, None, palette, key)
+    return _write_streamed(None, head, 1, dpi, fd, indexed_strips(im))
+
+
+def _png_palette(data: bytes) -> tuple[bytes, bytes | None]:
+    """PLTE padded to 256 entries (indices past it: black), and the alpha of each
+    of the 256 indices when there is a tRNS chunk (entries past it: opaque)."""
+    palette = opacity = None
+    for ctype, start, end in _png_chunks(data):
+        if ctype == b"PLTE" and palette is None:
+            palette = data[start : start + min(end - start, 768) // 3 * 3]
+        elif ctype == b"tRNS" and opacity is None:
+            opacity = data[start : min(end, start + 256)].ljust(256, b"\xff")
+        elif ctype in {b"IDAT", b"IEND"}:
+            break
+    if not palette:
+        raise InvalidImage()
+    return palette.ljust(768, b"\0"), opacity
+
+
+def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int, split=None) -> int:
+    """The stream route; `split` = (width, height, colours) of a PNG whose filtered
+    data is split without decoding (`png_filtered_strips`), else libvips."""
+    strips = None
+    if split is not None:
+        width, height, colours, alpha, interlaced = split
+        image = None
+        head = Header(width, height, colours, alpha, 8, None)
+        view = memoryview(data)
+        idat = (view[a:b] for kind_, a, b in _png_chunks(data) if kind_ == b"IDAT")
+        if interlaced == "palette":
+            palette, opacity = _png_palette(data)
+            alpha = opacity is not None
+            head = Header(width, height, 1, alpha, 8, None, palette)
+            strips = adam7_strips(idat, width, height, 1, alpha, opacity)
+        elif interlaced:
+            strips = adam7_strips(idat, width, height, colours, alpha)
+        else:
+            strips = png_filtered_strips(idat, width, height, colours)
+    else:
+        image = open_image(data, kind)
+        head = header(image) if image is not None else None
+    if head is None:
+        raise UnsupportedImage()
+    return _write_streamed(image, head, orientation, dpi, fd, strips)
+
+
+def _write_streamed(image, head, orientation: int, dpi, fd: int, strips) -> int:
+    dpi_x, dpi_y = float(dpi[0]), float(dpi[1])
+    shown_w, shown_h = head.width, head.height
+    if orientation >= 5:
+        shown_w, shown_h, dpi_x, dpi_y = shown_h, shown_w, dpi_y, dpi_x
+    page_w, page_h, img_w, img_h = _layout_at(shown_w, shown_h, (dpi_x, dpi_y))
+    unit = 1.0
+    if max(page_w, page_h) > _MAX_PAGE_PT:
+        unit = float(img2pdf.find_scale(page_w, page_h))
+    layout = (page_w / unit, page_h / unit, img_w / unit, img_h / unit, unit)
+    return write_pdf(image, head, orientation, layout, fd, strips)
+
+
+# PNG colour types whose 8-bit filtered data splits into colour + alpha: grey+alpha, RGBA.
+_SPLIT_PNG_COLOURS = {4: 1, 6: 3}
+# 8-bit colour types the Adam7 decoder takes -> (colours, alpha): grey and RGB
+# without tRNS; a palette (3) is written as /Indexed, its tRNS as a soft mask.
+_ADAM7_PNG = {0: (1, False), 2: (3, False), 3: (1, False), 4: (1, True), 6: (3, True)}
+
+
+def _adam7_png(im: Image.Image, facts: _Facts) -> bool:
+    """An interlaced 8-bit grey/RGB (no tRNS), palette, grey+alpha or RGBA PNG without
+    an ICC profile: `adam7_strips` decodes it in bands; libvips takes the
+    others."""
+    if not facts.png_interlaced or facts.png_depth != 8:
+        return False
+    if facts.png_color_type not in _ADAM7_PNG or "icc_profile" in im.info:
+        return False
+    return not (facts.transparency and facts.png_color_type in {0, 2})
+
+
+def _split_png(
+    im: Image.Image, data: bytes, facts: _Facts
+) -> tuple[int, int, int, bool, str] | None:
+    """(width, height, colours, alpha, how) when the PNG's data is read here rather
+    than by libvips: an 8-bit grey+alpha or RGBA PNG, not interlaced, whose
+    filtered data is split undecoded (how ""); or an interlaced one `_adam7_png`
+    takes ("adam7", or "palette" for an /Indexed image).
+    Never with an ICC profile (libvips handles those)."""
+    width, height = struct.unpack_from(">II", data, 16)
+    if _adam7_png(im, facts):
+        colours, alpha = _ADAM7_PNG[facts.png_color_type]
+        return width, height, colours, alpha, "palette" if facts.png_color_type == 3 else "adam7"
+    if facts.png_depth != 8 or facts.png_interlaced:
+        return None
+    if facts.png_color_type not in _SPLIT_PNG_COLOURS or "icc_profile" in im.info:
+        return None
+    return width, height, _SPLIT_PNG_COLOURS[facts.png_color_type], True, ""
