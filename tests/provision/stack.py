@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.support.ansible_run import run_playbook
+
 PROVISION = "ansible/provision.yml"
 TEARDOWN = "ansible/teardown.yml"
 PROJECT = "img2pdf-test"
@@ -38,3 +40,13 @@ def writes(log: list[dict]) -> list[tuple[str, str]]:
             continue
         out.append((r["method"], path))
     return out
+
+
+def assert_teardown_is_a_no_op(fake_gcp, workdir: Path) -> None:
+    """A second teardown of a torn-down project changes nothing and sends no write."""
+    before = len(fake_gcp.requests_log())
+    result = run_playbook(TEARDOWN, *base_args(workdir), env=fake_gcp.env)
+    assert result.rc == 0
+    assert result.changed_total == 0, result.stdout[-4000:]
+    assert writes(fake_gcp.requests_log()[before:]) == []
+    assert fake_gcp.resources() == []

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.provision.stack import PROVISION, TEARDOWN, C, base_args, writes
+from tests.provision.stack import (
+    PROVISION,
+    TEARDOWN,
+    C,
+    assert_teardown_is_a_no_op,
+    base_args,
+    writes,
+)
 from tests.support.ansible_run import ansible_venv, run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -239,9 +246,4 @@ def test_teardown_leaves_nothing(fake_gcp, provisioned, workdir):
 
 
 def test_second_teardown_is_a_no_op(fake_gcp, provisioned, workdir):
-    before = len(fake_gcp.requests_log())
-    result = run_playbook(TEARDOWN, *base_args(workdir), env=fake_gcp.env)
-    assert result.rc == 0
-    assert result.changed_total == 0, result.stdout[-4000:]
-    assert writes(fake_gcp.requests_log()[before:]) == []
-    assert fake_gcp.resources() == []
+    assert_teardown_is_a_no_op(fake_gcp, workdir)
