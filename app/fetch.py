@@ -373,6 +373,7 @@ async def _read_body(
     chunks: list[bytes] = []
     size = 0
     kind: str | None = None
+    head = b""
     clock = anyio.current_time
     mark_time, mark_bytes = clock(), 0
     async for chunk in response.aiter_raw():
@@ -384,7 +385,7 @@ async def _read_body(
                 raise SourceTimeout("The source URL sent the image too slowly.")
             mark_time, mark_bytes = now, size
         if kind is None:
-            head = b"".join(chunks)[:SNIFF_BYTES]
+            head += chunk[: SNIFF_BYTES - len(head)]  # not a join of the whole body so far
             kind = sniff_image_type(head)
             if kind is None and enough_to_sniff(head):
                 raise UnsupportedImage()

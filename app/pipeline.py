@@ -22,6 +22,7 @@ from app.errors import ApiError, Busy, StorageUnavailable
 from app.fetch import FetchPolicy, fetch_source
 from app.sandbox import Job, Limits, Sandbox, inspect_reservation
 from app.settings import Settings
+from app.sniff import SNIFF_BYTES, sniff_image_type
 from app.storage import Storage, download_filename, new_pdf_name
 
 log = logging.getLogger("img2pdf.pipeline")
@@ -78,13 +79,15 @@ async def image_to_pdf_file(data: bytes, held: Reservation, svc: Services) -> Pd
     """
     # A plain JPEG is embedded as it is, here: no decoder runs (app.engine.direct.passthrough_jpeg).
     # Its PDF is the source plus a few hundred bytes, reserved before it is written.
-    await held.resize(len(data) + _PDF_AROUND_JPEG)
-    out = await anyio.to_thread.run_sync(
-        _passthrough, data, svc.settings.max_image_pixels, limiter=svc.convert_limiter
-    )
-    if out is not None:
-        await held.resize(out.size)
-        return out
+    # Other formats skip the reservation and the thread hop: they cannot take this route.
+    if sniff_image_type(data[:SNIFF_BYTES]) == "jpeg":
+        await held.resize(len(data) + _PDF_AROUND_JPEG)
+        out = await anyio.to_thread.run_sync(
+            _passthrough, data, svc.settings.max_image_pixels, limiter=svc.convert_limiter
+        )
+        if out is not None:
+            await held.resize(out.size)
+            return out
     # The child's copy of the source and its header parsing count from its start.
     await held.resize(inspect_reservation(len(data)))
     job = await _start(data, svc)
