@@ -7,6 +7,7 @@ task has executes it alone, so these tests reach no API and no host.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ WRONG_VALUE = {"int": "not-a-number", "list": {"not": "a list"}, "bool": "maybe"
 CONTEXT = {"app_source_dir": str(ROOT), "gcp_account": "deployer@example.iam.gserviceaccount.com"}
 
 
+@functools.cache
 def load_yaml(path: Path):
     """Parsed with the controller's own YAML library (the test venv has none)."""
     code = "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))"
@@ -101,16 +103,15 @@ def test_the_repo_values_pass_the_spec(tmp_path, role):
 
 @pytest.mark.parametrize("role", ROLES)
 def test_a_value_of_the_wrong_type_stops_the_role_first(tmp_path, role):
-    typed = [
-        (name, opt["type"])
+    typed = {
+        name: WRONG_VALUE[opt["type"]]
         for name, opt in spec_options(role).items()
         if opt.get("type") in WRONG_VALUE and "choices" not in opt and name.startswith(role)
-    ]
-    if not typed:
-        pytest.fail(f"{role} has no typed option to check")  # every role has one today
-    name, kind = typed[0]
-    result = check_spec(tmp_path, role, "-e", json.dumps({name: WRONG_VALUE[kind]}))
+    }
+    assert typed, f"{role} has no typed option to check"  # every role has one today
+    result = check_spec(tmp_path, role, "-e", json.dumps(typed))
     assert result.rc != 0
     assert "Validating arguments against arg spec 'main'" in result.stdout
-    assert name in result.stdout, result.stdout[-3000:]
     assert result.recap["localhost"]["failed"] == 1
+    for name in typed:  # each option's type is checked, not only the first
+        assert name in result.stdout, (name, result.stdout[-3000:])
