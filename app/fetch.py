@@ -373,21 +373,16 @@ class _Checks:
 
 
 async def _receive_all(conn: Connection, view: memoryview, checks: _Checks) -> None:
-    """Fill `view` from the connection, one accounting step at a time at most."""
-    used = 0
-    while used < len(view):
-        window = view[used : used + _ACCOUNT_STEP]
-        got = conn.receive_into(window)
-        if got:
-            checks.arrived(window[:got])
-        while got < len(window):
-            filled = await conn.received(got)
-            if filled == got:
-                raise SourceHttpError(_BROKE_OFF)
-            checks.arrived(window[got:filled])
-            got = filled
-        window.release()
-        used += got
+    """Fill `view` from the connection (reads of at most one accounting step)."""
+    got = conn.receive_into(view)
+    if got:
+        checks.arrived(view[:got])
+    while got < len(view):
+        filled = await conn.received(got)
+        if filled == got:
+            raise SourceHttpError(_BROKE_OFF)
+        checks.arrived(view[got:filled])
+        got = filled
 
 
 async def _read_body(

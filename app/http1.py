@@ -33,9 +33,14 @@ import h11
 
 # httpcore's h11 limit on an incomplete event (a response head, a chunk size line).
 MAX_HEAD_BYTES = 100 * 1024
-# What one read of the response head, or of a chunked body, may bring at most.
+# The buffer the response head (and a chunked body) is read into, before h11 parses it.
 HEAD_STAGING_BYTES = 64 * 1024
 CHUNKED_STAGING_BYTES = 256 * 1024
+# At most this much per read into a caller's buffer (asyncio's own read size).
+MAX_READ_BYTES = 256 * 1024
+# Where a read goes while the caller's buffer is full, and how much may wait there.
+SPARE_BYTES = 64 * 1024
+SPILL_LIMIT = 1024 * 1024
 
 
 _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
@@ -85,28 +90,46 @@ class Head:
 
 
 class _Receiver(asyncio.BufferedProtocol):
-    """Lets the transport write into `view` until it is full, then pauses it."""
+    """Lets the transport write into `view`; what comes while it is full goes aside.
+
+    Reading is never paused: asyncio's TLS layer (3.11) can report the end of the
+    stream to a paused protocol and drop the records it still held, so a body
+    would come out truncated. Bytes that arrive while `view` is full (between
+    the caller's turns, or past the end of a body) are kept in `spill` for the
+    caller's next view, up to `SPILL_LIMIT`; past that the transport is paused
+    after all, which a caller that keeps up never reaches.
+    """
 
     def __init__(self, view: memoryview) -> None:
         self.transport: asyncio.Transport | None = None
         self.view = view
         self.filled = 0
+        self.spill: list[bytes] = []
+        self.spilled = 0
         self.paused = False
+        self.discard = False
         self.eof = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
+        self._spare = memoryview(bytearray(SPARE_BYTES))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        # Never empty: the transport is paused while `view` is full.
-        return self.view[self.filled :]
+        if self.filled < len(self.view):
+            return self.view[self.filled : self.filled + MAX_READ_BYTES]
+        return self._spare
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.filled += nbytes
-        if self.filled == len(self.view):
-            self._pause()
+        if self.filled < len(self.view):
+            self.filled += nbytes
+        elif not self.discard:
+            self.spill.append(bytes(self._spare[:nbytes]))
+            self.spilled += nbytes
+            if self.spilled > SPILL_LIMIT and self.transport is not None:
+                self.paused = True
+                self.transport.pause_reading()
         self._wake()
 
     def eof_received(self) -> bool:
@@ -119,18 +142,12 @@ class _Receiver(asyncio.BufferedProtocol):
         self.error = exc
         self._wake()
 
-    def _pause(self) -> None:
-        if not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
-
-    def retarget(self, view: memoryview, filled: int = 0) -> None:
-        """Receive into `view` after its first `filled` bytes; resume if it has room."""
-        self.view, self.filled = view, filled
-        if filled < len(view) and self.paused and not self.eof:
+    def take_spill(self) -> list[bytes]:
+        spill, self.spill, self.spilled = self.spill, [], 0
+        if self.paused and self.transport is not None:
             self.paused = False
-            assert self.transport is not None
             self.transport.resume_reading()
+        return spill
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -154,7 +171,8 @@ class Connection:
         self._read_timeout = read_timeout
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._staging = receiver.view
-        self._leftover = memoryview(b"")  # body bytes that came in with the head
+        # Body bytes that came before the caller's buffer did (with the head, or spilled).
+        self._pending: list[memoryview] = []
 
     @classmethod
     async def open(
@@ -192,12 +210,13 @@ class Connection:
         return cls(transport, receiver, read_timeout)  # type: ignore[arg-type]
 
     def close(self) -> None:
+        self.stop_receiving()
         self._transport.abort()
 
     async def _wait(self, seen: int) -> None:
         """Until the receiver has more than `seen` bytes or the connection ended."""
         rx = self._rx
-        if rx.filled > seen or rx.eof:
+        if rx.filled > seen or rx.spill or rx.eof:
             return
         loop = asyncio.get_running_loop()
         waiter = rx.waiter = loop.create_future()
@@ -214,7 +233,9 @@ class Connection:
         await self._wait(0)
         if rx.filled:
             self._h11.receive_data(bytes(self._staging[: rx.filled]))
-            rx.retarget(self._staging)
+            rx.filled = 0
+            for piece in rx.take_spill():  # what came while the staging buffer was full
+                self._h11.receive_data(piece)
         elif rx.error is not None:
             raise rx.error
         else:
@@ -259,32 +280,40 @@ class Connection:
             length = 0
         elif not chunked and "content-length" in fields:
             length = int(fields["content-length"].split(",")[0])  # h11 checked: digits, all equal
+        # h11 has had every byte received so far (no await since the last feed).
+        rx = self._rx
         if chunked:
-            # Nothing is left in the receiver (h11 has had all of it, with no await since).
-            self._staging = memoryview(bytearray(CHUNKED_STAGING_BYTES))
-            self._rx.retarget(self._staging)
+            self._staging = rx.view = memoryview(bytearray(CHUNKED_STAGING_BYTES))
         else:
-            # The bytes past the head that h11 holds, and any the receiver has since;
-            # the receiver waits for `receive_into` to say where the body goes.
-            trailing = self._h11.trailing_data[0] + bytes(self._staging[: self._rx.filled])
-            self._leftover = memoryview(trailing)
-            self._rx.filled = 0
-            self._rx._pause()
+            # The body bytes that came with the head; what comes next waits in the
+            # spill until `receive_into` says where the body goes.
+            self._pending = [memoryview(self._h11.trailing_data[0])]
+            rx.view = memoryview(b"")
         return Head(event.status_code, fields, length, chunked)
 
     def stop_receiving(self) -> None:
-        """Take the transport off the caller's buffer (back to this connection's own)."""
-        self._rx.view, self._rx.filled = self._staging, 0
-        self._rx._pause()
+        """Take the transport off the caller's buffer; whatever comes later is dropped."""
+        rx = self._rx
+        rx.view, rx.filled, rx.discard = memoryview(b""), 0, True
+        rx.take_spill()
+        self._pending = []
 
     def receive_into(self, view: memoryview) -> int:
         """Point the transport at `view`; returns how many bytes are already in it."""
-        leftover = self._leftover
-        n = min(len(leftover), len(view))
-        if n:
-            view[:n] = leftover[:n]
-            self._leftover = leftover[n:]
-        self._rx.retarget(view, n)  # a full view (leftover remains) stays paused
+        rx = self._rx
+        pending = self._pending + [memoryview(piece) for piece in rx.take_spill()]
+        n = 0
+        while pending and n < len(view):
+            piece = pending[0]
+            k = min(len(piece), len(view) - n)
+            view[n : n + k] = piece[:k]
+            n += k
+            if k < len(piece):
+                pending[0] = piece[k:]
+            else:
+                pending.pop(0)
+        self._pending = pending  # if `view` is full; later bytes spill behind these
+        rx.view, rx.filled = view, n
         return n
 
     async def received(self, seen: int) -> int:
