@@ -3,10 +3,10 @@
 The source download (app/fetch.py) used httpx for this. On a 4.5 MB body httpx
 cost ~9 ms on loopback where urllib takes ~4 ms: every byte was copied four
 times (the socket transport's read, h11's receive buffer, h11's slice of it,
-the final join), with an h11 event and a few awaits per read. Here the socket
-transport writes the body straight into the caller's buffer (asyncio's
-`BufferedProtocol`: `recv_into`, or `SSLObject.read` into it for TLS), and the
-caller joins those buffers once.
+the final join), with an h11 event and a few awaits per read. Here a plain
+socket writes the body straight into the caller's buffer (asyncio's
+`BufferedProtocol`: `recv_into`); over TLS each decrypted piece is copied into
+it once.
 
 What stays with h11 is what it is good at: writing the request and parsing the
 response head (status line, header syntax, a 100 KiB head cap as httpcore set
@@ -89,15 +89,15 @@ class Head:
     chunked: bool  # Transfer-Encoding: chunked (h11 allows no other coding)
 
 
-class _Receiver(asyncio.BufferedProtocol):
-    """Lets the transport write into `view`; what comes while it is full goes aside.
+class _Receiver(asyncio.Protocol):
+    """Puts what arrives into `view`; what comes while it is full goes aside.
 
-    Reading is never paused: asyncio's TLS layer (3.11) can report the end of the
-    stream to a paused protocol and drop the records it still held, so a body
-    would come out truncated. Bytes that arrive while `view` is full (between
-    the caller's turns, or past the end of a body) are kept in `spill` for the
-    caller's next view, up to `SPILL_LIMIT`; past that the transport is paused
-    after all, which a caller that keeps up never reaches.
+    This class takes bytes objects (`data_received`): asyncio's TLS layer hands
+    the decrypted stream over so, in full. `_DirectReceiver` below lets a plain
+    socket write into `view` itself. Bytes that arrive while `view` is full
+    (between the caller's turns, or past the end of a body) are kept in `spill`
+    for the caller's next view, up to `SPILL_LIMIT`; past that the transport is
+    paused, which a caller that keeps up never reaches.
     """
 
     def __init__(self, view: memoryview) -> None:
@@ -111,26 +111,27 @@ class _Receiver(asyncio.BufferedProtocol):
         self.eof = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
-        self._spare = memoryview(bytearray(SPARE_BYTES))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        if self.filled < len(self.view):
-            return self.view[self.filled : self.filled + MAX_READ_BYTES]
-        return self._spare
-
-    def buffer_updated(self, nbytes: int) -> None:
-        if self.filled < len(self.view):
-            self.filled += nbytes
-        elif not self.discard:
-            self.spill.append(bytes(self._spare[:nbytes]))
-            self.spilled += nbytes
-            if self.spilled > SPILL_LIMIT and self.transport is not None:
-                self.paused = True
-                self.transport.pause_reading()
+    def data_received(self, data: bytes) -> None:
+        n = min(len(self.view) - self.filled, len(data))
+        if n:
+            self.view[self.filled : self.filled + n] = memoryview(data)[:n]
+            self.filled += n
+        if n < len(data):
+            self._set_aside(data[n:])
         self._wake()
+
+    def _set_aside(self, data: bytes) -> None:
+        if self.discard:
+            return
+        self.spill.append(data)
+        self.spilled += len(data)
+        if self.spilled > SPILL_LIMIT and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -153,6 +154,31 @@ class _Receiver(asyncio.BufferedProtocol):
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+class _DirectReceiver(_Receiver, asyncio.BufferedProtocol):
+    """For plain TCP: the socket writes into `view` itself (`recv_into`), no copy.
+
+    Not for TLS: asyncio 3.11's TLS layer, at the end of the stream, gives a
+    buffered protocol one buffer's worth of what it still holds and drops the
+    rest (a 700 KB chunked body over TLS came out short with 16 KiB buffers).
+    """
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__(view)
+        self._spare = memoryview(bytearray(SPARE_BYTES))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.filled < len(self.view):
+            return self.view[self.filled : self.filled + MAX_READ_BYTES]
+        return self._spare
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.filled < len(self.view):
+            self.filled += nbytes
+        else:
+            self._set_aside(bytes(self._spare[:nbytes]))
+        self._wake()
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -194,7 +220,8 @@ class Connection:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            receiver = _Receiver(memoryview(bytearray(HEAD_STAGING_BYTES)))
+            staging = memoryview(bytearray(HEAD_STAGING_BYTES))
+            receiver = _Receiver(staging) if tls is not None else _DirectReceiver(staging)
             with anyio.fail_after(connect_timeout):
                 await loop.sock_connect(sock, (ip, port))
                 transport, _ = await loop.create_connection(

@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 import trustme
 
-from app import fetch
+from app import fetch, http1
 from app.errors import (
     ApiError,
     SourceBadRedirect,
@@ -1362,18 +1362,34 @@ async def test_no_connection_is_reused_across_hops_or_vetted_addresses() -> None
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("framing", ["length", "close", "chunked"])
 async def test_a_large_body_over_tls_arrives_whole(
-    tls_server: LocalServer, trust_test_ca: None, monkeypatch: pytest.MonkeyPatch
+    framing: str, tls_server: LocalServer, trust_test_ca: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The TLS layer decrypts into the body's own buffer, window by window."""
-    monkeypatch.setattr(fetch, "_ACCOUNT_STEP", 64 * 1024)  # many windows, many TLS records
+    """The TLS layer decrypts into the reader's buffers, which fill up many times
+    (blocks, the chunked staging buffer) before the server's close. asyncio's TLS
+    layer drops the records it holds if the reader pauses it just then."""
+    # Small buffers: many of them fill before the close (the spare one while they are full).
+    monkeypatch.setattr(fetch, "_ACCOUNT_STEP", 4096)
+    monkeypatch.setattr(http1, "CHUNKED_STAGING_BYTES", 4096)
+    monkeypatch.setattr(http1, "SPARE_BYTES", 1024)
     original = Handler.do_GET
 
     def do_get(self: Handler) -> None:
-        if self.path == "/big.png":
+        if self.path != "/big.png":
+            original(self)
+        elif framing == "length":
             self._send(200, BIG)
         else:
-            original(self)
+            self.send_response(200)
+            if framing == "chunked":
+                self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            parts = [*chunked(BIG, 50_000), b"0\r\n\r\n"] if framing == "chunked" else [BIG]
+            for part in parts:
+                self.wfile.write(part)
+            self.close_connection = True
 
     monkeypatch.setattr(Handler, "do_GET", do_get)
     dns = FakeDns({"images.test": ["127.0.0.1"]})
