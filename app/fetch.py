@@ -9,12 +9,13 @@ goes through the same steps, in this order:
 2. Resolve the host once. Reject the hop if ANY answer is not a public address:
    an attacker who controls DNS could otherwise mix one public and one private
    answer and let the connection pick the private one.
-3. Connect to one of exactly those checked addresses. The Host header and the TLS
-   SNI keep the hostname and the certificate is verified against the hostname,
-   so nothing (a second lookup, DNS rebinding, a proxy variable) can swap the
-   address between the check and the connection.
+3. Connect to one of exactly those checked addresses (app/http1.py creates the
+   socket and connects it to that address; nothing is pooled or reused). The
+   Host header and the TLS SNI keep the hostname and the certificate is
+   verified against the hostname, so nothing (a second lookup, DNS rebinding, a
+   proxy variable) can swap the address between the check and the connection.
 
-Redirects are not followed by httpx; each Location (301/302/303/307/308, relative
+Redirects are never followed by the client; each Location (301/302/303/307/308, relative
 ones resolved against the current URL) goes back to step 1. More than
 `max_redirects` hops is the source misbehaving, so it is a 502
 (`SourceHttpError`), not a 400: the URL the client sent was fine. Other 3xx, and
@@ -24,7 +25,9 @@ A Location that does not parse as an absolute http(s) URL is the source
 misbehaving: 502 `source_bad_redirect`. A well-formed one that points somewhere
 not allowed is the URL check's 400.
 
-The body is streamed with the byte cap on the wire bytes (we ask for identity
+The body is read as it arrives, into blocks of one accounting step that the
+socket transport writes into directly (app/http1.py), with the byte cap on the
+wire bytes (we ask for identity
 encoding, never decompress and refuse any other Content-Encoding with 415) and
 the type is sniffed from the first bytes, so a huge or non-image source costs at
 most one read past the point we know.
@@ -47,7 +50,6 @@ from dataclasses import dataclass
 
 import anyio
 import certifi
-import httpcore
 import httpx
 
 from app.errors import (
@@ -59,6 +61,7 @@ from app.errors import (
     UnsupportedImage,
     UrlNotAllowed,
 )
+from app.http1 import Connection, Head, ProtocolError, Truncated, unfilled_bytes
 from app.settings import Settings
 from app.sniff import SNIFF_BYTES, enough_to_sniff, sniff_image_type
 
@@ -67,17 +70,12 @@ _DEFAULT = Settings()  # the defaults of every setting, from its one spec
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 # Told how many body bytes to account for as they arrive (admission's data pool).
 ByteCounter = Callable[[int], None]
+# The body arrives in blocks (and chunked pieces) of at most this: the sniff, the
+# byte cap and the rate check run on every read, so a non-image or oversized
+# source costs at most one block past the point we know, and a block never
+# outruns the bytes accounted a step ahead.
 _ACCOUNT_STEP = 256 * 1024
-# httpcore reads a response 64 KiB at a time; the event loop's socket transport
-# hands over up to 256 KiB per wakeup, so every 64 KiB read sliced (copied) that
-# chunk again and paid one more h11 event and await. Reading what the transport
-# has, up to one accounting step, takes 20-30 % off a 4.5 MB body's download on
-# loopback (docs/performance.md). The sniff, the byte cap and the rate check still run on
-# every chunk, so a non-image or oversized source costs at most one read (256 KiB)
-# past the point we know. No larger than the accounting step, so a chunk never
-# outruns the bytes accounted a step ahead. Every HTTP/1.1 client in the process
-# shares this.
-httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = _ACCOUNT_STEP
+_BROKE_OFF = "The source URL's answer broke off before the whole image arrived."
 
 USER_AGENT = "img2pdf-service/1"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -307,102 +305,142 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def _client(policy: FetchPolicy) -> httpx.AsyncClient:
-    """A fresh client per hop: no proxies from the environment, no connection reuse.
+async def _connect(target: ParsedTarget, ips: list[str], policy: FetchPolicy) -> Connection:
+    """Try the checked addresses in resolver order; never look the name up again.
 
-    Reuse is off because the pool keys connections by address, and a TLS connection
-    verified for one hostname must never carry a request for another.
+    A fresh connection per hop, never reused: a TLS connection verified for one
+    hostname must never carry a request for another, nor a socket to one checked
+    address a request meant for another.
     """
-    return httpx.AsyncClient(
-        trust_env=False,
-        follow_redirects=False,
-        verify=_tls_context(),
-        timeout=httpx.Timeout(
-            connect=policy.connect_timeout,
-            read=policy.read_timeout,
-            write=policy.read_timeout,
-            pool=policy.connect_timeout,
-        ),
-        limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
-    )
-
-
-async def _send(client: httpx.AsyncClient, target: ParsedTarget, ips: list[str]) -> httpx.Response:
-    """Try the checked addresses in resolver order; never look the name up again."""
-    headers = {
-        "Host": target.host_header,
-        "User-Agent": USER_AGENT,
-        "Accept": _ACCEPT,
-        "Accept-Encoding": "identity",
-        "Connection": "close",
-    }
-    extensions = {} if target.ip is not None else {"sni_hostname": target.host}
+    tls = _tls_context() if target.scheme == "https" else None
     for ip in ips:
-        request = client.build_request(
-            "GET", target.pinned_url(ip), headers=headers, extensions=extensions
-        )
         try:
-            return await client.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout):
-            continue  # this address is down or silent: the next checked one may answer
-        except (httpx.InvalidURL, UnicodeError):
-            # Our request URL was built and checked above; httpx parses only the
-            # answer's Location here (for `next_request`), so this is a bad redirect.
-            # A host that is a malformed IDNA A-label (`xn--`, `xn--zz-`) raises
-            # idna's IDNAError, a UnicodeError, from that same parse.
-            raise SourceBadRedirect() from None
-        except httpx.RemoteProtocolError as exc:
-            if str(exc).startswith("Invalid URL in location header"):
-                raise SourceBadRedirect() from None
-            raise
+            return await Connection.open(
+                ip,
+                target.port,
+                tls=tls,
+                server_hostname=target.host,  # SNI and the name the certificate must carry
+                connect_timeout=policy.connect_timeout,
+                read_timeout=policy.read_timeout,
+            )
+        except (OSError, TimeoutError):
+            continue  # down, silent or failing TLS: the next checked address may answer
     raise SourceUnreachable()
 
 
+def _request_headers(target: ParsedTarget) -> list[tuple[str, str]]:
+    return [
+        ("Host", target.host_header),
+        ("User-Agent", USER_AGENT),
+        ("Accept", _ACCEPT),
+        ("Accept-Encoding", "identity"),
+        ("Connection", "close"),
+    ]
+
+
+class _Checks:
+    """What runs on every piece of the body as it arrives: rate, sniff, cap, accounting."""
+
+    def __init__(self, policy: FetchPolicy, on_bytes: ByteCounter | None) -> None:
+        self.policy = policy
+        self.on_bytes = on_bytes
+        self.size = 0
+        self.accounted = 0
+        self.kind: str | None = None
+        self.head = b""
+        self.mark_time = anyio.current_time()
+        self.mark_bytes = 0
+
+    def arrived(self, piece: bytes | memoryview) -> None:
+        policy = self.policy
+        self.size += len(piece)
+        now = anyio.current_time()
+        if now - self.mark_time >= policy.rate_window:
+            if self.size - self.mark_bytes < policy.min_rate * (now - self.mark_time):
+                raise SourceTimeout("The source URL sent the image too slowly.")
+            self.mark_time, self.mark_bytes = now, self.size
+        if self.kind is None:
+            self.head += bytes(piece[: SNIFF_BYTES - len(self.head)])  # never the whole body
+            self.kind = sniff_image_type(self.head)
+            if self.kind is None and enough_to_sniff(self.head):
+                raise UnsupportedImage()
+        if self.size > policy.max_bytes:
+            raise SourceTooLarge()
+        if self.on_bytes is not None and self.size > self.accounted:
+            # What arrived, a step ahead; the final join doubles it briefly.
+            self.accounted = min(policy.max_bytes, self.size + _ACCOUNT_STEP)
+            self.on_bytes(self.accounted)
+
+
+async def _receive_all(conn: Connection, view: memoryview, checks: _Checks) -> None:
+    """Fill `view` from the connection (reads of at most one accounting step)."""
+    got = conn.receive_into(view)
+    if got:
+        checks.arrived(view[:got])
+    while got < len(view):
+        filled = await conn.received(got)
+        if filled == got:
+            raise SourceHttpError(_BROKE_OFF)
+        checks.arrived(view[got:filled])
+        got = filled
+
+
 async def _read_body(
-    response: httpx.Response, policy: FetchPolicy, on_bytes: ByteCounter | None = None
+    conn: Connection, head: Head, policy: FetchPolicy, on_bytes: ByteCounter | None = None
 ) -> tuple[bytes, str]:
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    encoding = head.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise UnsupportedImage("The source sent a compressed (Content-Encoding) body.")
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > policy.max_bytes:
+    if head.length is not None and head.length > policy.max_bytes:
         raise SourceTooLarge()
-    accounted = 0
-    # The chunks as they came, joined once at the end: a growing bytearray
-    # re-copies itself as it grows, then bytes() copied it once more.
-    chunks: list[bytes] = []
-    size = 0
-    kind: str | None = None
-    head = b""
-    clock = anyio.current_time
-    mark_time, mark_bytes = clock(), 0
-    async for chunk in response.aiter_raw():
-        chunks.append(chunk)
-        size += len(chunk)
-        now = clock()
-        if now - mark_time >= policy.rate_window:
-            if size - mark_bytes < policy.min_rate * (now - mark_time):
-                raise SourceTimeout("The source URL sent the image too slowly.")
-            mark_time, mark_bytes = now, size
-        if kind is None:
-            head += chunk[: SNIFF_BYTES - len(head)]  # not a join of the whole body so far
-            kind = sniff_image_type(head)
-            if kind is None and enough_to_sniff(head):
-                raise UnsupportedImage()
-        if size > policy.max_bytes:
-            raise SourceTooLarge()
-        if on_bytes is not None and size > accounted:
-            # What arrived, a step ahead; the final join doubles it briefly.
-            accounted = min(policy.max_bytes, size + _ACCOUNT_STEP)
-            on_bytes(accounted)
-    if kind is None:
+    checks = _Checks(policy, on_bytes)
+    pieces: list[bytes | memoryview] = []
+    if head.chunked:
+        while (piece := await conn.next_chunk()) is not None:
+            pieces.append(piece)
+            checks.arrived(piece)
+    elif head.length:
+        # The transport writes straight into the bytes object returned: one copy
+        # from the socket, as urllib's read does (app/http1.py, `unfilled_bytes`).
+        body, view = unfilled_bytes(head.length)
+        try:
+            await _receive_all(conn, view, checks)
+        finally:
+            conn.stop_receiving()  # nothing writes into `body` once this returns
+            view.release()
+        if checks.kind is None:
+            raise UnsupportedImage()
+        return body, checks.kind
+    elif head.length is None:
+        # A body framed by the connection's end: blocks of one accounting step,
+        # allocated as it arrives; it may run one byte past the cap.
+        end = policy.max_bytes + 1
+        while checks.size < end:
+            block = memoryview(bytearray(min(_ACCOUNT_STEP, end - checks.size)))
+            used = conn.receive_into(block)
+            if used:
+                checks.arrived(block[:used])
+            while used < len(block):
+                filled = await conn.received(used)
+                if filled == used:
+                    break  # the connection ended
+                checks.arrived(block[used:filled])
+                used = filled
+            pieces.append(block[:used])
+            if used < len(block):
+                break
+    if checks.kind is None:
         raise UnsupportedImage()
-    return b"".join(chunks), kind
+    return b"".join(pieces), checks.kind
 
 
 def _redirect_target(current: ParsedTarget, location: str) -> str:
     """The absolute URL a Location names; one that cannot be fetched as written is a 502."""
     try:
+        alone = httpx.URL(location)
+        if alone.scheme and not alone.host:
+            # "http:x" names a scheme and no host: no relative reference to join.
+            alone.copy_with(host=current.host)
         joined = httpx.URL(current.url).join(location).copy_with(fragment=None)
         text = str(joined)
         if joined.scheme in _DEFAULT_PORTS:
@@ -422,22 +460,22 @@ async def _fetch(
     for _hop in range(policy.max_redirects + 1):
         target = check_url(url, policy)
         ips = await _resolve(target, policy, resolver)
-        async with _client(policy) as client:
-            response = await _send(client, target, ips)
-            try:
-                status = response.status_code
-                if status in _REDIRECT_STATUSES:
-                    location = response.headers.get("location", "").strip()
-                    if not location:
-                        raise SourceHttpError("The source URL redirected nowhere.")
-                    url = _redirect_target(target, location)
-                    continue
-                if not 200 <= status < 300:
-                    raise SourceHttpError()
-                data, kind = await _read_body(response, policy, on_bytes)
-                return Fetched(data=data, kind=kind, final_url=target.url)
-            finally:
-                await response.aclose()
+        conn = await _connect(target, ips, policy)
+        try:
+            head = await conn.get(target.target, _request_headers(target))
+            status = head.status
+            if status in _REDIRECT_STATUSES:
+                location = head.headers.get("location", "").strip()
+                if not location:
+                    raise SourceHttpError("The source URL redirected nowhere.")
+                url = _redirect_target(target, location)
+                continue
+            if not 200 <= status < 300:
+                raise SourceHttpError()
+            data, kind = await _read_body(conn, head, policy, on_bytes)
+            return Fetched(data=data, kind=kind, final_url=target.url)
+        finally:
+            conn.close()
     raise SourceHttpError("The source URL redirected too many times.")
 
 
@@ -458,9 +496,10 @@ async def fetch_source(
             return await _fetch(url, policy, resolver or _system_resolver, on_bytes)
     except TimeoutError:
         raise SourceTimeout() from None
-    except httpx.TimeoutException:
-        raise SourceTimeout() from None
-    except (httpx.HTTPError, httpx.InvalidURL):
-        # InvalidURL is not an HTTPError: whatever a source's answer makes httpx
-        # refuse is the source's fault, never a 500.
+    except Truncated:
+        raise SourceHttpError(_BROKE_OFF) from None
+    except ProtocolError:
+        # A head h11 refuses (syntax, size, framing): the source's fault, never a 500.
+        raise SourceHttpError("The source URL's answer was not valid HTTP.") from None
+    except OSError:
         raise SourceUnreachable() from None

@@ -174,7 +174,7 @@ def request_path_profile(images: dict[str, bytes], repeats: int) -> None:
 
     from app import sandbox
 
-    timed(pipeline, "fetch_source", "download (httpx)")
+    timed(pipeline, "fetch_source", "download")
     timed(pipeline, "image_to_pdf_file", "convert total")
     timed(pipeline, "store_pdf", "store")
     timed_sync(sandbox, "_write_all", "  source -> memfd")
@@ -220,21 +220,27 @@ def request_path_profile(images: dict[str, bytes], repeats: int) -> None:
         source.close()
 
 
-def download_paths(data: bytes, repeats: int) -> None:
+def download_paths(data: bytes, repeats: int, before: Path | None = None) -> None:
     """The source download alone, interleaved in one event loop: urllib in a thread
-    (what the copy-only server does), app.fetch as configured, and app.fetch with
-    httpcore's default 64 KiB reads (the previous setting)."""
+    (what the copy-only server does), app.fetch, and with --before that revision's
+    app.fetch (loaded from its tree, run in this process)."""
+    import importlib.util
     import urllib.request
 
     import anyio
-    import httpcore
 
     from app.fetch import FetchPolicy, fetch_source
 
     source = SourceServer()
     url = source.add_bytes("/d", data)
-    policy = FetchPolicy(allow_private=True)
-    configured = httpcore.AsyncHTTP11Connection.READ_NUM_BYTES
+    fetchers = {"app.fetch": fetch_source}
+    if before is not None:
+        spec = importlib.util.spec_from_file_location("before_fetch", before / "app/fetch.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["before_fetch"] = module
+        spec.loader.exec_module(module)
+        fetchers["before"] = module.fetch_source
 
     def by_urllib() -> bytes:
         with urllib.request.urlopen(url) as r:  # noqa: S310 (our loopback server)
@@ -243,21 +249,19 @@ def download_paths(data: bytes, repeats: int) -> None:
     async def run() -> dict[str, list[float]]:
         times: dict[str, list[float]] = {}
         for _ in range(repeats):
-            for label, size in (("urllib", 0), ("app.fetch", configured), ("64 KiB reads", 65536)):
-                httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = size or configured
+            for label in ("urllib", *fetchers):
                 t0 = time.perf_counter()
-                if size:
-                    body = (await fetch_source(url, policy)).data
-                else:
+                if label == "urllib":
                     body = await anyio.to_thread.run_sync(by_urllib)
+                else:
+                    body = (await fetchers[label](url, FetchPolicy(allow_private=True))).data
                 times.setdefault(label, []).append(time.perf_counter() - t0)
-                assert len(body) == len(data)
+                assert body == data
         return times
 
     try:
         times = anyio.run(run)
     finally:
-        httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = configured
         source.close()
     print(
         f"\ndownload of {len(data) / MIB:.1f} MiB (median ms of {repeats}, interleaved): "
@@ -424,7 +428,7 @@ def main() -> int:
     worst = encode(photo(*dims(WORST_MP), "RGBA"), "PNG", compress_level=1)
 
     three = {"jpeg 12MP": jpeg12, "png 2MP": png2, "alpha png 2MP": alpha2}
-    download_paths(jpeg12, 10 if args.quick else 40)
+    download_paths(jpeg12, 10 if args.quick else 40, args.before)
     if args.download_only:
         return 0
     request_path_profile(three, 5 if args.quick else 15)

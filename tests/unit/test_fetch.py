@@ -22,6 +22,7 @@ import contextlib
 import gzip
 import http.server
 import ipaddress
+import random
 import re
 import socket
 import ssl
@@ -34,7 +35,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 import trustme
 
-from app import fetch
+from app import fetch, http1
 from app.errors import (
     ApiError,
     SourceBadRedirect,
@@ -1039,3 +1040,380 @@ async def test_a_source_keeping_the_rate_is_not_cut(server: LocalServer) -> None
     url = f"http://images.test:{server.port}/endless-image"
     with pytest.raises(SourceTooLarge):  # fast enough: read on until the byte cap
         await fetch_source(url, replace(policy, max_bytes=4 << 20), dns)
+
+
+# --- the HTTP/1.1 reader (app/http1.py), byte by byte ---------------------------------
+
+# Larger than two accounting steps (256 KiB), so the body crosses step and read boundaries.
+BIG = b"\x89PNG\r\n\x1a\n" + random.Random(16).randbytes(700_000)
+Part = bytes | float  # bytes to send, or seconds to wait before the next part
+
+
+class RawServer:
+    """Answers each connection with a scripted byte sequence, on loopback addresses.
+
+    Listens on the same port at every address in `hosts`, records each connection
+    (the address it reached, what it asked) and sends the script's parts in order,
+    pausing where a part is a number, so a test decides where reads split. The
+    connection then stays open (`linger` seconds) unless the script says "close".
+    """
+
+    def __init__(self, hosts: tuple[str, ...] = ("127.0.0.1",)) -> None:
+        self.scripts: dict[str, list[Part]] = {}
+        self.connections: list[tuple[str, list[bytes]]] = []  # (address reached, requests)
+        self.linger = 3.0
+        self.listeners = []
+        port = 0
+        for host in hosts:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+            sock.listen(16)
+            self.listeners.append(sock)
+            threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+        self.port = port
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        requests: list[bytes] = []
+        self.connections.append((conn.getsockname()[0], requests))
+        with conn, contextlib.suppress(OSError):
+            data = b""
+            while True:  # keep-alive: answer every request this connection sends
+                while b"\r\n\r\n" not in data:
+                    more = conn.recv(65536)
+                    if not more:
+                        return
+                    data += more
+                request, _, data = data.partition(b"\r\n\r\n")
+                requests.append(request)
+                path = request.split(b" ")[1].decode()
+                close = self._play(conn, self.scripts[path])
+                if close:
+                    return
+
+    def _play(self, conn: socket.socket, script: list[Part]) -> bool:
+        for part in script:
+            if part == "close":
+                return True
+            if part == "keep-alive":
+                return False
+            if isinstance(part, float):
+                time.sleep(part)
+            else:
+                conn.sendall(part)
+        time.sleep(self.linger)
+        return True
+
+    def close(self) -> None:
+        for sock in self.listeners:
+            sock.close()
+
+
+def head(status: str = "200 OK", *fields: str) -> bytes:
+    return (
+        f"HTTP/1.1 {status}\r\n".encode() + b"".join(f"{f}\r\n".encode() for f in fields) + b"\r\n"
+    )
+
+
+@pytest.fixture
+def raw() -> Iterator[RawServer]:
+    server = RawServer()
+    yield server
+    server.close()
+
+
+async def fetch_raw(server: RawServer, script: list, **policy: object) -> fetch.Fetched:
+    server.scripts["/x"] = script
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    return await fetch_source(f"http://images.test:{server.port}/x", private(**policy), dns)
+
+
+def chunked(body: bytes, size: int) -> list[bytes]:
+    return [
+        b"%x\r\n" % len(body[i : i + size]) + body[i : i + size] + b"\r\n"
+        for i in range(0, len(body), size)
+    ]
+
+
+@pytest.mark.anyio
+async def test_chunked_with_extensions_and_trailers(raw: RawServer) -> None:
+    parts = [
+        b'%x;name=value;quoted="a b"\r\n' % len(p) + p + b"\r\n" for p in (BIG[:100], BIG[100:])
+    ]
+    script = [head("200 OK", "Transfer-Encoding: chunked"), *parts]
+    script += [b"0;last=1\r\nX-Checksum: abc\r\nX-Other: 2\r\n\r\n"]
+    got = await fetch_raw(raw, script)
+    assert got.data == BIG
+
+
+@pytest.mark.anyio
+async def test_chunk_size_line_data_and_crlf_split_across_reads(raw: RawServer) -> None:
+    """Every boundary of a chunk arrives in a read of its own: the size line cut
+    in the middle and before its LF, the data cut, the CRLF after it cut."""
+    body = BIG[:300]
+    script: list = [head("200 OK", "Transfer-Encoding: chunked")]
+    script += [b"1", 0.05, b"2c\r", 0.05, b"\n", body[:150], 0.05, body[150:] + b"\r", 0.05]
+    script += [b"\n0\r", 0.05, b"\n\r", 0.05, b"\n"]
+    assert len(body) == 0x12C
+    got = await fetch_raw(raw, script)
+    assert got.data == body
+
+
+@pytest.mark.anyio
+async def test_chunked_body_split_anywhere_over_many_reads(raw: RawServer) -> None:
+    wire = b"".join(chunked(BIG, 70_001)) + b"0\r\n\r\n"
+    cuts = sorted(random.Random(3).sample(range(1, len(wire)), 40))
+    pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    script = [head("200 OK", "Transfer-Encoding: chunked")]
+    for piece in pieces:
+        script += [piece, 0.002]
+    got = await fetch_raw(raw, script)
+    assert got.data == BIG
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("cut", [5, len(PNG) - 1])
+async def test_chunked_body_that_breaks_off_is_a_502_saying_so(cut: int, raw: RawServer) -> None:
+    script = [
+        head("200 OK", "Transfer-Encoding: chunked"),
+        b"%x\r\n" % len(PNG) + PNG[:cut],
+        "close",
+    ]
+    with pytest.raises(SourceHttpError) as info:
+        await fetch_raw(raw, script)
+    assert "broke off" in info.value.detail
+    assert_clean(info.value)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sent", [100, 256 * 1024, len(BIG) - 1])
+async def test_body_shorter_than_its_content_length_is_a_502_saying_so(
+    sent: int, raw: RawServer
+) -> None:
+    """Cut in the first read, exactly at an accounting step, one byte short."""
+    script = [head("200 OK", f"Content-Length: {len(BIG)}"), BIG[:sent], "close"]
+    with pytest.raises(SourceHttpError) as info:
+        await fetch_raw(raw, script)
+    assert info.value.status == 502
+    assert "broke off" in info.value.detail
+    assert_clean(info.value)
+
+
+@pytest.mark.anyio
+async def test_content_length_exactly_at_the_cap_read_one_over_refused_unread(
+    raw: RawServer,
+) -> None:
+    at_cap = [head("200 OK", f"Content-Length: {len(BIG)}"), BIG[:1000], 0.05, BIG[1000:]]
+    assert (await fetch_raw(raw, at_cap, max_bytes=len(BIG))).data == BIG
+    # One over: refused on the head alone (the body would take 5 s to come).
+    started = time.monotonic()
+    over = [head("200 OK", f"Content-Length: {len(BIG)}"), 5.0, BIG]
+    with pytest.raises(SourceTooLarge):
+        await fetch_raw(raw, over, max_bytes=len(BIG) - 1)
+    assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("framing", ["close", "chunked"])
+async def test_unannounced_body_exactly_at_the_cap_accepted_one_more_refused(
+    framing: str, raw: RawServer
+) -> None:
+    """Without a Content-Length the cap is found by counting: the body framed by the
+    connection's end may be read one byte past it, never kept."""
+    if framing == "close":
+        script: list = [head("200 OK", "Connection: close"), BIG, "close"]
+    else:
+        script = [head("200 OK", "Transfer-Encoding: chunked"), *chunked(BIG, 99_999), b"0\r\n\r\n"]
+    assert (await fetch_raw(raw, script, max_bytes=len(BIG))).data == BIG
+    with pytest.raises(SourceTooLarge):
+        await fetch_raw(raw, script, max_bytes=len(BIG) - 1)
+
+
+@pytest.mark.anyio
+async def test_bytes_past_the_content_length_are_ignored_and_not_waited_for(
+    raw: RawServer,
+) -> None:
+    """The server sends more than it announced and keeps the connection open: the
+    body is exactly the announced bytes, read without waiting for the close."""
+    script = [head("200 OK", f"Content-Length: {len(PNG)}"), PNG + b"EXTRA" * 1000]
+    started = time.monotonic()
+    got = await fetch_raw(raw, script, read_timeout=5.0)
+    assert got.data == PNG
+    assert time.monotonic() - started < 2.0  # the server lingers 3 s
+
+
+@pytest.mark.anyio
+async def test_a_zero_length_answer_is_not_read_until_the_close(raw: RawServer) -> None:
+    script = [head("200 OK", "Content-Length: 0"), PNG]
+    with pytest.raises(UnsupportedImage):
+        await fetch_raw(raw, script, read_timeout=5.0)
+
+
+@pytest.mark.anyio
+async def test_http10_answer_without_length_read_until_the_close(raw: RawServer) -> None:
+    script = [b"HTTP/1.0 200 OK\r\nContent-Type: image/png\r\n\r\n", BIG[:5000], 0.05, BIG[5000:]]
+    got = await fetch_raw(raw, [*script, "close"])
+    assert got.data == BIG
+
+
+@pytest.mark.anyio
+async def test_interim_1xx_answers_are_skipped(raw: RawServer) -> None:
+    script = [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"]
+    script += [head("200 OK", f"Content-Length: {len(PNG)}"), PNG]
+    assert (await fetch_raw(raw, script)).data == PNG
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "bad",
+    [
+        head("200 OK", "Content-Length: 12", "Content-Length: 13"),
+        head("200 OK", "Content-Length: -1"),
+        head("200 OK", "Transfer-Encoding: gzip, chunked"),
+        b"HTTP/1.1 200 OK\r\nNo colon here\r\n\r\n",
+        b"HTTP/9 200 OK\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS hello, not HTTP
+    ],
+)
+async def test_malformed_heads_are_a_502_not_a_500(bad: bytes, raw: RawServer) -> None:
+    with pytest.raises(SourceHttpError) as info:
+        await fetch_raw(raw, [bad, PNG, "close"])
+    assert_clean(info.value)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("size", "ok"), [(60 * 1024, True), (200 * 1024, False)])
+async def test_response_heads_are_capped_at_100_kib(size: int, ok: bool, raw: RawServer) -> None:
+    script = [head("200 OK", f"X-Big: {'a' * size}", f"Content-Length: {len(PNG)}"), PNG]
+    if ok:
+        assert (await fetch_raw(raw, script)).data == PNG
+    else:
+        with pytest.raises(SourceHttpError):
+            await fetch_raw(raw, script)
+
+
+@pytest.mark.anyio
+async def test_a_head_dripped_byte_by_byte_is_stopped_by_the_total_timeout(
+    raw: RawServer,
+) -> None:
+    """Each byte comes well inside the read timeout, so only the total deadline ends it."""
+    drip: list = []
+    for byte in head("200 OK", f"X-Slow: {'a' * 100}"):
+        drip += [bytes([byte]), 0.05]
+    started = time.monotonic()
+    with pytest.raises(SourceTimeout):
+        await fetch_raw(raw, drip, read_timeout=1.0, total_timeout=1.5)
+    assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.anyio
+async def test_no_connection_is_reused_across_hops_or_vetted_addresses() -> None:
+    """Both answers offer keep-alive. The redirect goes to a name checked to another
+    address (127.0.0.2), then back to the first: each hop opens its own connection
+    to its own checked address, and each connection carries one request."""
+    server = RawServer(hosts=("127.0.0.1", "127.0.0.2"))
+    port = server.port
+    try:
+        keep = [
+            head(
+                "302 Found",
+                f"Location: http://cdn.test:{port}/b",
+                "Content-Length: 0",
+                "Connection: keep-alive",
+            ),
+            "keep-alive",
+        ]
+        back = [
+            head(
+                "301 Moved",
+                f"Location: http://images.test:{port}/c",
+                "Content-Length: 0",
+                "Connection: keep-alive",
+            ),
+            "keep-alive",
+        ]
+        server.scripts = {
+            "/a": keep,
+            "/b": back,
+            "/c": [
+                head("200 OK", f"Content-Length: {len(PNG)}", "Connection: keep-alive"),
+                PNG,
+                "keep-alive",
+            ],
+        }
+        dns = FakeDns({"images.test": ["127.0.0.1"], "cdn.test": ["127.0.0.2"]})
+        got = await fetch_source(f"http://images.test:{port}/a", private(), dns)
+        assert got.data == PNG
+        reached = [(address, len(requests)) for address, requests in server.connections]
+        assert reached == [("127.0.0.1", 1), ("127.0.0.2", 1), ("127.0.0.1", 1)]
+        assert [r[0].split(b" ")[1] for _, r in server.connections] == [b"/a", b"/b", b"/c"]
+    finally:
+        server.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("framing", ["length", "close", "chunked"])
+async def test_a_large_body_over_tls_arrives_whole(
+    framing: str, tls_server: LocalServer, trust_test_ca: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TLS layer decrypts into the reader's buffers, which fill up many times
+    (blocks, the chunked staging buffer) before the server's close. asyncio's TLS
+    layer drops the records it holds if the reader pauses it just then."""
+    # Small buffers: many of them fill before the close (the spare one while they are full).
+    monkeypatch.setattr(fetch, "_ACCOUNT_STEP", 4096)
+    monkeypatch.setattr(http1, "CHUNKED_STAGING_BYTES", 4096)
+    monkeypatch.setattr(http1, "SPARE_BYTES", 1024)
+    original = Handler.do_GET
+
+    def do_get(self: Handler) -> None:
+        if self.path != "/big.png":
+            original(self)
+        elif framing == "length":
+            self._send(200, BIG)
+        else:
+            self.send_response(200)
+            if framing == "chunked":
+                self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            parts = [*chunked(BIG, 50_000), b"0\r\n\r\n"] if framing == "chunked" else [BIG]
+            for part in parts:
+                self.wfile.write(part)
+            self.close_connection = True
+
+    monkeypatch.setattr(Handler, "do_GET", do_get)
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    got = await fetch_source(f"https://images.test:{tls_server.port}/big.png", private(), dns)
+    assert got.data == BIG
+
+
+def test_unfilled_bytes_take_no_memory_until_written() -> None:
+    """The body's buffer is as large as the Content-Length announced; only bytes that
+    arrive may make it resident (a zeroed bytearray of the same size would)."""
+    from app.http1 import unfilled_bytes
+
+    def rss_kib() -> int:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+    size = 64 * 1024 * 1024
+    before = rss_kib()
+    body, view = unfilled_bytes(size)
+    view[: 1 << 20] = b"\x01" * (1 << 20)
+    grown = rss_kib() - before
+    view.release()
+    assert type(body) is bytes and len(body) == size
+    assert body[:4] == b"\x01" * 4
+    assert grown < 16 * 1024, grown  # 1 MiB written; 64 MiB announced
+    with pytest.raises(ValueError):
+        unfilled_bytes(0)
