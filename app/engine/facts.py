@@ -45,6 +45,9 @@ class ImageInfo:
     adam7: bool = field(default=False, compare=False)
     # A GIF written as an /Indexed image from Pillow's 1 B/px frame.
     indexed: bool = field(default=False, compare=False)
+    # A still WebP decoded in bands by libwebp (app.engine.webp); decoder_bytes
+    # holds what its decoder keeps (pricing.webp_decoder_bytes).
+    webp_bands: bool = field(default=False, compare=False)
 
     @property
     def pixels(self) -> int:

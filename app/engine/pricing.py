@@ -28,6 +28,7 @@ WebP gets its own per-pixel floor: its decoder dominates every route.
 from __future__ import annotations
 
 from app.engine.facts import ImageInfo
+from app.engine.webp import LOSSLESS_BAND_BYTES, LOSSY_BAND_BYTES
 
 # route -> (bytes per pixel, bytes per source byte): worst measured + ~25%.
 _COST: dict[str, tuple[float, float]] = {
@@ -57,6 +58,14 @@ _INDEXED_GIF_COST = (1.25, 1.25)
 _ADAM7_PER_COLUMN = 400  # measured 320 at 200,000 px wide (RGBA)
 _STREAM_FIXED = 8 * 1024 * 1024  # libvips, the loader's buffers, numpy strips
 _WEBP_PER_PIXEL = 32.0
+# A still WebP in bands (app.engine.webp): the band buffer and libwebp's own
+# planes are in decoder_bytes; per pixel and per source byte, this is the rest.
+_WEBP_BANDS_COST = (0.25, 1.25)
+# libwebp's planes kept whatever the crop, in address space: lossless keeps the
+# ARGB frame (4 B/px; measured 170.9 MB at 40 MP RGBA), lossy with alpha the
+# alpha plane and its VP8L decoder's 8-bit frame (measured 114.9 MB at 40 MP).
+_WEBP_LOSSLESS_FRAME = 4.25
+_WEBP_ALPHA_PLANE = 2.25
 _FIXED_OVERHEAD = 8 * 1024 * 1024  # pikepdf/img2pdf bookkeeping, buffers
 
 
@@ -64,6 +73,15 @@ def _jpeg_coefficient_bytes(width: int, height: int, components: int) -> int:
     """All DCT coefficients of a progressive JPEG: 64 x 2 bytes per 8x8 block and
     component, for blocks up to the largest MCU (16x16) at full resolution."""
     return (-(-width // 16) * 16) * (-(-height // 16) * 16) * max(components, 1) * 2
+
+
+def webp_decoder_bytes(width: int, height: int, lossless: bool, alpha: bool) -> int:
+    """What libwebp keeps while app.engine.webp decodes a still WebP in bands:
+    one band (at most the whole image) and the decoder's whole-height planes."""
+    pixels = width * height
+    band = min(LOSSLESS_BAND_BYTES if lossless else LOSSY_BAND_BYTES, pixels * 4)
+    planes = _WEBP_LOSSLESS_FRAME if lossless else (_WEBP_ALPHA_PLANE if alpha else 0.0)
+    return int(band + planes * pixels)
 
 
 def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
@@ -90,6 +108,8 @@ def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
         fixed = _STREAM_FIXED if route == "stream" else 0
         if route == "stream" and info.adam7:
             per_pixel, per_source_byte = _ADAM7_COST
+        if route == "stream" and info.webp_bands:
+            per_pixel, per_source_byte = _WEBP_BANDS_COST
         if route == "stream" and info.indexed:
             per_pixel, per_source_byte = _INDEXED_GIF_COST
             fixed += _ADAM7_PER_COLUMN * max(info.width, 0)

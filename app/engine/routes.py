@@ -14,7 +14,10 @@ sends what libvips can decode to "stream". `inspect_image` records the route
     PNG 16-bit, alpha, interlaced,         stream       streamed._split_png + png_strips,
       palette + tRNS                                    or adam7, or libvips strips;
                                                         pdfwriter writes the PDF
-    TIFF, WebP, mirrored PNG/TIFF/GIF/WebP stream       streamed._stream (libvips strips)
+    WebP, still (any orientation)          stream       webp.webp_strips (libwebp, cropped
+                                                        bands); inspect/convert skip Pillow
+    TIFF, animated WebP, mirrored          stream       streamed._stream (libvips strips)
+      PNG/TIFF/GIF
     GIF, one full-frame palette image      stream       streamed._stream_indexed + gif
     what libvips refuses, BMP, JPEG 2000   img2pdf-decode / img2pdf-alpha (img2pdf_route),
       > 8-bit, TIFF at the IFD count cap   pillow / pillow-flatten (normalise; alpha

@@ -1,7 +1,8 @@
 """The "stream" routes: libvips decodes in strips, app.engine.pdfwriter writes.
 
-16-bit, alpha, interlaced (app.engine.adam7) or palette+tRNS PNGs, TIFF, WebP,
-GIF (app.engine.gif) and mirrored orientations. Where a 16-bit PNG is converted:
+16-bit, alpha, interlaced (app.engine.adam7) or palette+tRNS PNGs, TIFF, WebP
+(a still one in bands by app.engine.webp), GIF (app.engine.gif) and mirrored
+orientations. Where a 16-bit PNG is converted:
 `_stream` (libvips strips) or `_split_png` (PNG-filtered strips straight from
 the IDAT, app.engine.png_strips).
 """
@@ -20,6 +21,8 @@ from app.engine.img2pdf_route import _MAX_PAGE_PT, _layout_at
 from app.engine.pdfwriter import write_pdf
 from app.engine.png_strips import png_filtered_strips
 from app.engine.vips import Header, header, open_image
+from app.engine.webp import Layout, features, layout, webp_strips
+from app.engine.webp import available as webp_available
 from app.errors import InvalidImage, UnsupportedImage
 
 
@@ -47,6 +50,15 @@ def _stream_indexed(im: Image.Image, dpi, fd: int) -> int:
     key = im.info.get("transparency")
     head = Header(im.width, im.height, 1, False, 8, None, palette, key)
     return _write_streamed(None, head, 1, dpi, fd, indexed_strips(im))
+
+
+def still_webp(data: bytes) -> Layout | None:
+    """The chunks of a still WebP that app.engine.webp decodes in bands; None for
+    an animated one (libvips composes its first frame) or without libwebp."""
+    found = layout(data)
+    if found is None or found.animated or not webp_available():
+        return None
+    return found
 
 
 def _png_palette(data: bytes) -> tuple[bytes, bytes | None]:
@@ -84,6 +96,12 @@ def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int, split=None) 
             strips = adam7_strips(idat, width, height, colours, alpha)
         else:
             strips = png_filtered_strips(idat, width, height, colours)
+    elif kind == "webp" and (still := still_webp(data)) is not None:
+        image = None
+        width, height, alpha = features(data)
+        icc = still.icc if still.icc and still.icc[16:20] == b"RGB " else None
+        head = Header(width, height, 3, alpha, 8, icc)
+        strips = webp_strips(data, width, height, alpha, still.lossless)
     else:
         image = open_image(data, kind)
         head = header(image) if image is not None else None
