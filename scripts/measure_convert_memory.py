@@ -73,6 +73,22 @@ print(json.dumps({"route": info.route, "pixels": info.width * info.height,
 """
 
 
+def _gif_on_screen(w: int, h: int) -> bytes:
+    """The first frame (w-16) x (h-16) at (8, 8) on a w x h screen, no transparency."""
+    import struct
+
+    data = bytearray(_save(_photo(w - 16, h - 16, "P"), "GIF"))
+    data[6:10] = struct.pack("<HH", w, h)
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    while data[pos] == 0x21:  # extension blocks
+        pos += 2
+        while data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    data[pos + 1 : pos + 5] = struct.pack("<HH", 8, 8)
+    return bytes(data)
+
+
 def _png16_rgba(w: int, h: int) -> bytes:
     import struct
     import zlib
@@ -161,6 +177,7 @@ SAMPLES = {
     "tiff16 gray (pillow)": lambda w, h: _save(_photo(w, h, "L").convert("I;16"), "TIFF"),
     "gif": lambda w, h: _save(_photo(w, h, "P"), "GIF"),
     "gif transparent": lambda w, h: _save(_photo(w, h, "P"), "GIF", transparency=0),
+    "gif frame inside a bigger screen": lambda w, h: _gif_on_screen(w, h),
     "webp rgba lossy": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", quality=80),
     "webp rgb lossy": lambda w, h: _save(_photo(w, h), "WEBP", quality=80),
     "webp rgba lossless": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", lossless=True),

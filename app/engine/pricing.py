@@ -11,8 +11,11 @@ Python 3.11, x86_64; the child's copy of the source comes on top:
     PNG RGB                       embed-png        3.0-3.9 x source bytes
     PNG RGBA / LA / palette+tRNS  stream           10 MB at 2 MP, 21 at 12, 23 at 30
     PNG 16-bit RGBA, TIFF         stream           <= 21 MB at 12 MP
-    GIF                           stream           5.7 B/px (libvips holds the frame)
-    WebP                          stream           9 B/px resident, 27 B/px address space
+    GIF (any first frame)         stream           1.0 B/px (Pillow's indices, /Indexed)
+    WebP, still, lossy            stream           69 MB at 40 MP RGB (a 32 MiB band);
+                                                   RGBA 115 MB address space (alpha planes)
+    WebP, still, lossless         stream           4.26 B/px (libwebp's ARGB frame)
+    WebP, animated (libvips)      stream           9 B/px resident, 27 B/px address space
     JPEG, EXIF mirrored           pillow-jpeg       8.0 B/px
     BMP RGB                       img2pdf-decode    8.9 B/px
     JPEG 2000 16-bit grey         pillow            9.8 B/px (10.8 address space)

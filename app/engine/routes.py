@@ -18,7 +18,8 @@ sends what libvips can decode to "stream". `inspect_image` records the route
                                                         bands); inspect/convert skip Pillow
     TIFF, animated WebP, mirrored          stream       streamed._stream (libvips strips)
       PNG/TIFF/GIF
-    GIF, one full-frame palette image      stream       streamed._stream_indexed + gif
+    GIF, first frame a palette image       stream       streamed._stream_indexed + gif
+      (padded when smaller than the screen)
     what libvips refuses, BMP, JPEG 2000   img2pdf-decode / img2pdf-alpha (img2pdf_route),
       > 8-bit, TIFF at the IFD count cap   pillow / pillow-flatten (normalise; alpha
                                            flattened onto white)

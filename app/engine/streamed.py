@@ -27,29 +27,49 @@ from app.errors import InvalidImage, UnsupportedImage
 
 
 def _indexed_gif(kind: str, im: Image.Image) -> bool:
-    """A GIF whose first frame is one palette image covering the whole screen:
-    Pillow decodes it at 1 B/px and the PDF takes its indices as they are
-    (libvips would hold it as an RGB or RGBA frame, 3-4 B/px)."""
+    """A GIF whose first frame is one palette image: Pillow decodes it at 1 B/px
+    onto the screen (grown, as libvips grows it, to hold a frame that reaches
+    past it) and the PDF takes its indices as they are (libvips would hold it
+    as an RGB or RGBA frame, 3-4 B/px)."""
     if kind != "gif" or im.mode != "P" or len(im.tile) != 1:
         return False
     transparency = im.info.get("transparency")
     if transparency is not None and not isinstance(transparency, int):
         return False
-    return tuple(im.tile[0].extents) == (0, 0, *im.size)
+    x0, y0, x1, y1 = im.tile[0].extents
+    return 0 <= x0 < x1 <= im.width and 0 <= y0 < y1 <= im.height
+
+
+# The index that shows the screen around a smaller first frame transparent when
+# the GIF has no transparent index of its own and its colour table leaves it free.
+_SPARE_INDEX = 255
 
 
 def _stream_indexed(im: Image.Image, dpi, fd: int) -> int:
     """The stream route for `_indexed_gif`: an /Indexed image, its transparent index
-    (GIF transparency is all or nothing) a /Mask colour key."""
+    (GIF transparency is all or nothing) a /Mask colour key.
+
+    Around a first frame smaller than the screen, browsers show the page through
+    (they ignore the GIF's background colour), and so does libvips with a
+    transparent index: the padding is the transparent index, else a spare
+    index keyed out; with a full 256-colour table and no transparency there is
+    none to spare, and the padding is index 0, as Pillow shows it."""
+    box = tuple(im.tile[0].extents)
     try:
         im.load()
     except (OSError, EOFError, SyntaxError, ValueError):
         raise InvalidImage() from None
-    palette = bytes(im.getpalette("RGB") or b"")[: 256 * 3]
-    palette = palette.ljust(256 * 3, b"\0")  # indices past a short palette: black
+    colours = bytes(im.getpalette("RGB") or b"")[: 256 * 3]
+    palette = colours.ljust(256 * 3, b"\0")  # indices past a short palette: black
     key = im.info.get("transparency")
+    pad = None
+    if box != (0, 0, *im.size):
+        if key is None and len(colours) // 3 <= _SPARE_INDEX:
+            key = _SPARE_INDEX
+        pad = key if key is not None else 0
     head = Header(im.width, im.height, 1, False, 8, None, palette, key)
-    return _write_streamed(None, head, 1, dpi, fd, indexed_strips(im))
+    strips = indexed_strips(im, box if pad is not None else None, pad)
+    return _write_streamed(None, head, 1, dpi, fd, strips)
 
 
 def still_webp(data: bytes) -> Layout | None:
