@@ -51,11 +51,14 @@ _COST: dict[str, tuple[float, float]] = {
 # decoded frame). Bytes per pixel per kind, worst measured + ~25%.
 _STREAM_PER_PIXEL = {"gif": 7.0, "webp": 32.0}
 _STREAM_INTERLACED_PER_PIXEL = 10.5
-# adam7_strips (8-bit interlaced PNG, no palette; libvips reads only
+# adam7_strips (interlaced PNG, any depth; libvips reads only
 # the header) holds 7 inflaters and bands of at least 8 full rows a few times
-# over: measured 5.3 MB at 40 MP 4:3 (0.09 B/px slope). (B/px, B/source byte), and
-# bytes per pixel of width for the bands.
+# over: measured 5.3 MB at 40 MP 4:3 (0.09 B/px slope; 16-bit RGBA 7.0 MB,
+# 0.13). (B/px, B/source byte), and bytes per pixel of width for the bands.
 _ADAM7_COST = (0.25, 1.25)  # the child reads its own copy of the source
+# The bands per column of width: measured at 200,000 x 200 (40 MP): 16-bit
+# RGBA 535 B, 8-bit RGBA 300 B (each band's unfilter copies it a few times).
+_ADAM7_BAND_PER_COLUMN = 700
 # A GIF as /Indexed: Pillow's decoded "P" frame (1 B/px) and one strip.
 _INDEXED_GIF_COST = (1.25, 1.25)
 _ADAM7_PER_COLUMN = 400  # measured 320 at 200,000 px wide (RGBA)
@@ -111,6 +114,7 @@ def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
         fixed = _STREAM_FIXED if route == "stream" else 0
         if route == "stream" and info.adam7:
             per_pixel, per_source_byte = _ADAM7_COST
+            fixed += _ADAM7_BAND_PER_COLUMN * max(info.width, 0)
         if route == "stream" and info.webp_bands:
             per_pixel, per_source_byte = _WEBP_BANDS_COST
         if route == "stream" and info.indexed:

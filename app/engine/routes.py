@@ -11,8 +11,8 @@ sends what libvips can decode to "stream". `inspect_image` records the route
     JPEG, EXIF-mirrored                    pillow-jpeg  normalise (Pillow)
     JPEG 2000 8-bit                        embed-jp2    img2pdf_route
     PNG 8-bit, no alpha, not interlaced    embed-png    direct (IDAT copy)
-    PNG 16-bit, alpha, interlaced,         stream       streamed._split_png + png_strips,
-      palette + tRNS                                    or adam7, or libvips strips;
+    PNG 16-bit, alpha, interlaced (any     stream       streamed._split_png + png_strips,
+      depth), palette + tRNS                            or adam7, or libvips strips;
                                                         pdfwriter writes the PDF
     WebP, still (any orientation)          stream       webp.webp_strips (libwebp, cropped
                                                         bands); inspect/convert skip Pillow

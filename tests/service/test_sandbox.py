@@ -172,6 +172,8 @@ def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
         lambda: images.png_interlaced(300, 200),
         lambda: images.png_interlaced(1500, 1000),
         lambda: interlaced_palette_png(1500, 1000),
+        lambda: interlaced_rgba_png(1500, 1000, depth=16),
+        lambda: interlaced_rgba_png(1500, 1000, mode="L", depth=2),
         lambda: images.palette_transparent_png(1500, 1000),
         lambda: images.gif_transparent(1500, 1000),
         lambda: images.png(1500, 1000, "RGBA", exif=mirrored()),
@@ -249,17 +251,30 @@ def test_thirty_megapixel_alpha_png_converts_in_under_120_mb():
         assert 0 < job.peak_rss <= 120 * 1024 * 1024, job.peak_rss
 
 
-def interlaced_rgba_png(w: int, h: int) -> bytes:
+def interlaced_rgba_png(w: int, h: int, mode: str = "RGBA", depth: int = 8) -> bytes:
     """Adam7 (libvips writes it: Pillow never interlaces), gradients: a file
-    under MAX_SOURCE_BYTES, as the service would take it (noise would not be)."""
+    under MAX_SOURCE_BYTES, as the service would take it (noise would not be).
+    16-bit: each sample x 257; grey under 8 bits: libvips quantises."""
     import pyvips
     from PIL import Image
 
     grad = Image.linear_gradient("L").resize((w, h))
     across = Image.linear_gradient("L").transpose(Image.Transpose.ROTATE_90).resize((w, h))
     im = Image.merge("RGBA", (across, grad, grad.transpose(Image.Transpose.ROTATE_180), grad))
-    vi = pyvips.Image.new_from_memory(im.tobytes(), w, h, 4, "uchar")
-    return vi.pngsave_buffer(interlace=True, compression=1)
+    if mode == "L":
+        im = across
+    vi = pyvips.Image.new_from_memory(im.tobytes(), w, h, len(mode), "uchar")
+    options = {"bitdepth": depth} if depth < 8 else {}
+    if depth == 16:
+        vi = (vi.cast("ushort") * 257).cast("ushort")
+        vi = vi.copy(interpretation="grey16" if mode == "L" else "rgb16")
+    data = vi.pngsave_buffer(interlace=True, compression=1, **options)
+    assert data[24] == depth and data[28] == 1
+    return data
+
+
+def interlaced_rgba16_png(w: int, h: int) -> bytes:
+    return interlaced_rgba_png(w, h, depth=16)
 
 
 def grey_gif(w: int, h: int) -> bytes:
@@ -279,7 +294,7 @@ def lossy_webp(w: int, h: int, mode: str = "RGBA") -> bytes:
     return images.encode(images.banded_gradient(w, h, mode), "WEBP", quality=80)
 
 
-@pytest.mark.parametrize("make", [interlaced_rgba_png, grey_gif, lossy_webp])
+@pytest.mark.parametrize("make", [interlaced_rgba_png, interlaced_rgba16_png, grey_gif, lossy_webp])
 def test_forty_megapixel_interlaced_png_gif_and_webp_convert_in_under_120_mb(make):
     """All were decoded whole (an RGB(A) frame: 413 MB at 40 MP, WebP 346); now in
     bands / as palette indices, under a kernel limit of exactly the estimate."""
