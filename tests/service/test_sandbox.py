@@ -186,6 +186,8 @@ def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
         lambda: images.webp_alpha(1500, 1000),
         lambda: lossy_webp(3000, 2000, "RGB"),
         lambda: lossy_webp(2500, 2000, "RGBA"),
+        lambda: images.encode(images.banded_gradient(3000, 2500, "RGBA"), "WEBP", lossless=True),
+        lambda: hostile.gif_frame_at(1500, 1200, (3000, 2000), (1000, 700)),
         lambda: images.bmp(1500, 1000),
         lambda: images.jp2(1000, 800),
         lambda: hostile.jp2_16bit_gray(1024, 1024),
