@@ -171,3 +171,15 @@ def test_a_frame_past_the_pixel_cap_is_refused_from_its_header():
     with pytest.raises(ImageTooLarge):
         inspect_image(data, 64 * 48 - 1)
     assert inspect_image(data, 64 * 48).pixels == 64 * 48
+
+
+def test_without_libwebp_a_still_webp_keeps_the_libvips_frame(monkeypatch):
+    """No usable libwebp (a Pillow built without its wheel's libraries and no
+    system copy): the whole-frame route, priced as before."""
+    monkeypatch.setattr(webp, "_lib", False)
+    data = encode(photo(40, 30, "RGB"), "RGB", lossless=True)
+    info = inspect_image(data, 10**8)
+    assert info.route == "stream" and not info.webp_bands
+    assert estimate_peak_bytes(info, len(data)) >= 32 * 40 * 30
+    colour, _ = streams(convert_to_pdf(data, info))
+    assert np.array_equal(colour, reference(data))
