@@ -208,6 +208,7 @@ def features(data: bytes) -> tuple[int, int, bool]:
     """(width, height, alpha) as libwebp reads them; BadData if it cannot."""
     lib = _library()
     found = _Features()
+    data = data if isinstance(data, bytes) else bytes(data)  # ctypes passes bytes uncopied
     if lib is None or lib.WebPGetFeaturesInternal(data, len(data), found, _ABI) != 0:
         raise BadData("unreadable WebP header")
     if found.has_animation or found.width <= 0 or found.height <= 0:
@@ -229,6 +230,7 @@ def webp_strips(data: bytes, width: int, height: int, alpha: bool, lossless: boo
     lib = _library()
     if lib is None:
         raise BadData("libwebp not available")
+    data = data if isinstance(data, bytes) else bytes(data)  # ctypes passes bytes uncopied
     bands = 4 if alpha else 3
     rows = band_rows(width, bands, lossless)
     step = max(1, vips.STRIP_BYTES // (width * bands))
