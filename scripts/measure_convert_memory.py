@@ -73,6 +73,22 @@ print(json.dumps({"route": info.route, "pixels": info.width * info.height,
 """
 
 
+def _gif_on_screen(w: int, h: int) -> bytes:
+    """The first frame (w-16) x (h-16) at (8, 8) on a w x h screen, no transparency."""
+    import struct
+
+    data = bytearray(_save(_photo(w - 16, h - 16, "P"), "GIF"))
+    data[6:10] = struct.pack("<HH", w, h)
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    while data[pos] == 0x21:  # extension blocks
+        pos += 2
+        while data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    data[pos + 1 : pos + 5] = struct.pack("<HH", 8, 8)
+    return bytes(data)
+
+
 def _png16_rgba(w: int, h: int) -> bytes:
     import struct
     import zlib
@@ -144,6 +160,33 @@ def _png_interlaced(mode: str):
     return make
 
 
+def _png_interlaced_deep(mode: str, depth: int, trns: bool = False):
+    """Adam7 by libvips at other bit depths; `trns`: a tRNS colour chunk added."""
+
+    def make(w: int, h: int) -> bytes:
+        import struct
+        import zlib
+
+        import pyvips
+
+        im = _photo(w, h, "RGB" if mode == "P" else mode)
+        bands = 3 if mode == "P" else len(mode)
+        vi = pyvips.Image.new_from_memory(im.tobytes(), w, h, bands, "uchar")
+        if depth == 16:
+            vi = (vi.cast("ushort") * 257).cast("ushort")
+            vi = vi.copy(interpretation="grey16" if bands < 3 else "rgb16")
+        options = {"bitdepth": depth} if depth < 8 else {}
+        data = vi.pngsave_buffer(interlace=True, compression=6, palette=mode == "P", **options)
+        assert data[28] == 1 and data[24] == depth, "not interlaced at that depth"
+        if trns:
+            body = struct.pack(">" + "H" * bands, *([7] * bands))
+            crc = struct.pack(">I", zlib.crc32(b"tRNS" + body))
+            data = data[:33] + struct.pack(">I", len(body)) + b"tRNS" + body + crc + data[33:]
+        return data
+
+    return make
+
+
 SAMPLES = {
     "jpeg (embed)": lambda w, h: _save(_photo(w, h), "JPEG", quality=90),
     "jpeg progressive (embed)": lambda w, h: _save(
@@ -154,6 +197,11 @@ SAMPLES = {
     "png rgba interlaced": _png_interlaced("RGBA"),
     "png rgb interlaced": _png_interlaced("RGB"),
     "png palette interlaced": _png_interlaced("P"),
+    "png16 rgba interlaced": _png_interlaced_deep("RGBA", 16),
+    "png16 grey interlaced": _png_interlaced_deep("L", 16),
+    "png grey 2-bit interlaced": _png_interlaced_deep("L", 2),
+    "png palette 4-bit interlaced": _png_interlaced_deep("P", 4),
+    "png rgb + tRNS interlaced": _png_interlaced_deep("RGB", 8, trns=True),
     "png palette + tRNS": lambda w, h: _save(_photo(w, h, "P"), "PNG", transparency=0),
     "png16 rgba": _png16_rgba,
     "tiff rgba": lambda w, h: _save(_photo(w, h, "RGBA"), "TIFF", compression="tiff_lzw"),
@@ -161,8 +209,10 @@ SAMPLES = {
     "tiff16 gray (pillow)": lambda w, h: _save(_photo(w, h, "L").convert("I;16"), "TIFF"),
     "gif": lambda w, h: _save(_photo(w, h, "P"), "GIF"),
     "gif transparent": lambda w, h: _save(_photo(w, h, "P"), "GIF", transparency=0),
-    "webp rgba (pillow flatten)": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", quality=80),
-    "webp rgb (img2pdf decode)": lambda w, h: _save(_photo(w, h), "WEBP", quality=80),
+    "gif frame inside a bigger screen": lambda w, h: _gif_on_screen(w, h),
+    "webp rgba lossy": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", quality=80),
+    "webp rgb lossy": lambda w, h: _save(_photo(w, h), "WEBP", quality=80),
+    "webp rgba lossless": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", lossless=True),
     "jpeg orientation 5 (pillow jpeg)": _mirrored_jpeg,
     "png rgb orientation 2 (pillow)": _mirrored_png("RGB"),
     "png rgba orientation 2 (flatten)": _mirrored_png("RGBA"),

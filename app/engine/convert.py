@@ -24,7 +24,8 @@ from app.engine.normalise import _normalise
 from app.engine.pillow_warnings import counted_warnings
 from app.engine.pricing import _COST
 from app.engine.routes import LOW_MEMORY_ALPHA_ROUTE, _route, _stream_or
-from app.engine.streamed import _indexed_gif, _split_png, _stream, _stream_indexed
+from app.engine.streamed import _indexed_gif, _split_png, _stream, _stream_indexed, still_webp
+from app.engine.webp import orientation as webp_orientation
 from app.errors import ApiError, ImageTooLarge, InvalidImage, UnsupportedImage
 from app.sniff import SNIFF_BYTES, sniff_image_type
 
@@ -82,6 +83,11 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
         if size is not None:
             return size
     shape = _scan(data, kind)
+    if kind == "webp" and (still := still_webp(data)) is not None:
+        # As inspection: no Pillow open (its animation decoder reserves 8 B/px),
+        # no dpi in a WebP for img2pdf to read.
+        dpi = (img2pdf.default_dpi, img2pdf.default_dpi)
+        return _stream(data, kind, webp_orientation(still.exif), dpi, fd)
     with _open(data, kind) as im:
         facts = _facts(im, data, kind, shape)
         route = _route(kind, im.mode, facts)

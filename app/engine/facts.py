@@ -39,12 +39,15 @@ class ImageInfo:
     # Memory a decoder needs beyond the route's per-pixel cost: libjpeg keeps
     # every DCT coefficient (2 bytes each) of a progressive JPEG it decodes.
     decoder_bytes: int = field(default=0, compare=False)
-    # An interlaced PNG: libvips decodes all of it before the first strip.
+    # An interlaced PNG: libvips would decode all of it before the first strip.
     interlaced: bool = field(default=False, compare=False)
-    # ...unless the Adam7 decoder (app.engine.adam7) takes it: bands of >= 8 full rows.
+    # The Adam7 decoder (app.engine.adam7) takes it (any PNG depth): bands of >= 8 full rows.
     adam7: bool = field(default=False, compare=False)
     # A GIF written as an /Indexed image from Pillow's 1 B/px frame.
     indexed: bool = field(default=False, compare=False)
+    # A still WebP decoded in bands by libwebp (app.engine.webp); decoder_bytes
+    # holds what its decoder keeps (pricing.webp_decoder_bytes).
+    webp_bands: bool = field(default=False, compare=False)
 
     @property
     def pixels(self) -> int:

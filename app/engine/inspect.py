@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from dataclasses import replace
 
 import img2pdf
 from PIL import Image
@@ -18,9 +19,11 @@ from app.engine import structure
 from app.engine.checks import _ends_with_eoi
 from app.engine.facts import _ORIENTATION_TAG, ImageInfo, _Facts, _png_exif
 from app.engine.pillow_warnings import counted_warnings
-from app.engine.pricing import _jpeg_coefficient_bytes
+from app.engine.png_strips import BadData
+from app.engine.pricing import _jpeg_coefficient_bytes, webp_decoder_bytes
 from app.engine.routes import _route, _stream_or
-from app.engine.streamed import _adam7_png, _indexed_gif
+from app.engine.streamed import _adam7_png, _indexed_gif, still_webp
+from app.engine.webp import features as webp_features
 from app.errors import ApiError, ImageTooLarge, InvalidImage, UnsupportedImage
 from app.sniff import SNIFF_BYTES, sniff_image_type
 
@@ -53,6 +56,8 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
     if kind is None:
         raise UnsupportedImage()
     shape = _scan(data, kind)  # before any parser: ImageTooComplex
+    if kind == "webp" and (still := still_webp(data)) is not None:
+        return _inspect_webp(data, still, shape, max_pixels)
     try:
         with counted_warnings(), _open(data, kind) as im:
             width, height = im.size
@@ -86,6 +91,22 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
     except Exception:
         log.info("image header unreadable", exc_info=True)
         raise InvalidImage() from None
+
+
+def _inspect_webp(data: bytes, still, shape: structure.Structure, max_pixels: int) -> ImageInfo:
+    """A still WebP, read by libwebp alone (app.engine.webp): Pillow's open starts
+    its animation decoder, which reserves two RGBA canvases (8 B/px of address
+    space) before a pixel is read."""
+    try:
+        width, height, alpha = webp_features(data)
+    except BadData:
+        raise InvalidImage() from None
+    if width * height > max_pixels:
+        raise ImageTooLarge()
+    decoder = webp_decoder_bytes(width, height, still.lossless, alpha)
+    mode = "RGBA" if alpha else "RGB"
+    info = ImageInfo("webp", width, height, mode, shape.frames, "stream", decoder)
+    return replace(info, webp_bands=True)
 
 
 # The last scan, with the very object it was made from (held, so its id cannot

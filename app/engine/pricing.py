@@ -11,8 +11,11 @@ Python 3.11, x86_64; the child's copy of the source comes on top:
     PNG RGB                       embed-png        3.0-3.9 x source bytes
     PNG RGBA / LA / palette+tRNS  stream           10 MB at 2 MP, 21 at 12, 23 at 30
     PNG 16-bit RGBA, TIFF         stream           <= 21 MB at 12 MP
-    GIF                           stream           5.7 B/px (libvips holds the frame)
-    WebP                          stream           9 B/px resident, 27 B/px address space
+    GIF (any first frame)         stream           1.0 B/px (Pillow's indices, /Indexed)
+    WebP, still, lossy            stream           69 MB at 40 MP RGB (a 32 MiB band);
+                                                   RGBA 115 MB address space (alpha planes)
+    WebP, still, lossless         stream           4.26 B/px (libwebp's ARGB frame)
+    WebP, animated (libvips)      stream           9 B/px resident, 27 B/px address space
     JPEG, EXIF mirrored           pillow-jpeg       8.0 B/px
     BMP RGB                       img2pdf-decode    8.9 B/px
     JPEG 2000 16-bit grey         pillow            9.8 B/px (10.8 address space)
@@ -28,6 +31,7 @@ WebP gets its own per-pixel floor: its decoder dominates every route.
 from __future__ import annotations
 
 from app.engine.facts import ImageInfo
+from app.engine.webp import LOSSLESS_BAND_BYTES, LOSSY_BAND_BYTES
 
 # route -> (bytes per pixel, bytes per source byte): worst measured + ~25%.
 _COST: dict[str, tuple[float, float]] = {
@@ -47,16 +51,27 @@ _COST: dict[str, tuple[float, float]] = {
 # decoded frame). Bytes per pixel per kind, worst measured + ~25%.
 _STREAM_PER_PIXEL = {"gif": 7.0, "webp": 32.0}
 _STREAM_INTERLACED_PER_PIXEL = 10.5
-# adam7_strips (8-bit interlaced PNG, no palette; libvips reads only
+# adam7_strips (interlaced PNG, any depth; libvips reads only
 # the header) holds 7 inflaters and bands of at least 8 full rows a few times
-# over: measured 5.3 MB at 40 MP 4:3 (0.09 B/px slope). (B/px, B/source byte), and
-# bytes per pixel of width for the bands.
+# over: measured 5.3 MB at 40 MP 4:3 (0.09 B/px slope; 16-bit RGBA 7.0 MB,
+# 0.13). (B/px, B/source byte), and bytes per pixel of width for the bands.
 _ADAM7_COST = (0.25, 1.25)  # the child reads its own copy of the source
+# The bands per column of width: measured at 200,000 x 200 (40 MP): 16-bit
+# RGBA 535 B, 8-bit RGBA 300 B (each band's unfilter copies it a few times).
+_ADAM7_BAND_PER_COLUMN = 700
 # A GIF as /Indexed: Pillow's decoded "P" frame (1 B/px) and one strip.
 _INDEXED_GIF_COST = (1.25, 1.25)
 _ADAM7_PER_COLUMN = 400  # measured 320 at 200,000 px wide (RGBA)
 _STREAM_FIXED = 8 * 1024 * 1024  # libvips, the loader's buffers, numpy strips
 _WEBP_PER_PIXEL = 32.0
+# A still WebP in bands (app.engine.webp): the band buffer and libwebp's own
+# planes are in decoder_bytes; per pixel and per source byte, this is the rest.
+_WEBP_BANDS_COST = (0.25, 1.25)
+# libwebp's planes kept whatever the crop, in address space: lossless keeps the
+# ARGB frame (4 B/px; measured 170.9 MB at 40 MP RGBA), lossy with alpha the
+# alpha plane and its VP8L decoder's 8-bit frame (measured 114.9 MB at 40 MP).
+_WEBP_LOSSLESS_FRAME = 4.25
+_WEBP_ALPHA_PLANE = 2.25
 _FIXED_OVERHEAD = 8 * 1024 * 1024  # pikepdf/img2pdf bookkeeping, buffers
 
 
@@ -64,6 +79,15 @@ def _jpeg_coefficient_bytes(width: int, height: int, components: int) -> int:
     """All DCT coefficients of a progressive JPEG: 64 x 2 bytes per 8x8 block and
     component, for blocks up to the largest MCU (16x16) at full resolution."""
     return (-(-width // 16) * 16) * (-(-height // 16) * 16) * max(components, 1) * 2
+
+
+def webp_decoder_bytes(width: int, height: int, lossless: bool, alpha: bool) -> int:
+    """What libwebp keeps while app.engine.webp decodes a still WebP in bands:
+    one band (at most the whole image) and the decoder's whole-height planes."""
+    pixels = width * height
+    band = min(LOSSLESS_BAND_BYTES if lossless else LOSSY_BAND_BYTES, pixels * 4)
+    planes = _WEBP_LOSSLESS_FRAME if lossless else (_WEBP_ALPHA_PLANE if alpha else 0.0)
+    return int(band + planes * pixels)
 
 
 def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
@@ -90,6 +114,9 @@ def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
         fixed = _STREAM_FIXED if route == "stream" else 0
         if route == "stream" and info.adam7:
             per_pixel, per_source_byte = _ADAM7_COST
+            fixed += _ADAM7_BAND_PER_COLUMN * max(info.width, 0)
+        if route == "stream" and info.webp_bands:
+            per_pixel, per_source_byte = _WEBP_BANDS_COST
         if route == "stream" and info.indexed:
             per_pixel, per_source_byte = _INDEXED_GIF_COST
             fixed += _ADAM7_PER_COLUMN * max(info.width, 0)

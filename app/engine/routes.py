@@ -11,11 +11,15 @@ sends what libvips can decode to "stream". `inspect_image` records the route
     JPEG, EXIF-mirrored                    pillow-jpeg  normalise (Pillow)
     JPEG 2000 8-bit                        embed-jp2    img2pdf_route
     PNG 8-bit, no alpha, not interlaced    embed-png    direct (IDAT copy)
-    PNG 16-bit, alpha, interlaced,         stream       streamed._split_png + png_strips,
-      palette + tRNS                                    or adam7, or libvips strips;
+    PNG 16-bit, alpha, interlaced (any     stream       streamed._split_png + png_strips,
+      depth), palette + tRNS                            or adam7, or libvips strips;
                                                         pdfwriter writes the PDF
-    TIFF, WebP, mirrored PNG/TIFF/GIF/WebP stream       streamed._stream (libvips strips)
-    GIF, one full-frame palette image      stream       streamed._stream_indexed + gif
+    WebP, still (any orientation)          stream       webp.webp_strips (libwebp, cropped
+                                                        bands); inspect/convert skip Pillow
+    TIFF, animated WebP, mirrored          stream       streamed._stream (libvips strips)
+      PNG/TIFF/GIF
+    GIF, first frame a palette image       stream       streamed._stream_indexed + gif
+      (padded when smaller than the screen)
     what libvips refuses, BMP, JPEG 2000   img2pdf-decode / img2pdf-alpha (img2pdf_route),
       > 8-bit, TIFF at the IFD count cap   pillow / pillow-flatten (normalise; alpha
                                            flattened onto white)

@@ -82,6 +82,20 @@ CASES = {
         "invalid_image",
     ),
     "tiff16": (lambda: images.tiff16(32, 24), 200, None),
+    "png16-interlaced-cut": (
+        lambda: hostile.png16_interlaced_cut(3000, 2000),
+        422,
+        "invalid_image",
+    ),
+    "gif-frame-at-60000": (lambda: hostile.gif_frame_at(60000, 60000), 413, "image_too_large"),
+    "gif-frame-past-the-screen": (lambda: hostile.gif_frame_at(5000, 4000), 200, None),
+    "webp-canvas-lie": (lambda: hostile.webp_canvas_lie(64, 48), 422, "invalid_image"),
+    "webp-canvas-lie-small": (
+        lambda: hostile.webp_canvas_lie(64, 48, (32, 48)),
+        422,
+        "invalid_image",
+    ),
+    "webp-lossless-cut": (lambda: hostile.webp_lossless_cut(4000, 4000), 422, "invalid_image"),
 }
 
 

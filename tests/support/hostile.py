@@ -150,6 +150,55 @@ def png_idat_bomb(w: int = 100, h: int = 100, inflated: int = 64 * 1024 * 1024) 
     return png_idat(w, h, rows + bytes(inflated - len(rows)), level=9)
 
 
+def png16_interlaced_cut(w: int, h: int) -> bytes:
+    """A 16-bit RGBA Adam7 PNG whose single IDAT holds only a tenth of its data
+    (the header promises w x h; the bands run out in the first passes)."""
+    raw = (b"\x00" + bytes(8 * w)) * (h // 2)  # far fewer rows than the passes need
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 6, 0, 0, 1)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(raw[: len(raw) // 5], 9))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+# --- GIF, WebP -----------------------------------------------------------------
+
+
+def gif_frame_at(left: int, top: int, screen=(10, 8), size=(4, 3)) -> bytes:
+    """A GIF whose first frame sits at (left, top) on `screen`: decoders grow the
+    screen to hold it, so an offset far past it claims a huge canvas."""
+    im = Image.new("P", size, 1)
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    data = bytearray(images.encode(im, "GIF"))
+    data[6:10] = struct.pack("<HH", *screen)
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    while data[pos] == 0x21:  # extension blocks
+        pos += 2
+        while data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    data[pos + 1 : pos + 5] = struct.pack("<HH", left, top)
+    return bytes(data)
+
+
+def webp_canvas_lie(w: int, h: int, canvas=(16383, 16383)) -> bytes:
+    """A lossy WebP's image chunk inside a VP8X header whose canvas differs."""
+    simple = images.encode(Image.new("RGB", (w, h), (200, 30, 30)), "WEBP", quality=80)
+    body = b"VP8X" + struct.pack("<I", 10) + bytes(4)
+    body += (canvas[0] - 1).to_bytes(3, "little") + (canvas[1] - 1).to_bytes(3, "little")
+    body += simple[12:]
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+def webp_lossless_cut(w: int, h: int, keep: int = 4096) -> bytes:
+    """A lossless WebP cut after `keep` bytes: libwebp reserves its whole ARGB
+    frame (4 B/px) before it finds the data missing."""
+    im = Image.effect_noise((w, h), 60).convert("RGB")
+    return images.encode(im, "WEBP", lossless=True, method=0)[:keep]
+
+
 # --- TIFF ----------------------------------------------------------------------
 
 

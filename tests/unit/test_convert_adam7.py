@@ -8,6 +8,7 @@ samples are compared with Pillow's decode of the same file, alpha included.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 import zlib
@@ -29,6 +30,7 @@ ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (
 ADAM7 += ((0, 1, 1, 2),)
 BANDS = {0: 1, 2: 3, 4: 2, 6: 4}
 MODES = {0: "L", 2: "RGB", 4: "LA", 6: "RGBA"}
+rng = np.random.default_rng(167)
 
 
 def _paeth(a: int, b: int, c: int) -> int:
@@ -156,14 +158,154 @@ def test_estimate_no_longer_prices_the_whole_frame():
     assert estimate_peak_bytes(whole, len(data)) > 10 * 8000 * 5000
 
 
-def test_transparent_rgb_keeps_libvips():
-    trns = chunk(b"tRNS", struct.pack(">HHH", 1, 2, 3))
-    data = adam7_png(noise(20, 10, 3), 2, extra=trns)
+def adam7_deep(values: np.ndarray, colour_type: int, depth: int, extra: bytes = b"") -> bytes:
+    """An interlaced PNG of raw sample `values` (h, w, channels) at any bit depth,
+    filter types cycling 0-4 per row of each pass (bytes per pixel: PNG's, 1
+    under 8 bits)."""
+    h, w, channels = values.shape
+    bpp = max(1, depth * channels // 8)
+
+    def packed(line: np.ndarray) -> bytes:
+        if depth == 16:
+            return line.astype(">u2").tobytes()
+        if depth == 8:
+            return line.astype(np.uint8).tobytes()
+        bits = np.unpackbits(line.astype(np.uint8).reshape(-1, 1), axis=1)[:, 8 - depth :]
+        return np.packbits(bits.reshape(-1)).tobytes()
+
+    raw = bytearray()
+    for p, (x0, y0, dx, dy) in enumerate(ADAM7):
+        sub = values[y0::dy, x0::dx]
+        if sub.size == 0:
+            continue
+        prev = bytes(len(packed(sub[0])))
+        for r, line in enumerate(sub):
+            row = packed(line)
+            raw += _filter((p + r) % 5, row, prev, bpp)
+            prev = row
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, colour_type, 0, 0, 1)
+    idat = chunk(b"IDAT", zlib.compress(bytes(raw), 9))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + extra + idat + chunk(b"IEND", b"")
+
+
+def libvips_decode(data: bytes) -> np.ndarray:
+    """libvips' whole-frame decode (the route these files took before): (h, w, bands)."""
+    vips.load()
+    image = vips.pyvips.Image.new_from_buffer(data, "")
+    dtype = np.uint16 if image.format == "ushort" else np.uint8
+    flat = np.frombuffer(image.write_to_memory(), dtype)
+    return flat.reshape(image.height, image.width, image.bands)
+
+
+DEEP = [
+    (0, 1, False),
+    (0, 2, False),
+    (0, 4, False),
+    (0, 16, False),
+    (0, 1, True),
+    (0, 4, True),
+    (0, 8, True),
+    (0, 16, True),
+    (2, 16, False),
+    (2, 8, True),
+    (2, 16, True),
+    (4, 16, False),
+    (6, 16, False),
+]
+
+
+@pytest.mark.parametrize(("w", "h"), [(1, 1), (9, 7), (33, 17), (3, 40)])
+@pytest.mark.parametrize(("colour_type", "depth", "trns"), DEEP)
+def test_every_depth_and_trns_colour_gives_libvips_samples(colour_type, depth, trns, w, h):
+    """16-bit compared at 16 bits; grey under 8 bits expanded as libvips expands
+    it; a tRNS colour is transparent exactly where the samples equal it."""
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    top = 1 << depth
+    values = rng.integers(0, min(top, 4 if trns else top), (h, w, channels))
+    extra = b""
+    if trns:
+        extra = chunk(b"tRNS", struct.pack(f">{channels}H", *values[0, 0]))
+    data = adam7_deep(values, colour_type, depth, extra)
     info = inspect_image(data, 10**8)
-    assert info.interlaced and not info.adam7
-    want = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
-    colour, _ = streams(convert_to_pdf(data, info))
-    assert np.array_equal(colour, want[..., :3])
+    assert info.route == "stream" and info.adam7
+    assert estimate_peak_bytes(info, len(data)) < 64 * 1024 * 1024
+    colour, alpha = streams(convert_to_pdf(data, info))
+    want = libvips_decode(data)
+    colours = 1 if colour_type in (0, 4) else 3
+    assert colour.dtype.itemsize == (2 if depth == 16 else 1)
+    assert np.array_equal(colour, want[..., :colours])
+    if colour_type in (4, 6) or trns:
+        assert alpha is not None and np.array_equal(alpha, want[..., colours:])
+        if trns:
+            hidden = (values == values[0, 0]).all(axis=-1)
+            assert np.array_equal(alpha[..., 0] == 0, hidden)
+    else:
+        assert alpha is None and want.shape[2] == colours
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+@pytest.mark.parametrize("alphas", [None, b"\x00\x80"])
+def test_palettes_under_eight_bits_are_indexed(depth, alphas):
+    values = rng.integers(0, 1 << depth, (13, 11, 1))
+    plte = chunk(b"PLTE", rng.bytes(3 << depth))
+    extra = plte + (chunk(b"tRNS", alphas) if alphas else b"")
+    data = adam7_deep(values, 3, depth, extra)
+    info = inspect_image(data, 10**8)
+    assert info.adam7
+    pdf = convert_to_pdf(data, info)
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        (image,) = doc.pages[0].get_images().values()
+        indices = np.frombuffer(image.read_bytes(), np.uint8).reshape(13, 11)
+        mask = image.get("/SMask")
+        alpha = None if mask is None else np.frombuffer(mask.read_bytes(), np.uint8)
+    with Image.open(io.BytesIO(data)) as im:
+        assert np.array_equal(indices, np.asarray(im))
+    assert np.array_equal(indices, values[..., 0])
+    if alphas:
+        lut = np.frombuffer(alphas.ljust(256, b"\xff"), np.uint8)
+        assert alpha is not None and np.array_equal(alpha.reshape(13, 11), lut[values[..., 0]])
+    else:
+        assert alpha is None
+
+
+@pytest.mark.parametrize(("colour_type", "depth"), [(0, 16), (2, 16), (6, 16), (0, 2)])
+def test_bands_smaller_than_the_image_at_every_depth(monkeypatch, colour_type, depth):
+    monkeypatch.setattr(vips, "STRIP_BYTES", 64)
+    channels = {0: 1, 2: 3, 6: 4}[colour_type]
+    values = rng.integers(0, 1 << depth, (45, 19, channels))
+    data = adam7_deep(values, colour_type, depth)
+    colour, alpha = streams(convert_to_pdf(data, inspect_image(data, 10**8)))
+    want = libvips_decode(data)
+    colours = 1 if colour_type == 0 else 3
+    assert np.array_equal(colour, want[..., :colours])
+    if colour_type == 6:
+        assert np.array_equal(alpha, want[..., 3:])
+
+
+@pytest.mark.parametrize(("colour_type", "space"), [(0, "GRAY"), (2, "RGB "), (0, "RGB ")])
+def test_an_icc_profile_is_kept_for_its_own_colour_space(colour_type, space):
+    from PIL import ImageCms
+
+    made = ImageCms.createProfile("sRGB") if space == "RGB " else None
+    if made is not None:
+        icc = ImageCms.ImageCmsProfile(made).tobytes()
+    else:
+        icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+        icc[16:20] = b"GRAY"
+        icc = bytes(icc)
+    extra = chunk(b"iCCP", b"p\x00\x00" + zlib.compress(icc))
+    channels = 1 if colour_type == 0 else 3
+    data = adam7_deep(rng.integers(0, 65536, (6, 5, channels)), colour_type, 16, extra)
+    info = inspect_image(data, 10**8)
+    assert info.adam7
+    with pikepdf.open(io.BytesIO(convert_to_pdf(data, info))) as doc:
+        (image,) = doc.pages[0].get_images().values()
+        kept = space == ("GRAY" if colour_type == 0 else "RGB ")
+        if kept:
+            assert image.ColorSpace[0] == "/ICCBased"
+            assert image.ColorSpace[1].read_bytes() == icc
+        else:
+            assert image.ColorSpace == "/DeviceGray"
 
 
 @pytest.mark.parametrize("cut", [0.2, 0.6, 0.97])
@@ -228,3 +370,49 @@ def test_palette_page_renders_as_pillow_decodes_it():
     assert np.array_equal(got[..., 3], want[..., 3])
     opaque = want[..., 3] == 255
     assert np.array_equal(got[..., :3][opaque], want[..., :3][opaque])
+
+
+def test_a_wide_image_pays_for_its_bands_per_column():
+    """Bands are >= 8 full rows: at 200,000 x 200 px (40 MP) a 16-bit RGBA file
+    needed 107 MB, whatever its file size; the estimate must not rest on it."""
+    data = adam7_deep(rng.integers(0, 65536, (2, 3, 4)), 6, 16)
+    info = inspect_image(data, 10**8)
+    assert info.adam7
+    wide = dataclasses.replace(info, width=200_000, height=200)
+    assert estimate_peak_bytes(wide, 1000) >= 107 * 1000 * 1000
+
+
+@pytest.mark.parametrize("cut", [0.2, 0.97])
+@pytest.mark.parametrize(("colour_type", "depth"), [(6, 16), (0, 2), (3, 4), (2, 16)])
+def test_short_data_at_any_depth_is_invalid(cut, colour_type, depth):
+    channels = {0: 1, 2: 3, 3: 1, 6: 4}[colour_type]
+    extra = chunk(b"PLTE", bytes(48)) if colour_type == 3 else b""
+    data = adam7_deep(rng.integers(0, 1 << depth, (40, 30, channels)), colour_type, depth, extra)
+    start = data.index(b"IDAT") + 4
+    end = data.index(b"IEND") - 8
+    body = data[start : start + int((end - start) * cut)]
+    short = data[: start - 8] + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(short, inspect_image(short, 10**8))
+
+
+@pytest.mark.parametrize(("colour_type", "depth"), [(6, 16), (0, 1), (2, 16)])
+def test_an_unknown_filter_type_at_any_depth_is_invalid(colour_type, depth):
+    channels = {0: 1, 2: 3, 6: 4}[colour_type]
+    data = adam7_deep(rng.integers(0, 1 << depth, (16, 16, channels)), colour_type, depth)
+    start = data.index(b"IDAT") + 4
+    raw = bytearray(zlib.decompress(data[start : data.index(b"IEND") - 8]))
+    raw[-(1 + (16 * channels * depth + 7) // 8)] = 5  # the last row of the last pass
+    ihdr = data[8 : 8 + 25]
+    bad = b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"IDAT", zlib.compress(bytes(raw)))
+    bad += chunk(b"IEND", b"")
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(bad, inspect_image(bad, 10**8))
+
+
+@pytest.mark.parametrize("trns", [b"\x00", b"\x00\x07\x00\x07"])
+def test_a_trns_too_short_for_rgb_is_invalid(trns):
+    """Pillow refuses the header: a clean 422, before any pixel is read."""
+    data = adam7_deep(rng.integers(0, 256, (9, 7, 3)), 2, 8, chunk(b"tRNS", trns))
+    with pytest.raises(InvalidImage):
+        inspect_image(data, 10**8)

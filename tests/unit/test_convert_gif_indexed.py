@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 
 import numpy as np
 import pikepdf
@@ -20,7 +21,7 @@ from app.engine import img2pdf_route, streamed
 from app.engine.convert import convert_to_pdf
 from app.engine.inspect import inspect_image
 from app.engine.pricing import estimate_peak_bytes
-from app.errors import InvalidImage
+from app.errors import ImageTooLarge, InvalidImage
 from app.pages import visible_size
 from tests.support import images
 from tests.unit.test_convert_stream import rendered_rgba
@@ -116,17 +117,123 @@ def test_estimate_is_one_byte_a_pixel_not_an_rgba_frame():
     assert estimate_peak_bytes(framed, len(data)) >= 7 * 8000 * 5000
 
 
-def test_a_frame_smaller_than_the_screen_keeps_libvips():
-    im = Image.new("P", (10, 6), 1)
-    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+def gif_frame(screen, box, transparency=None, colours=16) -> bytes:
+    """A GIF whose first frame `box` = (left, top, width, height) sits on a
+    logical screen `screen` = (w, h); palette index 0 is not black."""
+    left, top, fw, fh = box
+    im = Image.fromarray(rng.integers(1, colours, (fh, fw), dtype=np.uint8), "P")
+    im.putpalette(bytes(range(100, 100 + colours * 3)) if colours <= 50 else rng.bytes(768))
     buf = io.BytesIO()
-    im.save(buf, "GIF")
+    params = {} if transparency is None else {"transparency": transparency}
+    im.save(buf, "GIF", background=5, optimize=False, **params)
     data = bytearray(buf.getvalue())
-    # Logical screen 20x12; the image descriptor keeps 10x6 at (0, 0).
-    data[6:10] = (20).to_bytes(2, "little") + (12).to_bytes(2, "little")
-    info = inspect_image(bytes(data), 10**8)
-    assert info.route == "stream" and not info.indexed
-    assert convert_to_pdf(bytes(data), info).startswith(b"%PDF-")
+    data[6:10] = struct.pack("<HH", *screen)
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    while data[pos] == 0x21:  # extension blocks
+        pos += 2
+        while data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    assert data[pos] == 0x2C
+    data[pos + 1 : pos + 5] = struct.pack("<HH", left, top)
+    return bytes(data)
+
+
+def stored(pdf: bytes):
+    """The /Indexed samples and the /Mask colour key."""
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        (image,) = doc.pages[0].get_images().values()
+        got = np.frombuffer(image.read_bytes(), np.uint8)
+        mask = list(image.Mask) if "/Mask" in image else None
+        return got.reshape(int(image.Height), int(image.Width)), mask
+
+
+# (screen, frame box): inside, touching the right and bottom edges, at the
+# top-left corner, one pixel, one row / column of padding.
+SMALL_FRAMES = [
+    ((10, 8), (2, 3, 4, 3)),
+    ((10, 8), (6, 5, 4, 3)),
+    ((10, 8), (0, 0, 4, 3)),
+    ((10, 8), (9, 7, 1, 1)),
+    ((10, 8), (0, 0, 10, 7)),
+    ((10, 8), (1, 0, 9, 8)),
+]
+
+
+@pytest.mark.parametrize("transparency", [None, 3])
+@pytest.mark.parametrize(("screen", "box"), SMALL_FRAMES)
+def test_a_frame_smaller_than_the_screen_is_indexed_and_padded_transparent(
+    screen, box, transparency
+):
+    """Browsers show the page around the first frame (not the background colour);
+    libvips does too when the GIF has a transparent index, Pillow pads with it."""
+    data = gif_frame(screen, box, transparency)
+    info = inspect_image(data, 10**8)
+    assert info.route == "stream" and info.indexed and (info.width, info.height) == screen
+    pdf = convert_to_pdf(data, info)
+    got, mask = stored(pdf)
+    left, top, fw, fh = box
+    inside = np.zeros(screen[::-1], bool)
+    inside[top : top + fh, left : left + fw] = True
+    key = 255 if transparency is None else transparency
+    assert mask == [key, key]
+    assert (got[~inside] == key).all()
+    with Image.open(io.BytesIO(data)) as im:
+        want = np.asarray(im)
+        want_rgba = np.asarray(im.convert("RGBA"))
+    assert np.array_equal(got[inside], want[inside])
+    rendered = rendered_rgba(pdf, screen)
+    alpha = np.where(inside & (want != key), 255, 0)
+    assert np.array_equal(rendered[..., 3], alpha)
+    shown = alpha == 255
+    assert np.abs(rendered[..., :3][shown].astype(int) - want_rgba[..., :3][shown]).max() <= 2
+    if transparency is not None:  # libvips' RGBA frame: the same page
+        before = rendered_rgba(through_libvips(data), screen)
+        assert np.array_equal(before[..., 3], alpha)
+
+
+def test_a_full_colour_table_without_transparency_pads_with_index_0_as_pillow():
+    data = gif_frame((12, 9), (3, 2, 5, 4), colours=256)
+    info = inspect_image(data, 10**8)
+    assert info.indexed
+    got, mask = stored(convert_to_pdf(data, info))
+    with Image.open(io.BytesIO(data)) as im:
+        want = np.asarray(im)
+    assert mask is None and np.array_equal(got, want)
+    assert (got[:2] == 0).all() and (got[:, 8:] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("box", "grown"),
+    [((7, 5, 4, 3), (11, 8)), ((0, 0, 12, 9), (12, 9)), ((20, 20, 4, 3), (24, 23))],
+)
+def test_a_frame_past_the_screen_grows_it_as_both_decoders_do(box, grown):
+    data = gif_frame((10, 8), box, transparency=3)
+    info = inspect_image(data, 10**8)
+    assert info.indexed and (info.width, info.height) == grown
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.size == grown
+        want = np.asarray(im)
+    got, mask = stored(convert_to_pdf(data, info))
+    assert mask == [3, 3] and np.array_equal(got, want)
+    before = rendered_rgba(through_libvips(data), grown)
+    assert np.array_equal(rendered_rgba(convert_to_pdf(data, info), grown)[..., 3], before[..., 3])
+
+
+def test_a_frame_offset_far_past_the_screen_is_too_large_from_its_header():
+    data = gif_frame((10, 8), (60000, 60000, 4, 3))
+    with pytest.raises(ImageTooLarge):
+        inspect_image(data, 40_000_000)
+    edge = gif_frame((10, 8), (6000, 6000, 4, 3))
+    assert inspect_image(edge, 40_000_000).pixels == 6004 * 6003
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9])
+def test_a_truncated_small_frame_is_invalid(cut):
+    data = gif_frame((400, 300), (50, 40, 300, 200))
+    data = data[: int(len(data) * cut)]
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(data, inspect_image(data, 10**8))
 
 
 @pytest.mark.parametrize("cut", [0.3, 0.8])

@@ -1,0 +1,277 @@
+"""Still WebP in horizontal strips: libwebp's own decoder, cropped, through ctypes.
+
+libvips' webpload (and Pillow) decode the whole frame, and keep it more than
+once: 8.7 B/px at 40 MP. `webp_strips` asks libwebp (`WebPDecode` with
+`options.use_cropping`) for one band of full rows at a time into a buffer of
+our own, so only the band is held. The pixels are libwebp's own RGB(A), the
+same that Pillow and libvips hand over (fancy upsampling, no dithering).
+
+What each band costs, from libwebp 1.6's source (src/dec/):
+- lossy (VP8): a crop decodes every macroblock row from the top down to the
+  crop's bottom (intra prediction chains down the image; only the loop filter
+  and the YUV->RGB conversion are skipped above the crop), so time grows with
+  the number of bands: fewer, taller bands trade memory for speed. With alpha,
+  the alpha plane is kept down to the crop's bottom (1 B/px at the last band).
+- lossless (VP8L): backward references reach up to a million pixels back, and
+  the decoder keeps the whole ARGB frame (4 B/px) whatever the crop; the bands
+  only spare the output copy.
+
+Each band is decoded with two extra rows above and below, dropped after: the
+fancy upsampler mirrors the chroma at a crop's first and last rows, where the
+whole-frame decode reads its neighbours. The library is Pillow's own libwebp
+(the pinned Pillow wheel ships it), else the system's libwebp.so.7.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import glob
+import os
+import struct
+from dataclasses import dataclass
+
+from PIL import Image
+
+from app.engine import vips
+from app.engine.png_strips import BadData, _up
+
+# Decoded bytes per band: lossy bands re-decode from the top, so they are tall
+# (40 MP RGB: 4 bands); lossless keeps its frame anyway, so they are short.
+LOSSY_BAND_BYTES = 32 * 1024 * 1024
+LOSSLESS_BAND_BYTES = 8 * 1024 * 1024
+_OVERLAP = 2  # rows decoded above and below each band and dropped (see above)
+_ABI = 0x0209  # WEBP_DECODER_ABI_VERSION of libwebp >= 0.5 (decode.h)
+_MODE_RGB, _MODE_RGBA = 0, 1
+_VP8X_ANIMATION = 0x02
+_ORIENTATION_TAG = 0x0112
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a WebP's RIFF chunks say, read without libwebp."""
+
+    lossless: bool  # a VP8L image (else VP8, lossy)
+    animated: bool
+    icc: bytes | None
+    exif: bytes | None
+
+
+def layout(data: bytes) -> Layout | None:
+    """The chunks of a WebP, or None if they hold no image data this module
+    knows (libwebp then reports the error). app.engine.structure has capped
+    their count already."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    pos, end = 12, len(data)
+    animated = False
+    lossless = None
+    icc = exif = None
+    while pos + 8 <= end:
+        fourcc, size = struct.unpack_from("<4sI", data, pos)
+        start = pos + 8
+        if fourcc == b"VP8X" and size >= 10:
+            animated = bool(data[start] & _VP8X_ANIMATION)
+        elif fourcc == b"ICCP" and icc is None:
+            icc = data[start : start + size]
+        elif fourcc == b"EXIF" and exif is None:
+            exif = data[start : start + size]
+        elif fourcc in {b"VP8 ", b"VP8L"} and lossless is None:
+            lossless = fourcc == b"VP8L"
+        elif fourcc == b"ANIM":
+            animated = True
+        pos = start + size + (size & 1)
+    if lossless is None and not animated:
+        return None
+    return Layout(bool(lossless), animated, icc, exif)
+
+
+def orientation(exif: bytes | None) -> int:
+    """The EXIF orientation (1-8; 1 when absent or out of range), as Pillow's
+    getexif() reads it from the EXIF chunk."""
+    if not exif:
+        return 1
+    parsed = Image.Exif()
+    try:
+        parsed.load(exif)
+    except Exception:  # Pillow's EXIF parser raises many types on damaged data
+        return 1
+    value = parsed.get(_ORIENTATION_TAG, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+class _Features(ctypes.Structure):
+    _fields_ = [
+        ("width", ctypes.c_int),
+        ("height", ctypes.c_int),
+        ("has_alpha", ctypes.c_int),
+        ("has_animation", ctypes.c_int),
+        ("format", ctypes.c_int),
+        ("pad", ctypes.c_uint32 * 5),
+    ]
+
+
+class _RGBABuffer(ctypes.Structure):
+    _fields_ = [("rgba", ctypes.c_void_p), ("stride", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+
+class _YUVABuffer(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in ("y", "u", "v", "a")]
+    _fields_ += [(name, ctypes.c_int) for name in ("y_stride", "u_stride", "v_stride", "a_stride")]
+    _fields_ += [(name, ctypes.c_size_t) for name in ("y_size", "u_size", "v_size", "a_size")]
+
+
+class _BufferUnion(ctypes.Union):
+    _fields_ = [("RGBA", _RGBABuffer), ("YUVA", _YUVABuffer)]
+
+
+class _DecBuffer(ctypes.Structure):
+    _fields_ = [
+        ("colorspace", ctypes.c_int),
+        ("width", ctypes.c_int),
+        ("height", ctypes.c_int),
+        ("is_external_memory", ctypes.c_int),
+        ("u", _BufferUnion),
+        ("pad", ctypes.c_uint32 * 4),
+        ("private_memory", ctypes.c_void_p),
+    ]
+
+
+_OPTION_NAMES = (
+    "bypass_filtering",
+    "no_fancy_upsampling",
+    "use_cropping",
+    "crop_left",
+    "crop_top",
+    "crop_width",
+    "crop_height",
+    "use_scaling",
+    "scaled_width",
+    "scaled_height",
+    "use_threads",
+    "dithering_strength",
+    "flip",
+    "alpha_dithering_strength",
+)
+
+
+class _Options(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int) for name in _OPTION_NAMES] + [("pad", ctypes.c_uint32 * 5)]
+
+
+class _Config(ctypes.Structure):
+    _fields_ = [("input", _Features), ("output", _DecBuffer), ("options", _Options)]
+
+
+_lib = None
+
+
+def _library():
+    """libwebp, loaded once: the copy in the Pillow wheel, else the system's."""
+    global _lib
+    if _lib is not None:
+        return _lib or None
+    import PIL
+
+    wheel_libs = os.path.join(os.path.dirname(PIL.__file__), os.pardir, "pillow.libs")
+    found = sorted(glob.glob(os.path.join(wheel_libs, "libwebp-*")))
+    candidates = [path for path in found if ".so" in path]
+    system = ctypes.util.find_library("webp")
+    if system:
+        candidates.append(system)
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        if lib.WebPGetDecoderVersion() < 0x010000:
+            continue
+        lib.WebPInitDecoderConfigInternal.argtypes = [ctypes.POINTER(_Config), ctypes.c_int]
+        lib.WebPGetFeaturesInternal.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.POINTER(_Features),
+            ctypes.c_int,
+        ]
+        lib.WebPDecode.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(_Config)]
+        _lib = lib
+        return lib
+    _lib = False
+    return None
+
+
+def available() -> bool:
+    return _library() is not None
+
+
+def features(data: bytes) -> tuple[int, int, bool]:
+    """(width, height, alpha) as libwebp reads them; BadData if it cannot."""
+    lib = _library()
+    found = _Features()
+    data = data if isinstance(data, bytes) else bytes(data)  # ctypes passes bytes uncopied
+    if lib is None or lib.WebPGetFeaturesInternal(data, len(data), found, _ABI) != 0:
+        raise BadData("unreadable WebP header")
+    if found.has_animation or found.width <= 0 or found.height <= 0:
+        raise BadData("not a still WebP")
+    return found.width, found.height, bool(found.has_alpha)
+
+
+def band_rows(width: int, bands: int, lossless: bool) -> int:
+    """Rows per decoded band: an even count (libwebp snaps a crop's top to even)."""
+    budget = LOSSLESS_BAND_BYTES if lossless else LOSSY_BAND_BYTES
+    return max(2, budget // max(1, width * bands) // 2 * 2)
+
+
+def webp_strips(data: bytes, width: int, height: int, alpha: bool, lossless: bool):
+    """(colour, alpha) rows, Up-filtered, of a still WebP: libwebp decodes one
+    band of `band_rows` rows at a time (plus `_OVERLAP` rows each side), and
+    the band is handed on in strips of vips.STRIP_BYTES."""
+    vips.load()
+    lib = _library()
+    if lib is None:
+        raise BadData("libwebp not available")
+    data = data if isinstance(data, bytes) else bytes(data)  # ctypes passes bytes uncopied
+    bands = 4 if alpha else 3
+    rows = band_rows(width, bands, lossless)
+    step = max(1, vips.STRIP_BYTES // (width * bands))
+    last_colour = last_alpha = None
+    for y0 in range(0, height, rows):
+        y1 = min(height, y0 + rows)
+        top, bottom = max(0, y0 - _OVERLAP), min(height, y1 + _OVERLAP)
+        band = _decode(lib, data, width, top, bottom, bands)
+        for a in range(y0 - top, y1 - top, step):
+            b = min(y1 - top, a + step)
+            colour = vips.np.ascontiguousarray(band[a:b, :, :3]).reshape(b - a, -1)
+            colour_out = _up(colour, last_colour)
+            last_colour = colour[-1].copy()
+            alpha_out = None
+            if alpha:
+                mask = vips.np.ascontiguousarray(band[a:b, :, 3])
+                alpha_out = _up(mask, last_alpha)
+                last_alpha = mask[-1].copy()
+            yield colour_out, alpha_out
+        del band
+
+
+def _decode(lib, data: bytes, width: int, top: int, bottom: int, bands: int):
+    """Rows [top, bottom) of the image, full width, as (rows, width, bands) uint8."""
+    band = vips.np.empty((bottom - top, width, bands), vips.np.uint8)
+    config = _Config()
+    if not lib.WebPInitDecoderConfigInternal(config, _ABI):
+        raise BadData("libwebp refused its configuration")
+    options = config.options
+    options.use_cropping = 1
+    options.crop_left, options.crop_top = 0, top
+    options.crop_width, options.crop_height = width, bottom - top
+    output = config.output
+    output.colorspace = _MODE_RGBA if bands == 4 else _MODE_RGB
+    output.is_external_memory = 1
+    output.u.RGBA.rgba = band.ctypes.data
+    output.u.RGBA.stride = width * bands
+    output.u.RGBA.size = band.nbytes
+    status = lib.WebPDecode(data, len(data), config)
+    if status != 0:  # VP8_STATUS_*: out of memory, bitstream error, not enough data...
+        if status == 1:
+            raise MemoryError()
+        raise BadData("WebP image data unreadable")
+    return band
