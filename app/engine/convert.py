@@ -16,8 +16,8 @@ import img2pdf
 from PIL import Image
 
 from app.engine.checks import _check_jpeg, _check_png, _ends_with_eoi
-from app.engine.direct import _plain_png, _write_png_pdf, passthrough_jpeg
-from app.engine.facts import _ORIENTATION_TAG, _ROTATION, ImageInfo
+from app.engine.direct import _plain_png, _write_png_pdf, embed_jpeg, passthrough_jpeg
+from app.engine.facts import _MIRRORED, _ORIENTATION_TAG, _ROTATION, ImageInfo
 from app.engine.img2pdf_route import _IMG2PDF_FORMAT, _IMG2PDF_REFUSALS, _img2pdf
 from app.engine.inspect import _PIL_FORMATS, _facts, _open, _scan, _tiff_dpi, _valid_orientation
 from app.engine.normalise import _normalise
@@ -97,6 +97,10 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             route = LOW_MEMORY_ALPHA_ROUTE  # the caller chose the cheaper flattening
         if kind == "jpeg" and not _ends_with_eoi(data):
             _check_jpeg(im)
+        if kind == "jpeg" and route == "embed-jpeg" and facts.orientation in _MIRRORED:
+            size = embed_jpeg(data, im, facts.orientation, fd)
+            if size is not None:
+                return size
         plain_png = split = None
         if kind == "png" and route == "embed-png":
             plain_png = _plain_png(im, data, facts)

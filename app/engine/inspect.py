@@ -134,6 +134,7 @@ def _facts(im: Image.Image, data: bytes, kind: str, shape: structure.Structure) 
         tiff_depth=tiff_depth,
         jp2_depth=shape.depth if kind == "jp2" else 8,
         transparency="transparency" in im.info,
+        mpo=im.format == "MPO",
     )
 
 

@@ -8,7 +8,10 @@ sends what libvips can decode to "stream". `inspect_image` records the route
     plain JPEG (the worker-side walk       (none)       direct.passthrough_jpeg,
       accepts it: app.engine.jpeg_header)               in the web worker
     other JPEG                             embed-jpeg   img2pdf_route (img2pdf)
-    JPEG, EXIF-mirrored                    pillow-jpeg  normalise (Pillow)
+    JPEG, EXIF-mirrored: as above          (none) /     direct.passthrough_jpeg /
+                                           embed-jpeg   direct.embed_jpeg, the page's
+                                                        matrix flips it
+    MPO JPEG, EXIF-mirrored                pillow-jpeg  normalise (Pillow)
     JPEG 2000 8-bit                        embed-jp2    img2pdf_route
     PNG 8-bit, no alpha, not interlaced    embed-png    direct (IDAT copy)
     PNG 16-bit, alpha, interlaced,         stream       streamed._split_png + png_strips,
@@ -78,7 +81,9 @@ def _route(kind: str, mode: str, facts: _Facts) -> str:
         return "pillow-flatten"
     if facts.orientation in _MIRRORED:
         if kind == "jpeg":
-            return "pillow-jpeg"
+            # Embedded as it is and flipped by the page's matrix (direct.embed_jpeg);
+            # an MPO's first frame is cut out and re-encoded by Pillow.
+            return "pillow-jpeg" if facts.mpo else "embed-jpeg"
         return "pillow-flatten" if alpha else "pillow"
     if kind == "jpeg":
         return "embed-jpeg"
