@@ -16,7 +16,7 @@ import img2pdf
 from PIL import Image
 
 from app.engine.checks import _check_jpeg, _check_png, _ends_with_eoi
-from app.engine.direct import _plain_png, _write_png_pdf, embed_jpeg, passthrough_jpeg
+from app.engine.direct import _plain_png, _write_png_pdf, embed_jp2, embed_jpeg, passthrough_jpeg
 from app.engine.facts import _MIRRORED, _ORIENTATION_TAG, _ROTATION, ImageInfo
 from app.engine.img2pdf_route import _IMG2PDF_FORMAT, _IMG2PDF_REFUSALS, _img2pdf
 from app.engine.inspect import _PIL_FORMATS, _facts, _open, _scan, _tiff_dpi, _valid_orientation
@@ -99,6 +99,10 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             _check_jpeg(im)
         if kind == "jpeg" and route == "embed-jpeg" and facts.orientation in _MIRRORED:
             size = embed_jpeg(data, im, facts.orientation, fd)
+            if size is not None:
+                return size
+        if kind == "jp2" and route == "embed-jp2" and facts.jp2_depth > 8:
+            size = embed_jp2(data, im, facts.jp2_depth, fd)
             if size is not None:
                 return size
         plain_png = split = None

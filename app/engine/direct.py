@@ -18,7 +18,13 @@ from PIL import Image
 from app.engine import structure
 from app.engine.checks import _ends_with_eoi
 from app.engine.facts import _MIRRORED, _ROTATION, _Facts, _png_chunks
-from app.engine.img2pdf_route import _IMG2PDF_FORMAT, _MAX_PAGE_PT, _MIN_PAGE_PT, _layout_at
+from app.engine.img2pdf_route import (
+    _IMG2PDF_FORMAT,
+    _MAX_PAGE_PT,
+    _MIN_PAGE_PT,
+    _jp2_dpi,
+    _layout_at,
+)
 from app.engine.jpeg_header import jpeg_header
 from app.engine.pdfwriter import write_embedded_pdf, write_jpeg_pdf
 from app.errors import ImageTooLarge
@@ -136,3 +142,36 @@ def embed_jpeg(data: bytes, im: Image.Image, orientation: int, fd: int) -> int |
         entries += b" /Decode [1 0 1 0 1 0 1 0]"
     layout, matrix = _shown_layout(width, height, ndpi, orientation)
     return write_embedded_pdf([data], width, height, entries, layout, fd, matrix, profile)
+
+
+# Pillow's modes of a deep (> 8-bit) JPEG 2000 without alpha -> (colour space, channels).
+_JP2_SPACES = {
+    "L": (b"/DeviceGray", 1),
+    "I;16": (b"/DeviceGray", 1),
+    "I;16B": (b"/DeviceGray", 1),
+    "RGB": (b"/DeviceRGB", 3),
+}
+
+
+def embed_jp2(data: bytes, im: Image.Image, depth: int, fd: int) -> int | None:
+    """A JPEG 2000 deeper than 8 bits embedded verbatim (/JPXDecode takes 1-38
+    bits per component; img2pdf refuses the "I;16" mode Pillow reports), with
+    the checks img2pdf's 8-bit embed makes: Pillow's header, and for a .jp2
+    img2pdf's header parser (ihdr, an enumerated sRGB/grey colr box) agreeing
+    with it. None (Pillow decodes it) for anything else: alpha, ICC profiles."""
+    space = _JP2_SPACES.get(im.mode)
+    if space is None:
+        return None
+    width, height = im.size
+    if data[:4] != b"\xff\x4f\xff\x51":  # a .jp2 box file, not a bare codestream
+        try:
+            w, h, ics, _, _, channels, bpp = img2pdf.jp2(data).parse()
+        except Exception:  # a colr box with a profile, a missing box: Pillow's route
+            return None
+        if (w, h) != (width, height) or channels != space[1] or bpp > depth:
+            return None
+        if ics != ("L" if space[1] == 1 else "RGB"):
+            return None
+    entries = b"/ColorSpace %s /BitsPerComponent %d /Filter /JPXDecode" % (space[0], depth)
+    layout = _page(width, height, _jp2_dpi(data), 1)
+    return write_embedded_pdf([data], width, height, entries, layout, fd, version=5)

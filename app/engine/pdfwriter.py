@@ -281,6 +281,7 @@ def write_embedded_pdf(
     out_fd: int,
     orientation: int = 1,
     icc: tuple[int, bytes, bytes] | None = None,
+    version: int = 3,
 ) -> int:
     """A one-page PDF whose image stream is `parts` (bytes-likes) written as they are.
 
@@ -293,12 +294,13 @@ def write_embedded_pdf(
     `orientation` (EXIF 2, 4, 5, 7: mirrored) draws the stored image flipped or
     turned by the `cm` matrix instead; `layout` is then the shown image's.
     `icc` (components, alternate space, profile) is written as object 7, for
-    `entries` to name as `[/ICCBased 7 0 R]`.
+    `entries` to name as `[/ICCBased 7 0 R]`. `version`: the least PDF 1.x
+    the image needs (5 for /JPXDecode).
     """
     page_w, page_h, img_w, img_h, unit, rotate = layout
     out = _Out(out_fd)
     # /UserUnit is PDF 1.6, as img2pdf marks it.
-    out.write(b"%%PDF-1.%d\n%%\xe2\xe3\xcf\xd3\n" % (6 if unit != 1 else 3))
+    out.write(b"%%PDF-1.%d\n%%\xe2\xe3\xcf\xd3\n" % max(version, 6 if unit != 1 else 3))
     out.obj(1, b"<< /Type /Catalog /Pages 2 0 R >>")
     out.obj(2, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>")
     content = b"q\n%.4f 0 0 %.4f %.4f %.4f cm\n/Im0 Do\nQ" % (

@@ -13,6 +13,7 @@ sends what libvips can decode to "stream". `inspect_image` records the route
                                                         matrix flips it
     MPO JPEG, EXIF-mirrored                pillow-jpeg  normalise (Pillow)
     JPEG 2000 8-bit                        embed-jp2    img2pdf_route
+    JPEG 2000 > 8-bit grey/RGB, no alpha   embed-jp2    direct.embed_jp2
     PNG 8-bit, no alpha, not interlaced    embed-png    direct (IDAT copy)
     PNG 16-bit, alpha, interlaced,         stream       streamed._split_png + png_strips,
       palette + tRNS                                    or adam7, or libvips strips;
@@ -20,8 +21,8 @@ sends what libvips can decode to "stream". `inspect_image` records the route
     TIFF, WebP, mirrored PNG/TIFF/GIF/WebP stream       streamed._stream (libvips strips)
     GIF, one full-frame palette image      stream       streamed._stream_indexed + gif
     what libvips refuses, BMP, JPEG 2000   img2pdf-decode / img2pdf-alpha (img2pdf_route),
-      > 8-bit, TIFF at the IFD count cap   pillow / pillow-flatten (normalise; alpha
-                                           flattened onto white)
+      > 8-bit with alpha, TIFF at the      pillow / pillow-flatten (normalise; alpha
+      IFD count cap                        flattened onto white)
 
 `low_memory_variant` offers the cheaper "pillow-flatten" for "img2pdf-alpha"
 when admission has no room for the dearer one.
@@ -39,6 +40,8 @@ from app.engine.vips import header, open_image
 # the page looks the same (PDF pages are white), only the PDF's own transparency
 # is lost. Used when the soft-mask path would not fit the memory budget.
 LOW_MEMORY_ALPHA_ROUTE = "pillow-flatten"
+# Pillow's modes of the > 8-bit JPEG 2000 files direct.embed_jp2 embeds.
+_DEEP_JP2_MODES = frozenset({"L", "I;16", "I;16B", "RGB"})
 
 
 def low_memory_variant(info: ImageInfo) -> ImageInfo | None:
@@ -88,9 +91,12 @@ def _route(kind: str, mode: str, facts: _Facts) -> str:
     if kind == "jpeg":
         return "embed-jpeg"
     if kind == "jp2":
-        # img2pdf embeds 8-bit JPEG 2000 only; deeper files are decoded (openjpeg
-        # keeps 4 bytes per sample) and re-encoded.
-        return "embed-jp2" if facts.jp2_depth <= 8 else ("pillow-flatten" if alpha else "pillow")
+        # Embedded as they are: img2pdf takes 8-bit files, direct.embed_jp2 deeper
+        # grey and RGB ones. Deep ones with alpha are decoded (openjpeg keeps 4
+        # bytes per sample) and flattened.
+        if facts.jp2_depth <= 8 or (not alpha and mode in _DEEP_JP2_MODES):
+            return "embed-jp2"
+        return "pillow-flatten" if alpha else "pillow"
     if kind == "png":
         if alpha and facts.png_depth > 8:
             return "pillow-flatten"
