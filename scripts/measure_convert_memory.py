@@ -120,6 +120,19 @@ def _jp2_16(w: int, h: int) -> bytes:
     return _save(Image.frombytes("I;16", (w, h), grey.tobytes() * 2), "JPEG2000")
 
 
+def _bmp_rgba(w: int, h: int) -> bytes:
+    """32-bit BI_BITFIELDS with an alpha mask in a V5 header (Pillow saves RGBA as
+    BI_RGB, whose fourth byte it then reads as padding)."""
+    import struct
+
+    rgba = _photo(w, h, "RGBA")
+    pixels = rgba.tobytes("raw", "BGRA", 0, -1)  # bottom-up rows
+    info = struct.pack("<IiiHHIIiiII", 124, w, h, 1, 32, 3, len(pixels), 0, 0, 0, 0)
+    info += struct.pack("<4I", 0xFF0000, 0xFF00, 0xFF, 0xFF000000) + bytes(124 - 56)
+    offset = 14 + len(info)
+    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + pixels
+
+
 def _progressive_cmyk_cut(w: int, h: int) -> bytes:
     """Not ending in EOI: the truncation check decodes it (at 1/8 scale), and libjpeg
     keeps every coefficient of a progressive image for that."""
@@ -166,7 +179,10 @@ SAMPLES = {
     "jpeg orientation 5 (pillow jpeg)": _mirrored_jpeg,
     "png rgb orientation 2 (pillow)": _mirrored_png("RGB"),
     "png rgba orientation 2 (flatten)": _mirrored_png("RGBA"),
-    "bmp rgb (img2pdf decode)": lambda w, h: _save(_photo(w, h), "BMP"),
+    "bmp rgb": lambda w, h: _save(_photo(w, h), "BMP"),
+    "bmp rgba (bitfields)": _bmp_rgba,
+    "bmp 8-bit palette": lambda w, h: _save(_photo(w, h, "P"), "BMP"),
+    "bmp 1-bit": lambda w, h: _save(_photo(w, h, "L").convert("1"), "BMP"),
     "jp2 16-bit gray (pillow)": _jp2_16,
     "jpeg progressive cmyk, cut (check)": _progressive_cmyk_cut,
 }

@@ -15,6 +15,7 @@ import sys
 import img2pdf
 from PIL import Image
 
+from app.engine import bmp
 from app.engine.checks import _check_jpeg, _check_png, _ends_with_eoi
 from app.engine.direct import _plain_png, _write_png_pdf, embed_jp2, embed_jpeg, passthrough_jpeg
 from app.engine.facts import _MIRRORED, _ORIENTATION_TAG, _ROTATION, ImageInfo
@@ -85,7 +86,7 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
     with _open(data, kind) as im:
         facts = _facts(im, data, kind, shape)
         route = _route(kind, im.mode, facts)
-        if info.route == "stream" or (info.route not in _COST and route != "embed-png"):
+        if info.route in {"stream", "bmp"} or (info.route not in _COST and route != "embed-png"):
             route = _stream_or(route, data, kind, facts, shape)
         dpi = _tiff_dpi(im, facts) if kind == "tiff" else None
         if route == "stream":
@@ -101,6 +102,10 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             size = embed_jpeg(data, im, facts.orientation, fd)
             if size is not None:
                 return size
+        if route == "bmp":
+            layout = bmp.parse(data)
+            if layout is not None:
+                return bmp.write(data, layout, im, fd)
         if kind == "jp2" and route == "embed-jp2" and facts.jp2_depth > 8:
             size = embed_jp2(data, im, facts.jp2_depth, fd)
             if size is not None:

@@ -41,6 +41,8 @@ _COST: dict[str, tuple[float, float]] = {
     "pillow-jpeg": (10.5, 1.0),
     # app.engine.streamed: libvips decodes strips; see _STREAM_* below for per-kind floors.
     "stream": (1.5, 1.25),
+    # app.engine.bmp: strips straight from the file's bytes.
+    "bmp": (0.25, 1.25),
 }
 # The streaming route holds a strip, not the image, except where libvips' loader
 # keeps a whole frame: interlaced PNG (all of it), GIF (an RGBA frame), WebP (the
@@ -87,7 +89,7 @@ def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
                 per_pixel = max(per_pixel, _STREAM_INTERLACED_PER_PIXEL)
         elif info.kind == "webp":
             per_pixel = max(per_pixel, _WEBP_PER_PIXEL)
-        fixed = _STREAM_FIXED if route == "stream" else 0
+        fixed = _STREAM_FIXED if route in {"stream", "bmp"} else 0
         if route == "stream" and info.adam7:
             per_pixel, per_source_byte = _ADAM7_COST
         if route == "stream" and info.indexed:

@@ -20,9 +20,11 @@ sends what libvips can decode to "stream". `inspect_image` records the route
                                                         pdfwriter writes the PDF
     TIFF, WebP, mirrored PNG/TIFF/GIF/WebP stream       streamed._stream (libvips strips)
     GIF, one full-frame palette image      stream       streamed._stream_indexed + gif
-    what libvips refuses, BMP, JPEG 2000   img2pdf-decode / img2pdf-alpha (img2pdf_route),
-      > 8-bit with alpha, TIFF at the      pillow / pillow-flatten (normalise; alpha
-      IFD count cap                        flattened onto white)
+    BMP, uncompressed (BI_RGB 1/4/8/24/32, bmp          bmp.strips (rows from the file's
+      standard BI_BITFIELDS)                            bytes); pdfwriter writes the PDF
+    what libvips refuses, BMP RLE/16-bit,  img2pdf-decode / img2pdf-alpha (img2pdf_route),
+      JPEG 2000 > 8-bit with alpha, TIFF   pillow / pillow-flatten (normalise; alpha
+      at the IFD count cap                 flattened onto white)
 
 `low_memory_variant` offers the cheaper "pillow-flatten" for "img2pdf-alpha"
 when admission has no room for the dearer one.
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from app.engine import structure
+from app.engine import bmp, structure
 from app.engine.facts import _ALPHA_MODES, _MIRRORED, ImageInfo, _Facts
 from app.engine.vips import header, open_image
 
@@ -61,6 +63,9 @@ def _stream_or(
     chain reaches the count cap stays with Pillow, which reads only the first:
     libtiff under libvips walks every IFD to count pages (180k took > 15 s).
     """
+    if kind == "bmp":
+        # Uncompressed BMPs are written in strips from their bytes (app.engine.bmp).
+        return "bmp" if bmp.parse(data) is not None else route
     if route == "embed-png" and facts.png_depth <= 8:
         return route
     if kind == "tiff" and shape.frames >= structure.FRAMES_COUNTED:

@@ -1,0 +1,251 @@
+"""Uncompressed BMPs written in strips from their bytes (app.engine.bmp): every
+depth and header the strict parser takes, top-down and bottom-up, rows that
+need 0-3 padding bytes, several strips; the PDF's samples (decoded by pikepdf,
+soft mask included) equal Pillow's decode of the file, and pdfium renders it
+like Pillow's decode on white paper. Hostile headers get a clean 4xx, those the
+parser judges a 422 (InvalidImage). RLE and 16-bit BMPs stay with Pillow."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pikepdf
+import pypdfium2 as pdfium
+import pytest
+from PIL import Image
+
+from app.engine import bmp
+from app.engine.convert import convert_to_pdf
+from app.engine.inspect import inspect_image
+from app.errors import ApiError, InvalidImage
+
+ALPHA_MASKS = (0xFF0000, 0xFF00, 0xFF, 0xFF000000)
+
+
+def build(
+    width: int,
+    height: int,
+    depth: int,
+    *,
+    top_down: bool = False,
+    header: int = 40,
+    compression: int = 0,
+    masks: tuple[int, ...] | None = None,
+    colours: int = 0,
+    palette_entries: int | None = None,
+    offset: int | None = None,
+    pixels: bytes | None = None,
+    seed: int = 1,
+    ppm: tuple[int, int] = (0, 0),
+) -> bytes:
+    """A BMP with random samples (indices below the palette size)."""
+    rng = np.random.default_rng(seed)
+    stride = (width * depth + 31) // 32 * 4
+    entries = 0
+    if depth <= 8:
+        entries = palette_entries if palette_entries is not None else (colours or 1 << depth)
+    if pixels is None:
+        if depth <= 8:
+            count = colours or 1 << depth
+            idx = rng.integers(0, count, (height, width), dtype=np.uint8)
+            if depth < 8:
+                per = 8 // depth
+                padded = np.zeros((height, -(-width // per) * per), np.uint8)
+                padded[:, :width] = idx
+                shifts = np.arange(per - 1, -1, -1, dtype=np.uint8) * depth
+                packed = (padded.reshape(height, -1, per) << shifts).sum(-1).astype(np.uint8)
+                row = packed
+            else:
+                row = idx
+        else:
+            row = rng.integers(0, 256, (height, width * depth // 8), dtype=np.uint8)
+        rows = np.zeros((height, stride), np.uint8)
+        rows[:, : row.shape[1]] = row
+        rows[:, row.shape[1] :] = 0xA5  # padding must not show
+        pixels = rows.tobytes()
+    palette = rng.integers(0, 256, (entries, 4), dtype=np.uint8).tobytes()
+    info = struct.pack(
+        "<IiiHHIIiiII",
+        header,
+        width,
+        -height if top_down else height,
+        1,
+        depth,
+        compression,
+        len(pixels),
+        ppm[0],
+        ppm[1],
+        colours,
+        0,
+    )
+    extra = b""
+    if header > 40:
+        fields = (masks or (0, 0, 0, 0)) + (0,) * (4 - len(masks or ()))
+        info += struct.pack("<4I", *fields[:4]) + b"\0" * (header - 56)
+    elif masks is not None:
+        extra = struct.pack(f"<{len(masks)}I", *masks)
+    start = 14 + len(info) + len(extra) + len(palette)
+    offset = start if offset is None else offset
+    body = info + extra + palette
+    file_header = b"BM" + struct.pack("<IHHI", 14 + len(body) + len(pixels), 0, 0, offset)
+    return file_header + body + pixels
+
+
+def pdf_samples(pdf: bytes) -> tuple[np.ndarray, np.ndarray | None]:
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        image = doc.pages[0].Resources.XObject.Im0
+        rgb = np.asarray(pikepdf.PdfImage(image).as_pil_image().convert("RGB"))
+        alpha = None
+        if "/SMask" in image:
+            alpha = np.asarray(pikepdf.PdfImage(image.SMask).as_pil_image())
+    return rgb, alpha
+
+
+def rendered(pdf: bytes, width: int) -> np.ndarray:
+    """The page at one device pixel per image pixel (pages under 3 pt are scaled up)."""
+    doc = pdfium.PdfDocument(pdf)
+    try:
+        page = doc[0]
+        return np.asarray(page.render(scale=width / page.get_width()).to_pil().convert("RGB"))
+    finally:
+        doc.close()
+
+
+def assert_like_pillow(data: bytes, *, alpha: bool = False) -> None:
+    info = inspect_image(data, 10**9)
+    assert info.route == "bmp"
+    pdf = convert_to_pdf(data, info)
+    pillow = Image.open(io.BytesIO(data))
+    pillow.load()
+    rgb, soft = pdf_samples(pdf)
+    assert np.array_equal(rgb, np.asarray(pillow.convert("RGB")))
+    if alpha:
+        assert soft is not None
+        assert np.array_equal(soft, np.asarray(pillow.getchannel("A")))
+        paper = Image.new("RGBA", pillow.size, "white")
+        want = np.asarray(Image.alpha_composite(paper, pillow.convert("RGBA")).convert("RGB"))
+    else:
+        assert soft is None
+        want = np.asarray(pillow.convert("RGB"))
+    got = rendered(pdf, pillow.width).astype(int)
+    assert got.shape == want.shape
+    assert np.abs(got - want.astype(int)).max() <= 1  # compositing rounding only
+
+
+# width -> padding bytes per row: 24-bit 1/2/3 px -> 1/2/3, 4 px -> 0; 8-bit 5/6/7 -> 3/2/1;
+# 4-bit 9 px (5 bytes) -> 3; 1-bit 9 px (2 bytes) -> 2, 33 px (5 bytes) -> 3.
+WIDTHS = {1: [1, 9, 33, 32], 4: [1, 9, 8], 8: [5, 6, 7, 8], 24: [1, 2, 3, 4], 32: [1, 3]}
+
+
+@pytest.mark.parametrize("top_down", [False, True])
+@pytest.mark.parametrize(
+    ("depth", "width"), [(d, w) for d, widths in WIDTHS.items() for w in widths]
+)
+def test_bi_rgb_every_depth_and_padding(depth, width, top_down):
+    assert_like_pillow(build(width, 7, depth, top_down=top_down, seed=width))
+
+
+@pytest.mark.parametrize("depth", [1, 4, 8])
+def test_short_palette(depth):
+    colours = 2 if depth == 1 else 3
+    assert_like_pillow(build(13, 5, depth, colours=colours))
+
+
+@pytest.mark.parametrize("top_down", [False, True])
+@pytest.mark.parametrize("depth", [8, 24, 32])
+def test_several_strips_keep_their_order(depth, top_down):
+    # Rows of 3000 px: 128 KiB strips hold 43 (8-bit) down to 10 (32-bit) rows.
+    assert_like_pillow(build(3000, 97, depth, top_down=top_down))
+
+
+@pytest.mark.parametrize("header", [40, 108, 124])
+def test_bitfields_without_alpha(header):
+    masks = (0xFF0000, 0xFF00, 0xFF) if header == 40 else (0xFF0000, 0xFF00, 0xFF, 0)
+    assert_like_pillow(build(11, 6, 32, header=header, compression=3, masks=masks))
+
+
+def test_bitfields_24_bit():
+    assert_like_pillow(build(7, 5, 24, compression=3, masks=(0xFF0000, 0xFF00, 0xFF)))
+
+
+@pytest.mark.parametrize("top_down", [False, True])
+@pytest.mark.parametrize("header", [108, 124])
+def test_alpha_bitfields_is_a_soft_mask(header, top_down):
+    data = build(13, 9, 32, header=header, compression=3, masks=ALPHA_MASKS, top_down=top_down)
+    assert Image.open(io.BytesIO(data)).mode == "RGBA"
+    assert_like_pillow(data, alpha=True)
+
+
+def test_opaque_alpha_needs_no_soft_mask():
+    pixels = np.random.default_rng(3).integers(0, 256, (6, 10, 4), dtype=np.uint8)
+    pixels[..., 3] = 255
+    data = build(10, 6, 32, header=124, compression=3, masks=ALPHA_MASKS, pixels=pixels.tobytes())
+    assert_like_pillow(data, alpha=False)
+
+
+def test_page_size_from_pixels_per_metre():
+    data = build(40, 20, 24, ppm=(3937, 7874))  # 100 x 200 dpi
+    pdf = convert_to_pdf(data, inspect_image(data, 10**9))
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        box = [float(v) for v in doc.pages[0].MediaBox]
+    assert box[2:] == pytest.approx([40 * 72 / 100, 20 * 72 / 200], rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: build(8, 8, 8, compression=1),  # RLE8
+        lambda: build(8, 8, 16),  # 16-bit
+        lambda: build(8, 8, 32, header=124, compression=3, masks=(0xFF000000, 0xFF0000, 0xFF00, 0)),
+        lambda: build(8, 8, 24, header=56),  # BITMAPV3INFOHEADER
+    ],
+)
+def test_other_bmps_stay_with_pillow(make):
+    data = make()
+    assert bmp.parse(data) is None
+    assert inspect_image(data, 10**9).route != "bmp"
+
+
+def _set(data: bytes, offset: int, fmt: str, value: int) -> bytes:
+    return data[:offset] + struct.pack(fmt, value) + data[offset + struct.calcsize(fmt) :]
+
+
+HOSTILE = {
+    "offset past the end": lambda: _set(build(8, 8, 24), 10, "<I", 10**6),
+    "offset one past the last row": lambda: _set(build(8, 8, 24), 10, "<I", 14 + 40 + 1),
+    "offset inside the header": lambda: _set(build(8, 8, 24), 10, "<I", 20),
+    "negative width": lambda: _set(build(8, 8, 24), 18, "<i", -8),
+    "zero width": lambda: _set(build(8, 8, 24), 18, "<i", 0),
+    "zero height": lambda: _set(build(8, 8, 24), 22, "<i", 0),
+    "height x stride past the file": lambda: _set(build(8, 8, 24), 22, "<i", 2**31 - 1),
+    "height x stride past the file, top-down": lambda: _set(build(8, 8, 24), 22, "<i", -(2**31)),
+    "one row short": lambda: build(8, 8, 24)[:-1],
+    "palette count > 2^bpp": lambda: build(8, 8, 4, colours=17, palette_entries=17),
+    "palette past the pixel offset": lambda: _set(build(8, 8, 8, colours=4), 10, "<I", 14 + 40 + 8),
+    "bitfields masks cut off": lambda: build(1, 1, 32, compression=3, pixels=b"")[: 14 + 40 + 4],
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_headers_get_a_clean_client_error(name):
+    data = HOSTILE[name]()
+    with pytest.raises(ApiError) as caught:
+        convert_to_pdf(data, inspect_image(data, 10**9))
+    assert 400 <= caught.value.status < 500, (name, caught.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n for n in HOSTILE if n not in {"negative width", "zero width", "zero height"}],
+)
+def test_the_parser_refuses_what_its_file_cannot_back(name):
+    with pytest.raises(InvalidImage):
+        bmp.parse(HOSTILE[name]())
+
+
+def test_last_byte_of_the_file_is_the_last_pixel_row():
+    data = build(8, 8, 24)
+    assert bmp.parse(data) is not None  # exactly enough bytes: accepted
+    assert bmp.parse(data + b"\0") is not None
