@@ -97,7 +97,7 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
         if route == "img2pdf-alpha" and info.route == LOW_MEMORY_ALPHA_ROUTE:
             route = LOW_MEMORY_ALPHA_ROUTE  # the caller chose the cheaper flattening
         if kind == "jpeg" and not _ends_with_eoi(data):
-            _check_jpeg(im)
+            _check_jpeg(im, data, shape.progressive)
         if kind == "jpeg" and route == "embed-jpeg" and facts.orientation in _MIRRORED:
             size = embed_jpeg(data, im, facts.orientation, fd)
             if size is not None:

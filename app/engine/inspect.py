@@ -15,7 +15,6 @@ import img2pdf
 from PIL import Image
 
 from app.engine import structure
-from app.engine.checks import _ends_with_eoi
 from app.engine.facts import _ORIENTATION_TAG, ImageInfo, _Facts, _png_exif
 from app.engine.pillow_warnings import counted_warnings
 from app.engine.pricing import _jpeg_coefficient_bytes
@@ -63,8 +62,9 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
             facts = _facts(im, data, kind, shape)
             route = _stream_or(_route(kind, im.mode, facts), data, kind, facts, shape)
             decoder = 0
-            decodes = route == "pillow-jpeg" or not _ends_with_eoi(data)
-            if kind == "jpeg" and shape.progressive and decodes:
+            # Only the Pillow route decodes a progressive JPEG: a cut one is found
+            # without a decoder (checks._check_jpeg).
+            if kind == "jpeg" and shape.progressive and route == "pillow-jpeg":
                 decoder = _jpeg_coefficient_bytes(width, height, shape.components)
             interlaced = kind == "png" and facts.png_interlaced
             adam7 = interlaced and route == "stream" and _adam7_png(im, facts)

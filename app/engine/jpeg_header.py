@@ -6,10 +6,12 @@ plain case, which then goes to the sandbox.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
-from app.engine.structure import JPEG_MAX_SEGMENTS
+from app.engine.structure import JPEG_MAX_SCANS, JPEG_MAX_SEGMENTS
+from app.errors import ImageTooComplex
 
 # --- JPEG header, for the passthrough written without a decoder --------------
 
@@ -197,3 +199,44 @@ def _exif_dpi(tags: dict[int, object]) -> tuple[float, float]:
     if unit == 3:
         dpi *= 2.54
     return (dpi, dpi)
+
+
+# --- the end of the scans, for a file that does not end with EOI -------------
+
+# A marker: 0xFF then a byte that is neither stuffing (0x00), a restart marker
+# (RST0-7, part of the entropy-coded data), nor fill (0xFF). Entropy-coded data
+# never holds one, so the next match after a scan header is the scan's end.
+_MARKER = re.compile(b"\xff[^\x00\xd0-\xd7\xff]")
+# Markers that stand alone (no length field): SOI, EOI, TEM.
+_STANDALONE = {0xD8, 0xD9, 0x01}
+# Segments and scans walked in all: a progressive file has ~10 scans with a
+# table segment or two each; more is refused as the header walk refuses it.
+_MAX_MARKERS = JPEG_MAX_SEGMENTS + 4 * JPEG_MAX_SCANS
+
+
+def reaches_eoi(data: bytes) -> bool:
+    """Whether the JPEG's segments and scans are followed by an EOI marker.
+
+    A walk over marker segments by their lengths and over entropy-coded data by
+    a search for the next marker (in C, linear in the file); nothing decodes.
+    False when the file ends first: cut short. ImageTooComplex beyond
+    _MAX_MARKERS markers. Data after the EOI (camera trailers) is not read.
+    """
+    pos, size = 2, len(data)
+    for _ in range(_MAX_MARKERS):
+        found = _MARKER.search(data, pos)
+        if found is None:
+            return False
+        marker = data[found.start() + 1]
+        pos = found.end()
+        if marker == 0xD9:
+            return True
+        if marker in _STANDALONE:
+            continue
+        if pos + 2 > size:
+            return False
+        (length,) = struct.unpack_from(">H", data, pos)
+        if length < 2 or pos + length > size:
+            return False
+        pos += length  # after SOS, the search steps over the scan's data
+    raise ImageTooComplex()
