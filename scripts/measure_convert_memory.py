@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.images import banded_gradient as _photo  # noqa: E402
+from tests.support.images import bmp_rgba as _bmp_rgba  # noqa: E402
 from tests.support.images import encode as _save  # noqa: E402
 
 CHILD = r"""
@@ -94,12 +95,15 @@ def _png16_rgba(w: int, h: int) -> bytes:
     )
 
 
-def _mirrored_jpeg(w: int, h: int) -> bytes:
-    from PIL import Image
+def _mirrored_jpeg(w: int, h: int, icc: bool = False) -> bytes:
+    from PIL import Image, ImageCms
 
     exif = Image.Exif()
     exif[0x0112] = 5
-    return _save(_photo(w, h), "JPEG", quality=90, exif=exif.tobytes())
+    params = {"exif": exif.tobytes()}
+    if icc:  # not plain: the child embeds it (direct.embed_jpeg)
+        params["icc_profile"] = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return _save(_photo(w, h), "JPEG", quality=90, **params)
 
 
 def _mirrored_png(mode: str):
@@ -118,19 +122,6 @@ def _jp2_16(w: int, h: int) -> bytes:
 
     grey = _photo(w, h, "L")
     return _save(Image.frombytes("I;16", (w, h), grey.tobytes() * 2), "JPEG2000")
-
-
-def _bmp_rgba(w: int, h: int) -> bytes:
-    """32-bit BI_BITFIELDS with an alpha mask in a V5 header (Pillow saves RGBA as
-    BI_RGB, whose fourth byte it then reads as padding)."""
-    import struct
-
-    rgba = _photo(w, h, "RGBA")
-    pixels = rgba.tobytes("raw", "BGRA", 0, -1)  # bottom-up rows
-    info = struct.pack("<IiiHHIIiiII", 124, w, h, 1, 32, 3, len(pixels), 0, 0, 0, 0)
-    info += struct.pack("<4I", 0xFF0000, 0xFF00, 0xFF, 0xFF000000) + bytes(124 - 56)
-    offset = 14 + len(info)
-    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + pixels
 
 
 def _progressive_cmyk_cut(w: int, h: int) -> bytes:
@@ -176,14 +167,15 @@ SAMPLES = {
     "gif transparent": lambda w, h: _save(_photo(w, h, "P"), "GIF", transparency=0),
     "webp rgba (pillow flatten)": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", quality=80),
     "webp rgb (img2pdf decode)": lambda w, h: _save(_photo(w, h), "WEBP", quality=80),
-    "jpeg orientation 5 (pillow jpeg)": _mirrored_jpeg,
+    "jpeg orientation 5": _mirrored_jpeg,
+    "jpeg orientation 5 + icc (child)": lambda w, h: _mirrored_jpeg(w, h, icc=True),
     "png rgb orientation 2 (pillow)": _mirrored_png("RGB"),
     "png rgba orientation 2 (flatten)": _mirrored_png("RGBA"),
     "bmp rgb": lambda w, h: _save(_photo(w, h), "BMP"),
-    "bmp rgba (bitfields)": _bmp_rgba,
+    "bmp rgba (bitfields)": lambda w, h: _bmp_rgba(w, h, _photo(w, h, "RGBA")),
     "bmp 8-bit palette": lambda w, h: _save(_photo(w, h, "P"), "BMP"),
     "bmp 1-bit": lambda w, h: _save(_photo(w, h, "L").convert("1"), "BMP"),
-    "jp2 16-bit gray (pillow)": _jp2_16,
+    "jp2 16-bit gray": _jp2_16,
     "jpeg progressive cmyk, cut (check)": _progressive_cmyk_cut,
 }
 
