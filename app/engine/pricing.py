@@ -13,15 +13,17 @@ Python 3.11, x86_64; the child's copy of the source comes on top:
     PNG 16-bit RGBA, TIFF         stream           <= 21 MB at 12 MP
     GIF                           stream           5.7 B/px (libvips holds the frame)
     WebP                          stream           9 B/px resident, 27 B/px address space
-    JPEG, EXIF mirrored           pillow-jpeg       8.0 B/px
-    BMP RGB                       img2pdf-decode    8.9 B/px
-    JPEG 2000 16-bit grey         pillow            9.8 B/px (10.8 address space)
-    progressive CMYK JPEG, cut    embed-jpeg        8.0 B/px (the truncation check's
-                                                    decode keeps every coefficient)
+    JPEG, EXIF mirrored           embed-jpeg        ~0 at 40 MP (verbatim; was 8.0 B/px)
+    BMP 1/8/24/32-bit, alpha      bmp               0.7-1.1 MB at 40 MP (strips)
+    JPEG 2000 16-bit grey         embed-jp2         2.2 MB at 40 MP (verbatim)
+    progressive CMYK JPEG, cut    embed-jpeg        ~0 (a marker walk finds the cut;
+                                                    was 8.0 B/px for the decode)
+    MPO JPEG, EXIF mirrored       pillow-jpeg       8.0 B/px (Pillow decodes it)
 
 `_COST` is the worst sample per route plus ~25%; the route is predicted from the
 header by `inspect_image`, and when it is unknown the dearest route is assumed.
-A progressive JPEG that will be decoded adds its coefficients (`decoder_bytes`).
+A progressive JPEG that will be decoded (only on the pillow-jpeg route) adds its
+coefficients (`decoder_bytes`).
 WebP gets its own per-pixel floor: its decoder dominates every route.
 """
 
