@@ -56,15 +56,16 @@ def low_memory_variant(info: ImageInfo) -> ImageInfo | None:
 def _stream_or(
     route: str, data: bytes, kind: str, facts: _Facts, shape: structure.Structure
 ) -> str:
-    """The "stream" route when libvips (app.engine.streamed) can decode this image, else `route`.
+    """The "stream" route when libvips (app.engine.streamed) can decode this image,
+    "bmp" for a BMP app.engine.bmp writes in strips (InvalidImage for a header
+    its file cannot back), else `route`.
 
-    Plain 8-bit PNGs keep img2pdf's IDAT copy; JPEG, JPEG 2000 and BMP stay on
-    their routes (libvips here has no JPEG 2000 or BMP loader). A TIFF whose IFD
+    Plain 8-bit PNGs keep img2pdf's IDAT copy; JPEG, JPEG 2000 and other BMPs
+    stay on their routes (libvips here has no JPEG 2000 or BMP loader). A TIFF whose IFD
     chain reaches the count cap stays with Pillow, which reads only the first:
     libtiff under libvips walks every IFD to count pages (180k took > 15 s).
     """
     if kind == "bmp":
-        # Uncompressed BMPs are written in strips from their bytes (app.engine.bmp).
         return "bmp" if bmp.parse(data) is not None else route
     if route == "embed-png" and facts.png_depth <= 8:
         return route
