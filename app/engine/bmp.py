@@ -5,8 +5,9 @@ V5 header, BI_RGB at 1/4/8/24/32 bits per pixel or BI_BITFIELDS at 24/32 with
 the standard masks, top-down or bottom-up rows. It returns None for the BMPs
 it leaves to Pillow (RLE4/RLE8, 16 bpp, OS/2 and V2/V3 headers, other masks)
 and raises InvalidImage for a header that cannot describe its file: pixel data
-past the end, a zero or negative width, a zero height, more palette entries
-than the depth can index, a palette overlapping the pixels.
+past the end or inside the headers, a zero or negative width, a zero height,
+more palette entries than the depth can index, a palette past the end. (A
+palette that runs into the pixel data is left to Pillow, which reads it so.)
 
 `strips` yields PNG-filtered (Up) rows for app.engine.pdfwriter, a strip of
 rows at a time straight from the file's bytes: palette images as /Indexed at
@@ -100,8 +101,10 @@ def parse(data: bytes) -> Bmp | None:
         start = _FILE_HEADER + header_size
         if offset == start:  # Pillow's reading: the offset left the palette out
             offset += 4 * entries
-        if start + 4 * entries > min(offset, size):
+        if start + 4 * entries > size:
             raise InvalidImage()
+        if start + 4 * entries > offset:
+            return None  # a palette that runs into the pixels: Pillow reads it so
         table = data[start : start + 4 * entries]  # B, G, R, reserved
         rgb = bytes(v for i in range(0, len(table), 4) for v in table[i : i + 3][::-1])
         palette = rgb.ljust(3 << depth, b"\0")

@@ -200,6 +200,8 @@ def test_page_size_from_pixels_per_metre():
         lambda: build(8, 8, 16),  # 16-bit
         lambda: build(8, 8, 32, header=124, compression=3, masks=(0xFF000000, 0xFF0000, 0xFF00, 0)),
         lambda: build(8, 8, 24, header=56),  # BITMAPV3INFOHEADER
+        # The offset 8 bytes past the header: a 4-entry palette runs into the pixels.
+        lambda: _set(build(8, 8, 8, colours=4), 10, "<I", 14 + 40 + 8),
     ],
 )
 def test_other_bmps_stay_with_pillow(make):
@@ -223,7 +225,7 @@ HOSTILE = {
     "height x stride past the file, top-down": lambda: _set(build(8, 8, 24), 22, "<i", -(2**31)),
     "one row short": lambda: build(8, 8, 24)[:-1],
     "palette count > 2^bpp": lambda: build(8, 8, 4, colours=17, palette_entries=17),
-    "palette past the pixel offset": lambda: _set(build(8, 8, 8, colours=4), 10, "<I", 14 + 40 + 8),
+    "palette past the end of the file": lambda: build(8, 8, 8, colours=4)[: 14 + 40 + 12],
     "bitfields masks cut off": lambda: build(1, 1, 32, compression=3, pixels=b"")[: 14 + 40 + 4],
 }
 
