@@ -154,6 +154,10 @@ def _dqt_ok(body: bytes) -> bool:
 # Exif tags read here, with the one type each must have: (type, count).
 _EXIF_TAGS = {0x0112: 3, 0x0128: 3, 0x011A: 5}
 _EXIF_MAX_ENTRIES = 1024
+# Bytes per value of the TIFF types Pillow reads (others it skips).
+_TIFF_TYPE_SIZES = {
+    1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8
+}  # fmt: skip
 
 
 def _exif_ifd0(exif: bytes) -> dict[int, object] | None:
@@ -169,8 +173,18 @@ def _exif_ifd0(exif: bytes) -> dict[int, object] | None:
     if count > _EXIF_MAX_ENTRIES or offset + 2 + 12 * count > len(exif):
         return None
     tags: dict[int, object] = {}
+    out_of_line = 0  # bytes of values stored elsewhere, summed as Pillow sums them
     for i in range(count):
         tag, kind, n = struct.unpack_from(order + "HHI", exif, offset + 2 + 12 * i)
+        size = n * _TIFF_TYPE_SIZES.get(kind, 0)
+        if size > 4:
+            # Pillow skips the values past the stream's size in all and stops
+            # reading IFD0 at one past its end: the tags it would not see go to
+            # the sandbox, which reads them with Pillow.
+            out_of_line += size
+            (where,) = struct.unpack_from(order + "I", exif, offset + 2 + 12 * i + 8)
+            if out_of_line > len(exif) or where + size > len(exif):
+                return None
         if tag not in _EXIF_TAGS:
             continue
         if tag in tags or kind != _EXIF_TAGS[tag] or n != 1:
