@@ -134,6 +134,9 @@ def strips(bmp: Bmp, data: bytes, head: Header):
     PNG-filtered (Up, its filter byte first), for pdfwriter.write_pdf."""
     vips.load()
     np = vips.np
+    if bmp.stride > vips.STRIP_BYTES:
+        yield from _wide_strips(bmp, data, head)
+        return
     rows = max(1, min(bmp.height, vips.STRIP_BYTES // bmp.stride))
     colour_prev = np.zeros(bmp.row_bytes if bmp.palette is not None else 3 * bmp.width, np.uint8)
     alpha_prev = np.zeros(bmp.width, np.uint8)
@@ -155,6 +158,46 @@ def strips(bmp: Bmp, data: bytes, head: Header):
         if alpha is not None:
             alpha_rows, alpha_prev = _up(alpha, alpha_prev)
         yield colour_rows, alpha_rows
+
+
+def _wide_strips(bmp: Bmp, data: bytes, head: Header):
+    """`strips` for rows longer than a strip: each row in pieces of whole pixels
+    (bytes of indices for a palette), its filter type before the first, the row
+    above read again from the file for the Up filter. Memory stays O(strip) for a
+    one-row image of any width (a 16 MB row was held whole five times over)."""
+    np = vips.np
+    step = bmp.depth // 8 if bmp.palette is None else 1  # bytes of one unit
+    units = bmp.width if bmp.palette is None else bmp.row_bytes
+    per = max(1, vips.STRIP_BYTES // step)
+
+    def row(y: int):
+        stored = y if bmp.top_down else bmp.height - 1 - y
+        return np.frombuffer(data, np.uint8, bmp.row_bytes, bmp.offset + stored * bmp.stride)
+
+    for y in range(bmp.height):
+        here, above = row(y), row(y - 1) if y else None
+        for start in range(0, units, per):
+            end = min(units, start + per)
+            cur = here[start * step : end * step]
+            prev = above[start * step : end * step] if above is not None else np.zeros_like(cur)
+            if bmp.palette is not None:
+                yield _piece(cur, prev, start == 0), None
+                continue
+            cur, prev = cur.reshape(-1, step), prev.reshape(-1, step)
+            colour = _piece(cur[:, 2::-1], prev[:, 2::-1], start == 0)
+            alpha = _piece(cur[:, 3], prev[:, 3], start == 0) if head.alpha else None
+            yield colour, alpha
+
+
+def _piece(cur, prev, first: bool):
+    """A piece of a row minus the same piece of the row above (PNG Up), flat;
+    the row's filter type first if the piece starts the row."""
+    np = vips.np
+    out = np.empty(cur.size + first, np.uint8)
+    if first:
+        out[0] = 2
+    np.subtract(cur, prev, out=out[int(first) :].reshape(cur.shape))
+    return out
 
 
 def _up(rows, prev):

@@ -8,6 +8,8 @@ parser judges a 422 (InvalidImage). RLE and 16-bit BMPs stay with Pillow."""
 from __future__ import annotations
 
 import io
+import os
+import resource
 import struct
 
 import numpy as np
@@ -16,7 +18,7 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image
 
-from app.engine import bmp
+from app.engine import bmp, pricing, vips
 from app.engine.convert import convert_to_pdf
 from app.engine.inspect import inspect_image
 from app.errors import ApiError, InvalidImage
@@ -251,3 +253,65 @@ def test_last_byte_of_the_file_is_the_last_pixel_row():
     data = build(8, 8, 24)
     assert bmp.parse(data) is not None  # exactly enough bytes: accepted
     assert bmp.parse(data + b"\0") is not None
+
+
+# Rows longer than a strip (128 KiB): each is written in pieces. 24-bit 50,001 px
+# and 8-bit 140,001 px also need padding; 1-bit 1,048,577 px is 131,073 bytes.
+WIDE = {
+    "24-bit": dict(width=50_001, depth=24),
+    "32-bit": dict(width=40_000, depth=32),
+    "32-bit alpha": dict(width=32_769, depth=32, header=124, compression=3, masks=ALPHA_MASKS),
+    "8-bit": dict(width=140_001, depth=8),
+    "4-bit": dict(width=262_145, depth=4),
+    "1-bit": dict(width=1_048_577, depth=1),
+}
+
+
+@pytest.mark.parametrize("top_down", [False, True])
+@pytest.mark.parametrize("name", WIDE)
+def test_rows_longer_than_a_strip(name, top_down):
+    params = dict(WIDE[name])
+    width, depth = params.pop("width"), params.pop("depth")
+    data = build(width, 3, depth, top_down=top_down, **params)
+    assert bmp.parse(data).stride > vips.STRIP_BYTES
+    pdf = convert_to_pdf(data, inspect_image(data, 10**9))
+    pillow = Image.open(io.BytesIO(data))
+    rgb, soft = pdf_samples(pdf)
+    assert np.array_equal(rgb, np.asarray(pillow.convert("RGB")))
+    if "masks" in params:
+        assert np.array_equal(soft, np.asarray(pillow.getchannel("A")))
+    else:
+        assert soft is None
+    pdfium.PdfDocument(pdf)[0].render(scale=0.01)  # pdfium reads it
+
+
+def test_a_one_row_bmp_converts_within_its_estimate():
+    # One 16 MB row (4 MP, 32-bit with alpha): the strips held it whole several
+    # times over (65 MB peak, 74 MB of address space against a 38 MB estimate).
+    # In a child whose address space is capped at the estimate, it now converts.
+    width = 4_000_000
+    pixels = np.random.default_rng(5).integers(0, 256, width * 4, dtype=np.uint8).tobytes()
+    data = build(width, 1, 32, header=124, compression=3, masks=ALPHA_MASKS, pixels=pixels)
+    info = inspect_image(data, width)
+    assert info.route == "bmp"
+    limit = pricing.estimate_peak_bytes(info, len(data))
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its address space capped above what it has mapped
+        try:
+            os.close(read)
+            with open("/proc/self/statm") as statm:
+                mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            resource.setrlimit(resource.RLIMIT_AS, (mapped + limit, mapped + limit))
+            status = b"ok %d" % len(convert_to_pdf(data, info))
+        except MemoryError:
+            status = b"MemoryError"
+        except BaseException as exc:  # reported to the parent
+            status = repr(exc).encode()
+        os.write(write, status)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        status = pipe.read()
+    os.waitpid(pid, 0)
+    assert status.startswith(b"ok "), status
