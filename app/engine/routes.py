@@ -12,7 +12,7 @@ sends what libvips can decode to "stream". `inspect_image` records the route
                                            embed-jpeg   direct.embed_jpeg, the page's
                                                         matrix flips it
     MPO JPEG, EXIF-mirrored                pillow-jpeg  normalise (Pillow)
-    JPEG 2000 8-bit                        embed-jp2    img2pdf_route
+    JPEG 2000 8-bit, no alpha              embed-jp2    img2pdf_route
     JPEG 2000 > 8-bit grey/RGB, no alpha   embed-jp2    direct.embed_jp2
     PNG 8-bit, no alpha, not interlaced    embed-png    direct (IDAT copy)
     PNG 16-bit, alpha, interlaced,         stream       streamed._split_png + png_strips,
@@ -23,7 +23,7 @@ sends what libvips can decode to "stream". `inspect_image` records the route
     BMP, uncompressed (BI_RGB 1/4/8/24/32, bmp          bmp.strips (rows from the file's
       standard BI_BITFIELDS)                            bytes); pdfwriter writes the PDF
     what libvips refuses, BMP RLE/16-bit,  img2pdf-decode / img2pdf-alpha (img2pdf_route),
-      JPEG 2000 > 8-bit with alpha, TIFF   pillow / pillow-flatten (normalise; alpha
+      JPEG 2000 with alpha, TIFF           pillow / pillow-flatten (normalise; alpha
       at the IFD count cap                 flattened onto white)
 
 `low_memory_variant` offers the cheaper "pillow-flatten" for "img2pdf-alpha"
@@ -98,9 +98,10 @@ def _route(kind: str, mode: str, facts: _Facts) -> str:
         return "embed-jpeg"
     if kind == "jp2":
         # Embedded as they are: img2pdf takes 8-bit files, direct.embed_jp2 deeper
-        # grey and RGB ones. Deep ones with alpha are decoded (openjpeg keeps 4
-        # bytes per sample) and flattened.
-        if facts.jp2_depth <= 8 or (not alpha and mode in _DEEP_JP2_MODES):
+        # grey and RGB ones. Ones with alpha are decoded (openjpeg keeps 4 bytes
+        # per sample) and flattened: img2pdf embeds an 8-bit one with its alpha
+        # ignored, and pdfium draws /SMaskInData up to 63 levels off.
+        if not alpha and (facts.jp2_depth <= 8 or mode in _DEEP_JP2_MODES):
             return "embed-jp2"
         return "pillow-flatten" if alpha else "pillow"
     if kind == "png":

@@ -126,3 +126,31 @@ def test_deep_jpeg2000_with_alpha_is_still_flattened():
     info = inspect_image(data, 10**9)
     assert (info.mode, info.route) == ("RGBA", "pillow-flatten")
     assert convert_to_pdf(data, info).startswith(b"%PDF-")
+
+
+def with_alpha(mode: str, codestream: bool) -> bytes:
+    """8-bit RGBA / LA, lossless: the left half clear, the right half's top half
+    at alpha 128, the rest opaque; colours that show where alpha is ignored."""
+    y, x = np.mgrid[0:H, 0:W]
+    alpha = np.where(x < W // 2, 0, np.where(y < H // 2, 128, 255))
+    rgba = np.stack([x * 255 // (W - 1), y * 255 // (H - 1), np.full_like(x, 30), alpha], -1)
+    im = Image.fromarray(rgba.astype(np.uint8), "RGBA")
+    return images.encode(im if mode == "RGBA" else im.convert("LA"), "JPEG2000", no_jp2=codestream)
+
+
+@pytest.mark.parametrize("codestream", [False, True], ids=["jp2", "j2k"])
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_8bit_jpeg2000_with_alpha_renders_its_transparency(mode, codestream):
+    # img2pdf embedded the .jp2 with its alpha ignored (clear areas in their
+    # stored colour, 255 levels off) and refused the bare codestream (422);
+    # pdfium draws /SMaskInData 1 up to 63 levels off. Flattened onto white.
+    data = with_alpha(mode, codestream)
+    info = inspect_image(data, 10**9)
+    assert (info.mode, info.route) == (mode, "pillow-flatten")
+    pdf = convert_to_pdf(data, info)
+    pillow = Image.open(io.BytesIO(data)).convert("RGBA")
+    paper = Image.new("RGBA", pillow.size, "white")
+    want = np.asarray(Image.alpha_composite(paper, pillow).convert("RGB")).astype(int)
+    got = rendered(pdf).astype(int)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 2  # compositing rounding only
