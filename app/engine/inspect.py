@@ -17,7 +17,7 @@ from PIL import Image
 from app.engine import structure
 from app.engine.facts import _ORIENTATION_TAG, ImageInfo, _Facts, _png_exif
 from app.engine.pillow_warnings import counted_warnings
-from app.engine.pricing import _jpeg_coefficient_bytes
+from app.engine.pricing import _jp2_decoder_bytes, _jpeg_coefficient_bytes
 from app.engine.routes import _route, _stream_or
 from app.engine.streamed import _adam7_png, _indexed_gif
 from app.errors import ApiError, ImageTooLarge, InvalidImage, UnsupportedImage
@@ -66,6 +66,8 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
             # without a decoder (checks._check_jpeg).
             if kind == "jpeg" and shape.progressive and route == "pillow-jpeg":
                 decoder = _jpeg_coefficient_bytes(width, height, shape.components)
+            if kind == "jp2" and route in {"pillow", "pillow-flatten"}:
+                decoder = _jp2_decoder_bytes(width, height, len(im.getbands()))
             interlaced = kind == "png" and facts.png_interlaced
             adam7 = interlaced and route == "stream" and _adam7_png(im, facts)
             indexed = route == "stream" and _indexed_gif(kind, im)

@@ -193,6 +193,8 @@ def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
         lambda: deep_rgb_jp2(1000, 800),
         lambda: images.jpeg_with_orientation(5, 1500, 1000),
         lambda: mirrored_jpeg_with_icc(1500, 1000),
+        lambda: one_row_bmp(4_000_000),
+        lambda: images.encode(images.banded_gradient(1500, 1000, "RGBA"), "JPEG2000"),
     ],
 )
 def test_estimate_is_enough_under_the_kernel_limit(sandbox, make):
@@ -212,6 +214,15 @@ def deep_rgb_jp2(w: int, h: int) -> bytes:
         photometric_interpretation=1,
         codec_format=1,
     )
+
+
+def one_row_bmp(width: int) -> bytes:
+    """32-bit BI_BITFIELDS with alpha, one row of `width` pixels (written in pieces)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(5).integers(0, 256, width * 4, dtype=np.uint8)
+    return images.bmp_rgba(width, 1, Image.frombytes("RGBA", (width, 1), pixels.tobytes()))
 
 
 def mirrored_jpeg_with_icc(w: int, h: int) -> bytes:
