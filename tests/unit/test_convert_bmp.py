@@ -315,3 +315,37 @@ def test_a_one_row_bmp_converts_within_its_estimate():
         status = pipe.read()
     os.waitpid(pid, 0)
     assert status.startswith(b"ok "), status
+
+
+def grey_palette(depth: int, entries: int) -> bytes:
+    """A BMP whose palette Pillow takes for greyscale (entry i = i, or 0/255 for two
+    entries) and then reads the rows as 8-bit "L" or 1-bit "1" whatever the depth."""
+    data = bytearray(build(9, 4, depth, colours=entries, palette_entries=entries))
+    for i in range(entries):
+        value = 255 * i if entries == 2 else i
+        data[54 + 4 * i : 54 + 4 * i + 3] = bytes([value] * 3)
+    return bytes(data)
+
+
+def indices(data: bytes, layout: bmp.Bmp) -> np.ndarray:
+    """The stored rows' palette indices, top row first (the BMP specification's reading)."""
+    rows = np.frombuffer(data, np.uint8, layout.stride * layout.height, layout.offset)
+    rows = rows.reshape(layout.height, layout.stride)[::-1]
+    bits = np.unpackbits(rows, axis=1).reshape(layout.height, -1, layout.depth)
+    weights = 1 << np.arange(layout.depth - 1, -1, -1)
+    return (bits * weights).sum(-1)[:, : layout.width]
+
+
+@pytest.mark.parametrize(("depth", "entries"), [(4, 16), (4, 3), (4, 2), (8, 2)])
+def test_grey_looking_palettes_are_read_at_the_file_depth(depth, entries):
+    # Pillow misreads these (a 4-bit grey ramp as 8-bit rows: "image data too
+    # short", 422 before; two black/white entries at 4 or 8 bits as 1-bit rows:
+    # other pixels). The strips write the indices at the file's depth: every
+    # pixel is its palette entry, as the specification and browsers read it.
+    data = grey_palette(depth, entries)
+    layout = bmp.parse(data)
+    assert inspect_image(data, 10**9).route == "bmp"
+    rgb, soft = pdf_samples(convert_to_pdf(data, inspect_image(data, 10**9)))
+    table = np.frombuffer(layout.palette, np.uint8).reshape(-1, 3)
+    assert soft is None
+    assert np.array_equal(rgb, table[indices(data, layout)])
