@@ -19,6 +19,8 @@ Python 3.11, x86_64; the child's copy of the source comes on top:
     progressive CMYK JPEG, cut    embed-jpeg        ~0 (a marker walk finds the cut;
                                                     was 8.0 B/px for the decode)
     MPO JPEG, EXIF mirrored       pillow-jpeg       8.0 B/px (Pillow decodes it)
+    JPEG 2000 8-bit RGBA / LA     pillow-flatten    25-27 / 15-17 B/px (openjpeg: int32
+                                                    samples; + _jp2_decoder_bytes)
 
 `_COST` is the worst sample per route plus ~25%; the route is predicted from the
 header by `inspect_image`, and when it is unknown the dearest route is assumed.
