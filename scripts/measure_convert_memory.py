@@ -175,7 +175,9 @@ SAMPLES = {
     "bmp rgba (bitfields)": lambda w, h: _bmp_rgba(w, h, _photo(w, h, "RGBA")),
     "bmp 8-bit palette": lambda w, h: _save(_photo(w, h, "P"), "BMP"),
     "bmp 1-bit": lambda w, h: _save(_photo(w, h, "L").convert("1"), "BMP"),
+    "bmp rgba one row (pieces)": lambda w, h: _bmp_rgba(w * h, 1, _photo(w * h, 1, "RGBA")),
     "jp2 16-bit gray": _jp2_16,
+    "jp2 rgba (pillow flatten)": lambda w, h: _save(_photo(w, h, "RGBA"), "JPEG2000"),
     "jpeg progressive cmyk, cut (check)": _progressive_cmyk_cut,
 }
 
