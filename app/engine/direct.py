@@ -27,7 +27,7 @@ from app.engine.img2pdf_route import (
 )
 from app.engine.jpeg_header import jpeg_header
 from app.engine.pdfwriter import write_embedded_pdf, write_jpeg_pdf
-from app.errors import ImageTooLarge
+from app.errors import ImageTooLarge, InvalidImage
 from app.sniff import SNIFF_BYTES, sniff_image_type
 
 # PNG colour types the plain-PNG writer takes at 8 bits: grey, RGB -> (colours, space).
@@ -144,6 +144,22 @@ def embed_jpeg(data: bytes, im: Image.Image, orientation: int, fd: int) -> int |
     return write_embedded_pdf([data], width, height, entries, layout, fd, matrix, profile)
 
 
+def _codestream_depths(data: bytes) -> set[int]:
+    """The bits per component of every component in the codestream's SIZ segment
+    (of the jp2c box in a .jp2), a signed one as 0; empty if there is none."""
+    start = 0
+    if data[:4] != b"\xff\x4f\xff\x51":
+        boxes = structure._boxes(data, 0, len(data))
+        start = next((at for kind, at, _ in boxes if kind == b"jp2c"), -1)
+    if start < 0 or data[start : start + 4] != b"\xff\x4f\xff\x51" or len(data) < start + 42:
+        return set()
+    (count,) = struct.unpack_from(">H", data, start + 40)
+    sizes = data[start + 42 : start + 42 + 3 * count : 3]
+    if len(sizes) != count:
+        return set()
+    return {0 if b & 0x80 else b + 1 for b in sizes}
+
+
 # Pillow's modes of a deep (> 8-bit) JPEG 2000 without alpha -> (colour space, channels).
 _JP2_SPACES = {
     "L": (b"/DeviceGray", 1),
@@ -162,6 +178,11 @@ def embed_jp2(data: bytes, im: Image.Image, depth: int, fd: int) -> int | None:
     space = _JP2_SPACES.get(im.mode)
     if space is None:
         return None
+    if _codestream_depths(data) != {depth}:
+        # Decoders use the codestream's precision; a deeper ihdr/bpcc would be
+        # the page's /BitsPerComponent (pdfium scales by it), and signed or mixed
+        # components are not what /Device* takes.
+        raise InvalidImage()
     width, height = im.size
     if data[:4] != b"\xff\x4f\xff\x51":  # a .jp2 box file, not a bare codestream
         try:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from app.engine.convert import convert_to_pdf
 from app.engine.inspect import inspect_image
+from app.errors import ApiError
 from app.pages import visible_size
 from tests.support import images
 
@@ -154,3 +155,30 @@ def test_8bit_jpeg2000_with_alpha_renders_its_transparency(mode, codestream):
     got = rendered(pdf).astype(int)
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 2  # compositing rounding only
+
+
+def with_ihdr_depth(data: bytes, bits: int) -> bytes:
+    """`data` (.jp2) with its ihdr box's bits per component set to `bits`."""
+    at = data.index(b"ihdr") + 4 + 10
+    return data[:at] + bytes([bits - 1]) + data[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("name", "ihdr_bits"), [("rgb12.jp2", 16), ("rgb12.jp2", 13), ("grey12.jp2", 17)]
+)
+def test_jp2_header_depth_unlike_the_codestream_is_not_embedded_with_it(name, ihdr_bits):
+    # The page's /BitsPerComponent came from the deepest of ihdr and the SIZ
+    # segment; decoders use the codestream's (12 here). pdfium, given 16 or 17,
+    # drew the image 255 levels off where Pillow decodes it. Now such a file is
+    # not embedded with a depth its codestream does not have: a clean 4xx.
+    data = with_ihdr_depth(CASES[name](), ihdr_bits)
+    with pytest.raises(ApiError) as caught:
+        convert_to_pdf(data, inspect_image(data, 10**9))
+    assert 400 <= caught.value.status < 500
+
+
+def test_jp2_header_depth_equal_to_the_codestream_still_embeds():
+    data = with_ihdr_depth(CASES["rgb12.jp2"](), 12)
+    pdf = convert_to_pdf(data, inspect_image(data, 10**9))
+    got, want = rendered(pdf).astype(int), decoded_8bit(data, 12).astype(int)
+    assert np.abs(got - want).max() <= 1
