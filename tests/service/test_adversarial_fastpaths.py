@@ -103,7 +103,8 @@ def test_exif_pillow_stops_reading_decides_the_page(service, source, name, shown
     url = source.add_bytes(f"/fastpath/exif-{len(name)}.jpg", EXIF_IFD0[name])
     resp = service.post(url)
     assert resp.status == 200, resp.body[:300]
-    page = open_pdf(http("GET", resp.json()["converted_url"]).body).pages[0]
+    pdf = open_pdf(http("GET", resp.json()["converted_url"]).body)
+    page = pdf.pages[0]
     assert "/Rotate" not in page
     assert visible_size(page) == pytest.approx(shown, abs=1e-3)
     matrix = page.Contents.read_bytes().split(b" cm")[0].split()[-6:]
