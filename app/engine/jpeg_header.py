@@ -233,10 +233,12 @@ def reaches_eoi(data: bytes) -> bool:
 
     A walk over marker segments by their lengths and over entropy-coded data by
     a search for the next marker (in C, linear in the file); nothing decodes.
-    False when the file ends first: cut short. ImageTooComplex beyond
+    False when the file ends first (cut short) or the EOI comes before any
+    scan (Pillow cannot load such a file). ImageTooComplex beyond
     _MAX_MARKERS markers. Data after the EOI (camera trailers) is not read.
     """
     pos, size = 2, len(data)
+    scans = 0
     for _ in range(_MAX_MARKERS):
         found = _MARKER.search(data, pos)
         if found is None:
@@ -244,7 +246,8 @@ def reaches_eoi(data: bytes) -> bool:
         marker = data[found.start() + 1]
         pos = found.end()
         if marker == 0xD9:
-            return True
+            return scans > 0  # an EOI before any scan ends headers, not an image
+        scans += marker == 0xDA
         if marker in _STANDALONE:
             continue
         if pos + 2 > size:

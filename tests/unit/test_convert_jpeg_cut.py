@@ -107,3 +107,35 @@ def test_markers_past_the_cap_are_too_complex():
         reaches_eoi(data[:scans_end] + comments)
     few = b"\xff\xfe\x00\x02" * (_MAX_MARKERS - 40)
     assert reaches_eoi(data[:scans_end] + few + b"\xff\xd9")
+
+
+def headers_only(data: bytes, marker: bytes, extra: int = 0) -> bytes:
+    """`data` cut just before its first `marker` segment (plus `extra` bytes of
+    it), then an EOI and a trailer: segments, no scan (or a scan header only)."""
+    return data[: data.index(marker) + extra] + b"\xff\xd9trailer"
+
+
+@pytest.mark.parametrize("progressive", [True, False])
+@pytest.mark.parametrize(
+    ("marker", "extra"),
+    [
+        (b"\xff\xc4", 0),  # after the frame header, before the Huffman tables
+        (b"\xff\xda", 0),  # before the first scan header
+        (b"\xff\xda", 1),  # inside its marker: 0xFF is then a fill byte before EOI
+    ],
+)
+def test_an_eoi_before_any_scan_is_not_a_whole_image(progressive, marker, extra):
+    # The walk took the EOI for the scans' end with no scan walked: such a file
+    # was embedded (200, an image no reader draws) where Pillow's decode fails
+    # ("cannot load this image") and the 1/8-scale check answered 422.
+    data = headers_only(jpeg(progressive=progressive), marker, extra)
+    assert not reaches_eoi(data)
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(data, inspect_image(data, 10**9))
+
+
+def test_one_scan_then_eoi_is_whole():
+    # The boundary: after the first scan (of a progressive file) an EOI ends it.
+    data = jpeg()
+    second = data.index(b"\xff\xda", data.index(b"\xff\xda") + 2)
+    assert reaches_eoi(data[:second] + b"\xff\xd9trailer")
