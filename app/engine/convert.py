@@ -21,6 +21,7 @@ from app.engine.direct import _plain_png, _write_png_pdf, embed_jp2, embed_jpeg,
 from app.engine.facts import _MIRRORED, _ORIENTATION_TAG, _ROTATION, ImageInfo
 from app.engine.img2pdf_route import _IMG2PDF_FORMAT, _IMG2PDF_REFUSALS, _img2pdf
 from app.engine.inspect import _PIL_FORMATS, _facts, _open, _scan, _tiff_dpi, _valid_orientation
+from app.engine.jpeg_header import has_scan
 from app.engine.normalise import _normalise
 from app.engine.pillow_warnings import counted_warnings
 from app.engine.pricing import _COST
@@ -98,6 +99,8 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             route = LOW_MEMORY_ALPHA_ROUTE  # the caller chose the cheaper flattening
         if kind == "jpeg" and not _ends_with_eoi(data):
             _check_jpeg(im, data, shape.progressive)
+        elif kind == "jpeg" and not has_scan(data):
+            raise InvalidImage()  # headers and EOI: nothing to draw
         if kind == "jpeg" and route == "embed-jpeg" and facts.orientation in _MIRRORED:
             size = embed_jpeg(data, im, facts.orientation, fd)
             if size is not None:

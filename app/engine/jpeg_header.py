@@ -228,6 +228,28 @@ _STANDALONE = {0xD8, 0xD9, 0x01}
 _MAX_MARKERS = JPEG_MAX_SEGMENTS + 4 * JPEG_MAX_SCANS
 
 
+def has_scan(data: bytes) -> bool:
+    """Whether a scan header (SOS) comes before the first EOI: a file of headers
+    alone that ends with EOI holds no image (Pillow cannot load it), though
+    img2pdf embeds it. The walk `reaches_eoi` makes, stopped at the first scan."""
+    pos, size = 2, len(data)
+    for _ in range(_MAX_MARKERS):
+        found = _MARKER.search(data, pos)
+        if found is None:
+            return False
+        marker = data[found.start() + 1]
+        pos = found.end()
+        if marker in (0xDA, 0xD9):
+            return marker == 0xDA
+        if marker in _STANDALONE:
+            continue
+        if pos + 2 > size:
+            return False
+        (length,) = struct.unpack_from(">H", data, pos)
+        pos += length
+    raise ImageTooComplex()
+
+
 def reaches_eoi(data: bytes) -> bool:
     """Whether the JPEG's segments and scans are followed by an EOI marker.
 

@@ -15,7 +15,7 @@ from PIL import JpegImagePlugin
 
 from app.engine.convert import convert_to_pdf
 from app.engine.inspect import inspect_image
-from app.engine.jpeg_header import _MAX_MARKERS, reaches_eoi
+from app.engine.jpeg_header import _MAX_MARKERS, has_scan, reaches_eoi
 from app.errors import ImageTooComplex, InvalidImage
 from tests.support import images
 
@@ -139,3 +139,19 @@ def test_one_scan_then_eoi_is_whole():
     data = jpeg()
     second = data.index(b"\xff\xda", data.index(b"\xff\xda") + 2)
     assert reaches_eoi(data[:second] + b"\xff\xd9trailer")
+
+
+@pytest.mark.parametrize("progressive", [True, False])
+@pytest.mark.parametrize("marker", [b"\xff\xc4", b"\xff\xda"])
+def test_headers_ending_with_eoi_are_not_an_image(progressive, marker):
+    # Ending with EOI, the file skipped every check and img2pdf embedded its
+    # headers (200, a page no reader draws); Pillow cannot load it.
+    data = jpeg(progressive=progressive)
+    data = data[: data.index(marker)] + b"\xff\xd9"
+    assert not has_scan(data)
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(data, inspect_image(data, 10**9))
+
+
+def test_a_scan_header_is_found_past_the_tables():
+    assert has_scan(jpeg()) and has_scan(jpeg(progressive=False))
