@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.images import banded_gradient as _photo  # noqa: E402
+from tests.support.images import bmp_rgba as _bmp_rgba  # noqa: E402
 from tests.support.images import encode as _save  # noqa: E402
 
 CHILD = r"""
@@ -110,12 +111,15 @@ def _png16_rgba(w: int, h: int) -> bytes:
     )
 
 
-def _mirrored_jpeg(w: int, h: int) -> bytes:
-    from PIL import Image
+def _mirrored_jpeg(w: int, h: int, icc: bool = False) -> bytes:
+    from PIL import Image, ImageCms
 
     exif = Image.Exif()
     exif[0x0112] = 5
-    return _save(_photo(w, h), "JPEG", quality=90, exif=exif.tobytes())
+    params = {"exif": exif.tobytes()}
+    if icc:  # not plain: the child embeds it (direct.embed_jpeg)
+        params["icc_profile"] = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return _save(_photo(w, h), "JPEG", quality=90, **params)
 
 
 def _mirrored_png(mode: str):
@@ -213,11 +217,17 @@ SAMPLES = {
     "webp rgba lossy": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", quality=80),
     "webp rgb lossy": lambda w, h: _save(_photo(w, h), "WEBP", quality=80),
     "webp rgba lossless": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", lossless=True),
-    "jpeg orientation 5 (pillow jpeg)": _mirrored_jpeg,
+    "jpeg orientation 5": _mirrored_jpeg,
+    "jpeg orientation 5 + icc (child)": lambda w, h: _mirrored_jpeg(w, h, icc=True),
     "png rgb orientation 2 (pillow)": _mirrored_png("RGB"),
     "png rgba orientation 2 (flatten)": _mirrored_png("RGBA"),
-    "bmp rgb (img2pdf decode)": lambda w, h: _save(_photo(w, h), "BMP"),
-    "jp2 16-bit gray (pillow)": _jp2_16,
+    "bmp rgb": lambda w, h: _save(_photo(w, h), "BMP"),
+    "bmp rgba (bitfields)": lambda w, h: _bmp_rgba(w, h, _photo(w, h, "RGBA")),
+    "bmp 8-bit palette": lambda w, h: _save(_photo(w, h, "P"), "BMP"),
+    "bmp 1-bit": lambda w, h: _save(_photo(w, h, "L").convert("1"), "BMP"),
+    "bmp rgba one row (pieces)": lambda w, h: _bmp_rgba(w * h, 1, _photo(w * h, 1, "RGBA")),
+    "jp2 16-bit gray": _jp2_16,
+    "jp2 rgba (pillow flatten)": lambda w, h: _save(_photo(w, h, "RGBA"), "JPEG2000"),
     "jpeg progressive cmyk, cut (check)": _progressive_cmyk_cut,
 }
 

@@ -10,6 +10,7 @@ from isal import isal_zlib
 from PIL import Image
 
 from app.engine.facts import _Facts, _png_chunks
+from app.engine.jpeg_header import reaches_eoi
 from app.errors import InvalidImage
 
 
@@ -23,8 +24,18 @@ def _ends_with_eoi(data: bytes) -> bool:
     return data[-64:].rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
 
 
-def _check_jpeg(im: Image.Image) -> None:
-    """img2pdf embeds truncated JPEGs silently; a 1/8-scale decode finds them cheaply."""
+def _check_jpeg(im: Image.Image, data: bytes, progressive: bool) -> None:
+    """img2pdf embeds truncated JPEGs silently: a file that does not end with EOI
+    is walked to its scans' end (`reaches_eoi`, no decoder). Found: complete
+    (data after the EOI is a trailer). Not found: a progressive file is cut
+    short, which is what Pillow's decode concludes for every such file (it
+    raises "image file is truncated"), without libjpeg holding all of its DCT
+    coefficients (8 B/px for CMYK) to say so; a baseline one keeps the 1/8-scale
+    decode (streamed, so bounded), which accepts some files that end early."""
+    if reaches_eoi(data):
+        return
+    if progressive:
+        raise InvalidImage()
     im.draft(im.mode, (1, 1))
     im.load()
 

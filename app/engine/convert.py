@@ -15,11 +15,13 @@ import sys
 import img2pdf
 from PIL import Image
 
+from app.engine import bmp
 from app.engine.checks import _check_jpeg, _check_png, _ends_with_eoi
-from app.engine.direct import _plain_png, _write_png_pdf, passthrough_jpeg
-from app.engine.facts import _ORIENTATION_TAG, _ROTATION, ImageInfo
+from app.engine.direct import _plain_png, _write_png_pdf, embed_jp2, embed_jpeg, passthrough_jpeg
+from app.engine.facts import _MIRRORED, _ORIENTATION_TAG, _ROTATION, ImageInfo
 from app.engine.img2pdf_route import _IMG2PDF_FORMAT, _IMG2PDF_REFUSALS, _img2pdf
 from app.engine.inspect import _PIL_FORMATS, _facts, _open, _scan, _tiff_dpi, _valid_orientation
+from app.engine.jpeg_header import has_scan
 from app.engine.normalise import _normalise
 from app.engine.pillow_warnings import counted_warnings
 from app.engine.pricing import _COST
@@ -91,7 +93,7 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
     with _open(data, kind) as im:
         facts = _facts(im, data, kind, shape)
         route = _route(kind, im.mode, facts)
-        if info.route == "stream" or (info.route not in _COST and route != "embed-png"):
+        if info.route in {"stream", "bmp"} or (info.route not in _COST and route != "embed-png"):
             route = _stream_or(route, data, kind, facts, shape)
         dpi = _tiff_dpi(im, facts) if kind == "tiff" else None
         if route == "stream":
@@ -102,7 +104,21 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
         if route == "img2pdf-alpha" and info.route == LOW_MEMORY_ALPHA_ROUTE:
             route = LOW_MEMORY_ALPHA_ROUTE  # the caller chose the cheaper flattening
         if kind == "jpeg" and not _ends_with_eoi(data):
-            _check_jpeg(im)
+            _check_jpeg(im, data, shape.progressive)
+        elif kind == "jpeg" and not has_scan(data):
+            raise InvalidImage()  # headers and EOI: nothing to draw
+        if kind == "jpeg" and route == "embed-jpeg" and facts.orientation in _MIRRORED:
+            size = embed_jpeg(data, im, facts.orientation, fd)
+            if size is not None:
+                return size
+        if route == "bmp":
+            layout = bmp.parse(data)
+            if layout is not None:
+                return bmp.write(data, layout, im, fd)
+        if kind == "jp2" and route == "embed-jp2" and facts.jp2_depth > 8:
+            size = embed_jp2(data, im, facts.jp2_depth, fd)
+            if size is not None:
+                return size
         plain_png = split = None
         if kind == "png" and route == "embed-png":
             plain_png = _plain_png(im, data, facts)

@@ -1,8 +1,11 @@
 """PDFs written straight from the source bytes, no decoder: plain JPEG and PNG.
 
 `passthrough_jpeg` walks a JPEG's headers (app.engine.jpeg_header) and embeds
-it as /DCTDecode, in the web worker; a plain 8-bit PNG's IDAT is copied as a
-/FlateDecode stream with its PNG predictor.
+it as /DCTDecode, in the web worker; `embed_jpeg` does the same in the child
+from Pillow's header for the JPEGs img2pdf cannot embed (EXIF-mirrored ones,
+with an ICC profile or XMP). A mirrored JPEG is stored as it is and drawn
+flipped/turned by the page's `cm` matrix. A plain 8-bit PNG's IDAT is copied
+as a /FlateDecode stream with its PNG predictor.
 """
 
 from __future__ import annotations
@@ -15,10 +18,16 @@ from PIL import Image
 from app.engine import structure
 from app.engine.checks import _ends_with_eoi
 from app.engine.facts import _MIRRORED, _ROTATION, _Facts, _png_chunks
-from app.engine.img2pdf_route import _MAX_PAGE_PT, _MIN_PAGE_PT, _layout_at
+from app.engine.img2pdf_route import (
+    _IMG2PDF_FORMAT,
+    _MAX_PAGE_PT,
+    _MIN_PAGE_PT,
+    _jp2_dpi,
+    _layout_at,
+)
 from app.engine.jpeg_header import jpeg_header
 from app.engine.pdfwriter import write_embedded_pdf, write_jpeg_pdf
-from app.errors import ImageTooLarge
+from app.errors import ImageTooLarge, InvalidImage
 from app.sniff import SNIFF_BYTES, sniff_image_type
 
 # PNG colour types the plain-PNG writer takes at 8 bits: grey, RGB -> (colours, space).
@@ -78,7 +87,7 @@ def passthrough_jpeg(data: bytes, max_pixels: int, fd: int) -> int | None:
     if sniff_image_type(data[:SNIFF_BYTES]) != "jpeg" or not _ends_with_eoi(data):
         return None
     head = jpeg_header(data)
-    if head is None or head.orientation in _MIRRORED:
+    if head is None:
         return None
     structure.scan(data, "jpeg")  # the sandboxed path's caps: ImageTooComplex
     if head.width * head.height > max_pixels:
@@ -91,5 +100,99 @@ def passthrough_jpeg(data: bytes, max_pixels: int, fd: int) -> int | None:
     colour = {1: b"/DeviceGray", 3: b"/DeviceRGB", 4: b"/DeviceCMYK"}[head.components]
     if head.components == 4 and head.adobe:
         colour += b" /Decode [1 0 1 0 1 0 1 0]"
-    layout = _page(head.width, head.height, ndpi, head.orientation)
-    return write_jpeg_pdf(data, head.width, head.height, colour, layout, fd)
+    layout, matrix = _shown_layout(head.width, head.height, ndpi, head.orientation)
+    return write_jpeg_pdf(data, head.width, head.height, colour, layout, fd, matrix)
+
+
+def _shown_layout(width: int, height: int, ndpi, orientation: int):
+    """(layout, orientation for the `cm` matrix): img2pdf's /Rotate for 3, 6 and 8;
+    for the mirrored 2, 4, 5 and 7 the page of the shown image (its axes' dpi:
+    swapped for 5 and 7, as the Pillow route's transposed copy had them) and a
+    matrix that flips/turns the stored image onto it."""
+    if orientation not in _MIRRORED:
+        return _page(width, height, ndpi, orientation), 1
+    if orientation in (5, 7):
+        width, height, ndpi = height, width, (ndpi[1], ndpi[0])
+    return _page(width, height, ndpi, 1), orientation
+
+
+# Pillow's JPEG modes -> (colour space, components) as img2pdf writes them.
+_JPEG_SPACES = {"L": (b"/DeviceGray", 1), "RGB": (b"/DeviceRGB", 3), "CMYK": (b"/DeviceCMYK", 4)}
+
+
+def embed_jpeg(data: bytes, im: Image.Image, orientation: int, fd: int) -> int | None:
+    """A mirrored JPEG the worker-side walk did not take (ICC profile, XMP, ...),
+    embedded verbatim from Pillow's header as img2pdf would embed it unmirrored:
+    its colour space, /Decode for Adobe CMYK, its ICC profile and dpi. None for
+    an MPO (img2pdf cuts its first frame out) or a mode img2pdf refuses."""
+    if im.format != "JPEG" or im.mode not in _JPEG_SPACES:
+        return None
+    # img2pdf's own reading of the header (colour, ICC profile kept or dropped,
+    # dpi), with the orientation left to the matrix.
+    colour, ndpi, width, height, _, icc = img2pdf.get_imgmetadata(
+        im, _IMG2PDF_FORMAT["jpeg"], img2pdf.default_dpi, None, data, img2pdf.Rotation["0"]
+    )
+    space, components = _JPEG_SPACES[im.mode]
+    entries = b"/ColorSpace %s /BitsPerComponent 8 /Filter /DCTDecode" % space
+    profile = None
+    if icc:
+        entries = b"/ColorSpace [/ICCBased 7 0 R] /BitsPerComponent 8 /Filter /DCTDecode"
+        profile = (components, space, icc)
+    if colour == img2pdf.Colorspace["CMYK;I"]:
+        entries += b" /Decode [1 0 1 0 1 0 1 0]"
+    layout, matrix = _shown_layout(width, height, ndpi, orientation)
+    return write_embedded_pdf([data], width, height, entries, layout, fd, matrix, profile)
+
+
+def _codestream_depths(data: bytes) -> set[int]:
+    """The bits per component of every component in the codestream's SIZ segment
+    (of the jp2c box in a .jp2), a signed one as 0; empty if there is none."""
+    start = 0
+    if data[:4] != b"\xff\x4f\xff\x51":
+        boxes = structure._boxes(data, 0, len(data))
+        start = next((at for kind, at, _ in boxes if kind == b"jp2c"), -1)
+    if start < 0 or data[start : start + 4] != b"\xff\x4f\xff\x51" or len(data) < start + 42:
+        return set()
+    (count,) = struct.unpack_from(">H", data, start + 40)
+    sizes = data[start + 42 : start + 42 + 3 * count : 3]
+    if len(sizes) != count:
+        return set()
+    return {0 if b & 0x80 else b + 1 for b in sizes}
+
+
+# Pillow's modes of a deep (> 8-bit) JPEG 2000 without alpha -> (colour space, channels).
+_JP2_SPACES = {
+    "L": (b"/DeviceGray", 1),
+    "I;16": (b"/DeviceGray", 1),
+    "I;16B": (b"/DeviceGray", 1),
+    "RGB": (b"/DeviceRGB", 3),
+}
+
+
+def embed_jp2(data: bytes, im: Image.Image, depth: int, fd: int) -> int | None:
+    """A JPEG 2000 deeper than 8 bits embedded verbatim (/JPXDecode takes 1-38
+    bits per component; img2pdf refuses the "I;16" mode Pillow reports), with
+    the checks img2pdf's 8-bit embed makes: Pillow's header, and for a .jp2
+    img2pdf's header parser (ihdr, an enumerated sRGB/grey colr box) agreeing
+    with it. None (Pillow decodes it) for anything else: alpha, ICC profiles."""
+    space = _JP2_SPACES.get(im.mode)
+    if space is None:
+        return None
+    if _codestream_depths(data) != {depth}:
+        # Decoders use the codestream's precision; a deeper ihdr/bpcc would be
+        # the page's /BitsPerComponent (pdfium scales by it), and signed or mixed
+        # components are not what /Device* takes.
+        raise InvalidImage()
+    width, height = im.size
+    if data[:4] != b"\xff\x4f\xff\x51":  # a .jp2 box file, not a bare codestream
+        try:
+            w, h, ics, _, _, channels, bpp = img2pdf.jp2(data).parse()
+        except Exception:  # a colr box with a profile, a missing box: Pillow's route
+            return None
+        if (w, h) != (width, height) or channels != space[1] or bpp > depth:
+            return None
+        if ics != ("L" if space[1] == 1 else "RGB"):
+            return None
+    entries = b"/ColorSpace %s /BitsPerComponent %d /Filter /JPXDecode" % (space[0], depth)
+    layout = _page(width, height, _jp2_dpi(data), 1)
+    return write_embedded_pdf([data], width, height, entries, layout, fd, version=5)

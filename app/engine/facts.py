@@ -65,6 +65,7 @@ class _Facts:
     tiff_depth: int = 8
     jp2_depth: int = 8
     transparency: bool = False
+    mpo: bool = False  # a JPEG Pillow reads as MPO (img2pdf embeds its first frame only)
 
 
 def _png_chunks(data: bytes):

@@ -16,11 +16,10 @@ import img2pdf
 from PIL import Image
 
 from app.engine import structure
-from app.engine.checks import _ends_with_eoi
 from app.engine.facts import _ORIENTATION_TAG, ImageInfo, _Facts, _png_exif
 from app.engine.pillow_warnings import counted_warnings
 from app.engine.png_strips import BadData
-from app.engine.pricing import _jpeg_coefficient_bytes, webp_decoder_bytes
+from app.engine.pricing import _jp2_decoder_bytes, _jpeg_coefficient_bytes, webp_decoder_bytes
 from app.engine.routes import _route, _stream_or
 from app.engine.streamed import _adam7_png, _indexed_gif, still_webp
 from app.engine.webp import features as webp_features
@@ -68,9 +67,12 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
             facts = _facts(im, data, kind, shape)
             route = _stream_or(_route(kind, im.mode, facts), data, kind, facts, shape)
             decoder = 0
-            decodes = route == "pillow-jpeg" or not _ends_with_eoi(data)
-            if kind == "jpeg" and shape.progressive and decodes:
+            # Only the Pillow route decodes a progressive JPEG: a cut one is found
+            # without a decoder (checks._check_jpeg).
+            if kind == "jpeg" and shape.progressive and route == "pillow-jpeg":
                 decoder = _jpeg_coefficient_bytes(width, height, shape.components)
+            if kind == "jp2" and route in {"pillow", "pillow-flatten"}:
+                decoder = _jp2_decoder_bytes(width, height, len(im.getbands()))
             interlaced = kind == "png" and facts.png_interlaced
             adam7 = interlaced and route == "stream" and _adam7_png(im, facts)
             indexed = route == "stream" and _indexed_gif(kind, im)
@@ -155,6 +157,7 @@ def _facts(im: Image.Image, data: bytes, kind: str, shape: structure.Structure) 
         tiff_depth=tiff_depth,
         jp2_depth=shape.depth if kind == "jp2" else 8,
         transparency="transparency" in im.info,
+        mpo=im.format == "MPO",
     )
 
 

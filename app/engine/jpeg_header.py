@@ -6,10 +6,12 @@ plain case, which then goes to the sandbox.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
-from app.engine.structure import JPEG_MAX_SEGMENTS
+from app.engine.structure import JPEG_MAX_SCANS, JPEG_MAX_SEGMENTS
+from app.errors import ImageTooComplex
 
 # --- JPEG header, for the passthrough written without a decoder --------------
 
@@ -152,6 +154,10 @@ def _dqt_ok(body: bytes) -> bool:
 # Exif tags read here, with the one type each must have: (type, count).
 _EXIF_TAGS = {0x0112: 3, 0x0128: 3, 0x011A: 5}
 _EXIF_MAX_ENTRIES = 1024
+# Bytes per value of the TIFF types Pillow reads (others it skips).
+_TIFF_TYPE_SIZES = {
+    1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8
+}  # fmt: skip
 
 
 def _exif_ifd0(exif: bytes) -> dict[int, object] | None:
@@ -167,8 +173,18 @@ def _exif_ifd0(exif: bytes) -> dict[int, object] | None:
     if count > _EXIF_MAX_ENTRIES or offset + 2 + 12 * count > len(exif):
         return None
     tags: dict[int, object] = {}
+    out_of_line = 0  # bytes of values stored elsewhere, summed as Pillow sums them
     for i in range(count):
         tag, kind, n = struct.unpack_from(order + "HHI", exif, offset + 2 + 12 * i)
+        size = n * _TIFF_TYPE_SIZES.get(kind, 0)
+        if size > 4:
+            # Pillow skips the values past the stream's size in all and stops
+            # reading IFD0 at one past its end: the tags it would not see go to
+            # the sandbox, which reads them with Pillow.
+            out_of_line += size
+            (where,) = struct.unpack_from(order + "I", exif, offset + 2 + 12 * i + 8)
+            if out_of_line > len(exif) or where + size > len(exif):
+                return None
         if tag not in _EXIF_TAGS:
             continue
         if tag in tags or kind != _EXIF_TAGS[tag] or n != 1:
@@ -197,3 +213,69 @@ def _exif_dpi(tags: dict[int, object]) -> tuple[float, float]:
     if unit == 3:
         dpi *= 2.54
     return (dpi, dpi)
+
+
+# --- the end of the scans, for a file that does not end with EOI -------------
+
+# A marker: 0xFF then a byte that is neither stuffing (0x00), a restart marker
+# (RST0-7, part of the entropy-coded data), nor fill (0xFF). Entropy-coded data
+# never holds one, so the next match after a scan header is the scan's end.
+_MARKER = re.compile(b"\xff[^\x00\xd0-\xd7\xff]")
+# Markers that stand alone (no length field): SOI, EOI, TEM.
+_STANDALONE = {0xD8, 0xD9, 0x01}
+# Segments and scans walked in all: a progressive file has ~10 scans with a
+# table segment or two each; more is refused as the header walk refuses it.
+_MAX_MARKERS = JPEG_MAX_SEGMENTS + 4 * JPEG_MAX_SCANS
+
+
+def has_scan(data: bytes) -> bool:
+    """Whether a scan header (SOS) comes before the first EOI: a file of headers
+    alone that ends with EOI holds no image (Pillow cannot load it), though
+    img2pdf embeds it. The walk `reaches_eoi` makes, stopped at the first scan."""
+    pos, size = 2, len(data)
+    for _ in range(_MAX_MARKERS):
+        found = _MARKER.search(data, pos)
+        if found is None:
+            return False
+        marker = data[found.start() + 1]
+        pos = found.end()
+        if marker in (0xDA, 0xD9):
+            return marker == 0xDA
+        if marker in _STANDALONE:
+            continue
+        if pos + 2 > size:
+            return False
+        (length,) = struct.unpack_from(">H", data, pos)
+        pos += length
+    raise ImageTooComplex()
+
+
+def reaches_eoi(data: bytes) -> bool:
+    """Whether the JPEG's segments and scans are followed by an EOI marker.
+
+    A walk over marker segments by their lengths and over entropy-coded data by
+    a search for the next marker (in C, linear in the file); nothing decodes.
+    False when the file ends first (cut short) or the EOI comes before any
+    scan (Pillow cannot load such a file). ImageTooComplex beyond
+    _MAX_MARKERS markers. Data after the EOI (camera trailers) is not read.
+    """
+    pos, size = 2, len(data)
+    scans = 0
+    for _ in range(_MAX_MARKERS):
+        found = _MARKER.search(data, pos)
+        if found is None:
+            return False
+        marker = data[found.start() + 1]
+        pos = found.end()
+        if marker == 0xD9:
+            return scans > 0  # an EOI before any scan ends headers, not an image
+        scans += marker == 0xDA
+        if marker in _STANDALONE:
+            continue
+        if pos + 2 > size:
+            return False
+        (length,) = struct.unpack_from(">H", data, pos)
+        if length < 2 or pos + length > size:
+            return False
+        pos += length  # after SOS, the search steps over the scan's data
+    raise ImageTooComplex()

@@ -261,16 +261,28 @@ def _copy(src_fd: int, size: int, out: _Out) -> None:
         offset += len(chunk)
 
 
-def write_jpeg_pdf(data: bytes, width: int, height: int, colour: bytes, layout, out_fd: int) -> int:
+def write_jpeg_pdf(
+    data: bytes, width: int, height: int, colour: bytes, layout, out_fd: int, orientation: int = 1
+) -> int:
     """A one-page PDF around `data`, a JPEG embedded verbatim (/DCTDecode); its size.
 
     `colour` is the /ColorSpace entry (plus /Decode for inverted CMYK).
     """
     entries = b"/ColorSpace %s /BitsPerComponent 8 /Filter /DCTDecode" % colour
-    return write_embedded_pdf([data], width, height, entries, layout, out_fd)
+    return write_embedded_pdf([data], width, height, entries, layout, out_fd, orientation)
 
 
-def write_embedded_pdf(parts, width: int, height: int, entries: bytes, layout, out_fd: int) -> int:
+def write_embedded_pdf(
+    parts,
+    width: int,
+    height: int,
+    entries: bytes,
+    layout,
+    out_fd: int,
+    orientation: int = 1,
+    icc: tuple[int, bytes, bytes] | None = None,
+    version: int = 3,
+) -> int:
     """A one-page PDF whose image stream is `parts` (bytes-likes) written as they are.
 
     The objects img2pdf writes for the same image: the image at its pixel size,
@@ -278,11 +290,17 @@ def write_embedded_pdf(parts, width: int, height: int, entries: bytes, layout, o
     are the image dictionary's own (colour space, bits, filter, parameters);
     `layout` is (page width, page height, image width, image height, user unit,
     rotate). Returns the PDF's size.
+
+    `orientation` (EXIF 2, 4, 5, 7: mirrored) draws the stored image flipped or
+    turned by the `cm` matrix instead; `layout` is then the shown image's.
+    `icc` (components, alternate space, profile) is written as object 7, for
+    `entries` to name as `[/ICCBased 7 0 R]`. `version`: the least PDF 1.x
+    the image needs (5 for /JPXDecode).
     """
     page_w, page_h, img_w, img_h, unit, rotate = layout
     out = _Out(out_fd)
     # /UserUnit is PDF 1.6, as img2pdf marks it.
-    out.write(b"%%PDF-1.%d\n%%\xe2\xe3\xcf\xd3\n" % (6 if unit != 1 else 3))
+    out.write(b"%%PDF-1.%d\n%%\xe2\xe3\xcf\xd3\n" % max(version, 6 if unit != 1 else 3))
     out.obj(1, b"<< /Type /Catalog /Pages 2 0 R >>")
     out.obj(2, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>")
     content = b"q\n%.4f 0 0 %.4f %.4f %.4f cm\n/Im0 Do\nQ" % (
@@ -291,6 +309,10 @@ def write_embedded_pdf(parts, width: int, height: int, entries: bytes, layout, o
         (page_w - img_w) / 2.0,
         (page_h - img_h) / 2.0,
     )
+    if orientation != 1:
+        box = ((page_w - img_w) / 2, (page_h - img_h) / 2, img_w, img_h)
+        matrix = b" ".join(_num(v) for v in _orientation_matrix(orientation, box))
+        content = b"q\n" + matrix + b" cm\n/Im0 Do\nQ"
     media = b"[0 0 %s %s]" % (_num(page_w), _num(page_h))
     extra = b" /UserUnit %s" % _num(unit) if unit != 1 else b""
     if rotate:
@@ -313,10 +335,15 @@ def write_embedded_pdf(parts, width: int, height: int, entries: bytes, layout, o
     out.write(b"\nendstream\nendobj\n")
     producer = PRODUCER.encode()
     out.obj(6, b"<< /Producer (%s) /Creator (%s) >>" % (producer, producer))
+    if icc is not None:
+        components, alternate, profile = icc
+        head = b"<< /N %d /Alternate %s /Length %d >>\n" % (components, alternate, len(profile))
+        out.obj(7, head + b"stream\n" + profile + b"\nendstream")
+    count = 8 if icc is not None else 7
     xref = out.pos
-    lines = [b"xref\n0 7\n", b"0000000000 65535 f \n"]
-    lines += [b"%010d 00000 n \n" % out.offsets[num] for num in range(1, 7)]
+    lines = [b"xref\n0 %d\n" % count, b"0000000000 65535 f \n"]
+    lines += [b"%010d 00000 n \n" % out.offsets[num] for num in range(1, count)]
     out.write(b"".join(lines))
-    out.write(b"trailer\n<< /Size 7 /Root 1 0 R /Info 6 0 R >>\n")
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R /Info 6 0 R >>\n" % count)
     out.write(b"startxref\n%d\n%%%%EOF\n" % xref)
     return out.pos

@@ -16,15 +16,19 @@ Python 3.11, x86_64; the child's copy of the source comes on top:
                                                    RGBA 115 MB address space (alpha planes)
     WebP, still, lossless         stream           4.26 B/px (libwebp's ARGB frame)
     WebP, animated (libvips)      stream           9 B/px resident, 27 B/px address space
-    JPEG, EXIF mirrored           pillow-jpeg       8.0 B/px
-    BMP RGB                       img2pdf-decode    8.9 B/px
-    JPEG 2000 16-bit grey         pillow            9.8 B/px (10.8 address space)
-    progressive CMYK JPEG, cut    embed-jpeg        8.0 B/px (the truncation check's
-                                                    decode keeps every coefficient)
+    JPEG, EXIF mirrored           embed-jpeg        ~0 at 40 MP (verbatim; was 8.0 B/px)
+    BMP 1/8/24/32-bit, alpha      bmp               0.7-1.1 MB at 40 MP (strips)
+    JPEG 2000 16-bit grey         embed-jp2         2.2 MB at 40 MP (verbatim)
+    progressive CMYK JPEG, cut    embed-jpeg        ~0 (a marker walk finds the cut;
+                                                    was 8.0 B/px for the decode)
+    MPO JPEG, EXIF mirrored       pillow-jpeg       8.0 B/px (Pillow decodes it)
+    JPEG 2000 8-bit RGBA / LA     pillow-flatten    25-27 / 15-17 B/px (openjpeg: int32
+                                                    samples; + _jp2_decoder_bytes)
 
 `_COST` is the worst sample per route plus ~25%; the route is predicted from the
 header by `inspect_image`, and when it is unknown the dearest route is assumed.
-A progressive JPEG that will be decoded adds its coefficients (`decoder_bytes`).
+A progressive JPEG that will be decoded (only on the pillow-jpeg route) adds its
+coefficients (`decoder_bytes`).
 WebP gets its own per-pixel floor: its decoder dominates every route.
 """
 
@@ -45,6 +49,8 @@ _COST: dict[str, tuple[float, float]] = {
     "pillow-jpeg": (10.5, 1.0),
     # app.engine.streamed: libvips decodes strips; see _STREAM_* below for per-kind floors.
     "stream": (1.5, 1.25),
+    # app.engine.bmp: strips straight from the file's bytes.
+    "bmp": (0.25, 1.25),
 }
 # The streaming route holds a strip, not the image, except where libvips' loader
 # keeps a whole frame: interlaced PNG (all of it), GIF (an RGBA frame), WebP (the
@@ -90,6 +96,13 @@ def webp_decoder_bytes(width: int, height: int, lossless: bool, alpha: bool) -> 
     return int(band + planes * pixels)
 
 
+def _jp2_decoder_bytes(width: int, height: int, bands: int) -> int:
+    """openjpeg's tile buffers for a JPEG 2000 Pillow decodes: 4 bytes per sample
+    (int32), before Pillow's own copy; + 25% (RGBA measured 25-27 B/px all told
+    on pillow-flatten, whose 10.5 B/px did not cover it)."""
+    return 5 * width * height * max(bands, 1)
+
+
 def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
     """Upper bound on the extra memory convert_to_pdf needs for this image.
 
@@ -111,7 +124,7 @@ def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
                 per_pixel = max(per_pixel, _STREAM_INTERLACED_PER_PIXEL)
         elif info.kind == "webp":
             per_pixel = max(per_pixel, _WEBP_PER_PIXEL)
-        fixed = _STREAM_FIXED if route == "stream" else 0
+        fixed = _STREAM_FIXED if route in {"stream", "bmp"} else 0
         if route == "stream" and info.adam7:
             per_pixel, per_source_byte = _ADAM7_COST
             fixed += _ADAM7_BAND_PER_COLUMN * max(info.width, 0)

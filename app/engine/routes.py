@@ -8,8 +8,12 @@ sends what libvips can decode to "stream". `inspect_image` records the route
     plain JPEG (the worker-side walk       (none)       direct.passthrough_jpeg,
       accepts it: app.engine.jpeg_header)               in the web worker
     other JPEG                             embed-jpeg   img2pdf_route (img2pdf)
-    JPEG, EXIF-mirrored                    pillow-jpeg  normalise (Pillow)
-    JPEG 2000 8-bit                        embed-jp2    img2pdf_route
+    JPEG, EXIF-mirrored: as above          (none) /     direct.passthrough_jpeg /
+                                           embed-jpeg   direct.embed_jpeg, the page's
+                                                        matrix flips it
+    MPO JPEG, EXIF-mirrored                pillow-jpeg  normalise (Pillow)
+    JPEG 2000 8-bit, no alpha              embed-jp2    img2pdf_route
+    JPEG 2000 > 8-bit grey/RGB, no alpha   embed-jp2    direct.embed_jp2
     PNG 8-bit, no alpha, not interlaced    embed-png    direct (IDAT copy)
     PNG 16-bit, alpha, interlaced (any     stream       streamed._split_png + png_strips,
       depth), palette + tRNS                            or adam7, or libvips strips;
@@ -20,9 +24,11 @@ sends what libvips can decode to "stream". `inspect_image` records the route
       PNG/TIFF/GIF
     GIF, first frame a palette image       stream       streamed._stream_indexed + gif
       (padded when smaller than the screen)
-    what libvips refuses, BMP, JPEG 2000   img2pdf-decode / img2pdf-alpha (img2pdf_route),
-      > 8-bit, TIFF at the IFD count cap   pillow / pillow-flatten (normalise; alpha
-                                           flattened onto white)
+    BMP, uncompressed (BI_RGB 1/4/8/24/32, bmp          bmp.strips (rows from the file's
+      standard BI_BITFIELDS)                            bytes); pdfwriter writes the PDF
+    what libvips refuses, BMP RLE/16-bit,  img2pdf-decode / img2pdf-alpha (img2pdf_route),
+      JPEG 2000 with alpha, TIFF           pillow / pillow-flatten (normalise; alpha
+      at the IFD count cap                 flattened onto white)
 
 `low_memory_variant` offers the cheaper "pillow-flatten" for "img2pdf-alpha"
 when admission has no room for the dearer one.
@@ -32,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from app.engine import structure
+from app.engine import bmp, structure
 from app.engine.facts import _ALPHA_MODES, _MIRRORED, ImageInfo, _Facts
 from app.engine.vips import header, open_image
 
@@ -40,6 +46,8 @@ from app.engine.vips import header, open_image
 # the page looks the same (PDF pages are white), only the PDF's own transparency
 # is lost. Used when the soft-mask path would not fit the memory budget.
 LOW_MEMORY_ALPHA_ROUTE = "pillow-flatten"
+# Pillow's modes of the > 8-bit JPEG 2000 files direct.embed_jp2 embeds.
+_DEEP_JP2_MODES = frozenset({"L", "I;16", "I;16B", "RGB"})
 
 
 def low_memory_variant(info: ImageInfo) -> ImageInfo | None:
@@ -52,13 +60,17 @@ def low_memory_variant(info: ImageInfo) -> ImageInfo | None:
 def _stream_or(
     route: str, data: bytes, kind: str, facts: _Facts, shape: structure.Structure
 ) -> str:
-    """The "stream" route when libvips (app.engine.streamed) can decode this image, else `route`.
+    """The "stream" route when libvips (app.engine.streamed) can decode this image,
+    "bmp" for a BMP app.engine.bmp writes in strips (InvalidImage for a header
+    its file cannot back), else `route`.
 
-    Plain 8-bit PNGs keep img2pdf's IDAT copy; JPEG, JPEG 2000 and BMP stay on
-    their routes (libvips here has no JPEG 2000 or BMP loader). A TIFF whose IFD
+    Plain 8-bit PNGs keep img2pdf's IDAT copy; JPEG, JPEG 2000 and other BMPs
+    stay on their routes (libvips here has no JPEG 2000 or BMP loader). A TIFF whose IFD
     chain reaches the count cap stays with Pillow, which reads only the first:
     libtiff under libvips walks every IFD to count pages (180k took > 15 s).
     """
+    if kind == "bmp":
+        return "bmp" if bmp.parse(data) is not None else route
     if route == "embed-png" and facts.png_depth <= 8:
         return route
     if kind == "tiff" and shape.frames >= structure.FRAMES_COUNTED:
@@ -82,14 +94,20 @@ def _route(kind: str, mode: str, facts: _Facts) -> str:
         return "pillow-flatten"
     if facts.orientation in _MIRRORED:
         if kind == "jpeg":
-            return "pillow-jpeg"
+            # Embedded as it is and flipped by the page's matrix (direct.embed_jpeg);
+            # an MPO's first frame is cut out and re-encoded by Pillow.
+            return "pillow-jpeg" if facts.mpo else "embed-jpeg"
         return "pillow-flatten" if alpha else "pillow"
     if kind == "jpeg":
         return "embed-jpeg"
     if kind == "jp2":
-        # img2pdf embeds 8-bit JPEG 2000 only; deeper files are decoded (openjpeg
-        # keeps 4 bytes per sample) and re-encoded.
-        return "embed-jp2" if facts.jp2_depth <= 8 else ("pillow-flatten" if alpha else "pillow")
+        # Embedded as they are: img2pdf takes 8-bit files, direct.embed_jp2 deeper
+        # grey and RGB ones. Ones with alpha are decoded (openjpeg keeps 4 bytes
+        # per sample) and flattened: img2pdf embeds an 8-bit one with its alpha
+        # ignored, and pdfium draws /SMaskInData up to 63 levels off.
+        if not alpha and (facts.jp2_depth <= 8 or mode in _DEEP_JP2_MODES):
+            return "embed-jp2"
+        return "pillow-flatten" if alpha else "pillow"
     if kind == "png":
         if alpha and facts.png_depth > 8:
             return "pillow-flatten"

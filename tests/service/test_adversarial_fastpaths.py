@@ -7,8 +7,12 @@ from __future__ import annotations
 import pytest
 
 from app.engine import structure
+from app.pages import visible_size
+from tests.service.conftest import open_pdf
 from tests.support import images
+from tests.support.servers import http
 from tests.unit.test_fastpaths_adversarial import (
+    EXIF_IFD0,
     REFUSED_BY_PILLOW,
     alpha_png,
     alpha_rows,
@@ -81,3 +85,27 @@ def test_a_few_fill_bytes_still_convert(service, source):
     cap = structure.JPEG_MAX_STRAY_BYTES
     url = source.add_bytes("/fastpath/fill-at-cap.jpg", jpeg_with_stray(b"\xff" * cap))
     assert service.post(url).status == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        # Pillow stops before the orientation: upright, 16 x 8 px at 72 dpi.
+        ("orientation after data past the end (5)", (16, 8)),
+        # Pillow skips XResolution but reads orientation 5: turned, 72 dpi.
+        ("resolution past the data limit", (8, 16)),
+    ],
+)
+def test_exif_pillow_stops_reading_decides_the_page(service, source, name, shown):
+    # The worker's walk read the orientation (5, mirrored and turned) or the
+    # resolution (300 dpi) after an IFD0 entry Pillow stops at or skips: the
+    # PDF showed what Pillow does not. Now Pillow's reading decides.
+    url = source.add_bytes(f"/fastpath/exif-{len(name)}.jpg", EXIF_IFD0[name])
+    resp = service.post(url)
+    assert resp.status == 200, resp.body[:300]
+    pdf = open_pdf(http("GET", resp.json()["converted_url"]).body)
+    page = pdf.pages[0]
+    assert "/Rotate" not in page
+    assert visible_size(page) == pytest.approx(shown, abs=1e-3)
+    matrix = page.Contents.read_bytes().split(b" cm")[0].split()[-6:]
+    assert (matrix[1:3] == [b"0", b"0"]) == (shown == (16, 8)), matrix  # unturned iff upright

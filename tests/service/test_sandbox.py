@@ -149,10 +149,11 @@ def test_cpu_limit_signal_is_a_timeout_answer(sandbox):
 
 
 def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
-    # Pillow decodes a BMP whole before img2pdf re-encodes it: 12 MB of RGB
-    # here; 4 MB cannot do. (An 8-bit alpha PNG and an interlaced one now convert
-    # in less: the first's filtered data is split, the second's decoded in bands.)
-    data = images.bmp(2000, 2000)
+    # Pillow decodes an RLE8 BMP whole before img2pdf re-encodes it: 4 MB of
+    # indices and more here; 4 MB cannot do. (An 8-bit alpha PNG, an interlaced
+    # one and an uncompressed BMP now convert in less: split, decoded in bands,
+    # written in strips from the file.)
+    data = images.bmp_rle8(2000, 2000)
     with pytest.raises(ConversionTooLarge):
         convert(sandbox, data, reserve=4 * 1024 * 1024)
     assert zygote_children() == []
@@ -189,14 +190,61 @@ def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
         lambda: images.encode(images.banded_gradient(3000, 2500, "RGBA"), "WEBP", lossless=True),
         lambda: hostile.gif_frame_at(1500, 1200, (3000, 2000), (1000, 700)),
         lambda: images.bmp(1500, 1000),
+        lambda: images.bmp(1500, 1000, "P"),
+        lambda: images.bmp(1501, 1000, "1"),
+        lambda: images.bmp_rgba(1500, 1000),
+        lambda: images.bmp_rle8(1500, 1000),
         lambda: images.jp2(1000, 800),
         lambda: hostile.jp2_16bit_gray(1024, 1024),
+        lambda: deep_rgb_jp2(1000, 800),
         lambda: images.jpeg_with_orientation(5, 1500, 1000),
+        lambda: mirrored_jpeg_with_icc(1500, 1000),
+        lambda: one_row_bmp(4_000_000),
+        lambda: images.encode(images.banded_gradient(1500, 1000, "RGBA"), "JPEG2000"),
     ],
 )
 def test_estimate_is_enough_under_the_kernel_limit(sandbox, make):
     """Each route converts with exactly its estimate as its address-space limit."""
     assert convert(sandbox, make()).startswith(b"%PDF-")
+
+
+def deep_rgb_jp2(w: int, h: int) -> bytes:
+    """16-bit RGB JPEG 2000 (embedded, no decoder), written by openjpeg."""
+    import numpy as np
+    import openjpeg
+
+    rng = np.random.default_rng(5)
+    return openjpeg.encode(
+        rng.integers(0, 65536, (h, w, 3), dtype=np.uint16),
+        bits_stored=16,
+        photometric_interpretation=1,
+        codec_format=1,
+    )
+
+
+def one_row_bmp(width: int) -> bytes:
+    """32-bit BI_BITFIELDS with alpha, one row of `width` pixels (written in pieces)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(5).integers(0, 256, width * 4, dtype=np.uint8)
+    return images.bmp_rgba(width, 1, Image.frombytes("RGBA", (width, 1), pixels.tobytes()))
+
+
+def mirrored_jpeg_with_icc(w: int, h: int) -> bytes:
+    """EXIF orientation 7 with an ICC profile: the child embeds it (direct.embed_jpeg)."""
+    from PIL import Image, ImageCms
+
+    exif = Image.Exif()
+    exif[0x0112] = 7
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return images.encode(images.photo(w, h, seed=2), "JPEG", exif=exif.tobytes(), icc_profile=icc)
+
+
+def test_cut_progressive_jpeg_is_refused_within_its_estimate(sandbox):
+    """No decoder holds its coefficients: 422, not the kernel's limit."""
+    with pytest.raises(InvalidImage):
+        convert(sandbox, hostile.truncated_progressive_cmyk_jpeg(2000, 2000))
 
 
 def interlaced_palette_png(w: int, h: int) -> bytes:

@@ -199,6 +199,41 @@ def bmp(w: int = 64, h: int = 48, mode: str = "RGB") -> bytes:
     return encode(_marked(w, h, mode), "BMP")
 
 
+def _bmp_file(w: int, h: int, depth: int, compression: int, extra: bytes, pixels: bytes) -> bytes:
+    """A BMP with a V5 header (masks from `extra`, 16 bytes) and `extra`'s palette."""
+    import struct
+
+    info = struct.pack("<IiiHHIIiiII", 124, w, h, 1, depth, compression, len(pixels), 0, 0, 0, 0)
+    info += extra[:16].ljust(16, b"\0") + bytes(124 - 56) + extra[16:]
+    offset = 14 + len(info)
+    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + pixels
+
+
+def bmp_rgba(w: int = 64, h: int = 48, im: Image.Image | None = None) -> bytes:
+    """32-bit BI_BITFIELDS with an alpha mask (Pillow saves RGBA as BI_RGB, whose
+    fourth byte it then reads as padding): `im` or half transparent, bottom-up rows."""
+    import struct
+
+    pixels = (im or _half_transparent(w, h)).tobytes("raw", "BGRA", 0, -1)
+    masks = struct.pack("<4I", 0xFF0000, 0xFF00, 0xFF, 0xFF000000)
+    return _bmp_file(w, h, 32, 3, masks, pixels)
+
+
+def bmp_rle8(w: int = 64, h: int = 48) -> bytes:
+    """RLE8 (Pillow decodes it; it cannot write one): runs of up to 255 of one index."""
+    palette = bytes(b for i in range(256) for b in (i, 255 - i, (i * 7) % 256, 0))
+    rows = bytearray()
+    for y in range(h):
+        x = 0
+        while x < w:
+            run = min(255, w - x)
+            rows += bytes([run, (x // 16 + y) % 256])
+            x += run
+        rows += b"\0\0"  # end of line
+    rows += b"\0\1"  # end of bitmap
+    return _bmp_file(w, h, 8, 1, b"\0" * 16 + palette, bytes(rows))
+
+
 def jp2(w: int = 64, h: int = 48) -> bytes:
     """JPEG 2000 (jp2 container); needs Pillow built with OpenJPEG."""
     return encode(_marked(w, h), "JPEG2000")

@@ -177,20 +177,23 @@ def test_exif_warning_flood_is_counted_not_printed():
 # --- estimates are upper bounds for their route --------------------------------
 
 
-def test_sixteen_bit_jp2_takes_a_decoding_route_and_is_priced_as_one():
+def test_sixteen_bit_jp2_is_embedded_and_priced_as_a_copy():
+    # No decoder runs (tests/unit/test_convert_jp2_deep.py renders them).
     data = hostile.jp2_16bit_gray(256, 256)
     info = inspect_image(data, MAX_PIXELS)
-    assert info.route == "pillow"
-    assert estimate_peak_bytes(info, len(data)) >= 13 * 256 * 256
+    assert info.route == "embed-jp2"
+    assert estimate_peak_bytes(info, len(data)) < 256 * 256 + 6 * len(data) + 9 * 2**20
     with pikepdf.open(io.BytesIO(convert_to_pdf(data, info))) as doc:
         assert len(doc.pages) == 1
+        assert doc.pages[0].Resources.XObject.Im0.read_raw_bytes() == data
 
 
-def test_truncated_progressive_cmyk_jpeg_is_priced_with_its_coefficients():
+def test_truncated_progressive_cmyk_jpeg_is_refused_without_its_coefficients():
+    # The walk to the scans' end finds it cut (tests/unit/test_convert_jpeg_cut.py):
+    # no decoder holds its coefficients, so none are priced.
     data = hostile.truncated_progressive_cmyk_jpeg(256, 256, cut=200)
     info = inspect_image(data, MAX_PIXELS)
-    assert info.decoder_bytes == 256 * 256 * 4 * 2
-    assert estimate_peak_bytes(info, len(data)) >= 256 * 256 * 8 + 6 * len(data)
+    assert info.decoder_bytes == 0
     with pytest.raises(InvalidImage):
         convert_to_pdf(data, info)
 

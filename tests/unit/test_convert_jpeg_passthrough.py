@@ -1,7 +1,7 @@
 """The JPEG passthrough written without img2pdf (app.engine.direct.passthrough_jpeg)
 against img2pdf's own output for the same file: page, boxes, rotation, image
 dictionary and content matrix equal, the JPEG bytes verbatim; and every file
-that is not plain (mirrored, cut short, ICC, XMP, 12-bit...) left to the
+that is not plain (cut short, ICC, XMP, 12-bit...) left to the
 sandboxed decoder path (None), which still answers as before."""
 
 from __future__ import annotations
@@ -188,11 +188,12 @@ def test_invalid_orientation_is_upright(orientation):
 
 
 @pytest.mark.parametrize("orientation", [2, 4, 5, 7])
-def test_mirrored_orientations_go_to_the_decoder(orientation):
+def test_mirrored_orientations_are_embedded_too(orientation):
+    # The page matrix flips them (tests/unit/test_convert_jpeg_mirrored.py renders them).
     data = make(orientation=orientation)
-    assert ours(data) is None
-    assert inspect_image(data, 10**9).route == "pillow-jpeg"
-    assert convert_to_pdf(data, inspect_image(data, 10**9)).startswith(b"%PDF")
+    pdf = ours(data)
+    assert pdf is not None and summary(pdf)["raw"] == data
+    assert summary(pdf)["rotate"] == 0
 
 
 @pytest.mark.parametrize(

@@ -345,3 +345,82 @@ def test_restart_markers_before_the_frame_count_as_segments():
         inspect_image(data[:2] + b"\xff\xd0" * before + data[2:], 10**9)
     few = data[:2] + b"\xff\xd0" * 3 + data[2:]
     assert convert_to_pdf(few, inspect_image(few, 10**9)).startswith(b"%PDF-")
+
+
+# --- Exif IFD0 entries Pillow stops at or skips --------------------------------
+
+
+def jpeg_with_ifd0(entries: list[tuple[int, int, int, bytes]], tail: bytes = b"") -> bytes:
+    """A 16x8 JPEG whose Exif (big-endian) IFD0 holds `entries` (tag, type, count,
+    4-byte value or offset) in this order, `tail` after the IFD."""
+    ifd = struct.pack(">H", len(entries))
+    ifd += b"".join(struct.pack(">HHI", t, k, n) + v for t, k, n, v in entries)
+    exif = b"Exif\0\0MM\0*" + struct.pack(">I", 8) + ifd + b"\0\0\0\0" + tail
+    data = images.jpeg(16, 8)
+    return data[:2] + segment(0xE1, exif) + data[2:]
+
+
+def pillow_reading(data: bytes) -> tuple[int, tuple[float, float]]:
+    with Image.open(io.BytesIO(data)) as im:
+        dpi = im.info.get("dpi", (72, 72))
+        return im.getexif().get(0x0112, 1), (float(dpi[0]), float(dpi[1]))
+
+
+SHORT, RATIONAL, ASCII = 3, 5, 2
+ORIENTATION_5 = (0x0112, SHORT, 1, struct.pack(">HH", 5, 0))
+ORIENTATION_6 = (0x0112, SHORT, 1, struct.pack(">HH", 6, 0))
+UNIT_INCH = (0x0128, SHORT, 1, struct.pack(">HH", 2, 0))
+
+
+def x_resolution(at: int) -> tuple[int, int, int, bytes]:
+    return (0x011A, RATIONAL, 1, struct.pack(">I", at))
+
+
+# IFD0 starts at 8; with n entries its end (and the tail) is at 8 + 2 + 12n + 4.
+EXIF_IFD0 = {
+    # Make's 20 bytes lie past the end: Pillow's read of IFD0 stops there, so
+    # the orientation after it is never read (the walk took 5 and 6 from it).
+    "orientation after data past the end (5)": jpeg_with_ifd0(
+        [(0x010F, ASCII, 20, struct.pack(">I", 4000)), ORIENTATION_5]
+    ),
+    "orientation after data past the end (6)": jpeg_with_ifd0(
+        [(0x010F, ASCII, 20, struct.pack(">I", 4000)), ORIENTATION_6]
+    ),
+    # Data one byte past the end: Make's 8 bytes at 38 (IFD0's end), 7 bytes there.
+    "data one byte past the end": jpeg_with_ifd0(
+        [(0x010F, ASCII, 8, struct.pack(">I", 38)), ORIENTATION_5], tail=b"x" * 7
+    ),
+    # Out-of-line data adding up to more than the Exif stream (146 bytes): Pillow
+    # skips the tags past that sum (Software, then XResolution), reading no dpi;
+    # the walk read 300 dpi. Each value lies inside the stream (at 86, IFD0's end).
+    "resolution past the data limit": jpeg_with_ifd0(
+        [
+            (0x010F, ASCII, 60, struct.pack(">I", 86)),
+            (0x0110, ASCII, 60, struct.pack(">I", 86)),
+            (0x0131, ASCII, 60, struct.pack(">I", 86)),
+            UNIT_INCH,
+            x_resolution(86),
+            ORIENTATION_5,
+        ],
+        tail=struct.pack(">II", 300, 1) + b"M" * 52,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", EXIF_IFD0)
+def test_exif_the_walk_reads_as_pillow_or_leaves_to_the_sandbox(name):
+    data = EXIF_IFD0[name]
+    head = jpeg_header.jpeg_header(data)
+    if head is not None:
+        orientation, dpi = pillow_reading(data)
+        assert (head.orientation, head.dpi or (72.0, 72.0)) == (orientation, dpi), name
+    assert convert_to_pdf(data, inspect_image(data, 10**9)).startswith(b"%PDF-")
+
+
+def test_exif_data_that_ends_at_the_last_byte_is_read():
+    # The boundary: Make's 8 bytes end exactly at the stream's end; Pillow reads
+    # on, so the walk keeps the file and reads the orientation after it.
+    data = jpeg_with_ifd0([(0x010F, ASCII, 8, struct.pack(">I", 38)), ORIENTATION_5], b"x" * 8)
+    assert pillow_reading(data)[0] == 5
+    head = jpeg_header.jpeg_header(data)
+    assert head is not None and head.orientation == 5
