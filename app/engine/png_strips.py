@@ -84,6 +84,17 @@ def _inflated(idat, expected: int, step: int):
                     yield chunk
         if produced == expected:
             return
+    # The input is used up, but a call cut short by its output limit can still hold
+    # output (the rest of a long match): ask for it until there is none.
+    while produced < expected and not inflater.eof:
+        try:
+            chunk = inflater.decompress(b"", min(expected - produced, step))
+        except isal_zlib.error:
+            raise BadData("corrupt image data") from None
+        if not chunk:
+            return
+        produced += len(chunk)
+        yield chunk
 
 
 def _wide_rows(chunks, width: int, height: int, colours: int):

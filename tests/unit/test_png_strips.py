@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import zlib
 
 import numpy as np
+import pikepdf
+import pytest
+from PIL import Image
 
-from app.engine import png_strips
+from app.engine import png_strips, vips
+from app.engine.convert import convert_to_pdf
+from app.engine.inspect import inspect_image
+from tests.support import images
 
 
 class RecordingInflater:
@@ -47,3 +54,20 @@ def test_one_large_idat_is_fed_to_the_inflater_in_bounded_pieces(monkeypatch):
     colour = np.concatenate([c[:, 1:].copy() for c, _a in strips])
     assert max(sizes) <= png_strips.FEED_BYTES
     assert colour.tobytes() == rgba[:, :, :3].tobytes()
+
+
+@pytest.mark.parametrize("strip_kib", [4, 16, 32])
+def test_output_the_inflater_still_holds_after_the_last_idat_is_read(monkeypatch, strip_kib):
+    # With strips smaller than the default, the last call often used up the input
+    # while output was still pending: "image data cut short" (422) for a valid file.
+    monkeypatch.setattr(vips, "STRIP_BYTES", strip_kib * 1024)
+    data = images.encode(images.noisy_gradient(400, 300, "RGBA"), "PNG", compress_level=6)
+    pdf = convert_to_pdf(data, inspect_image(data, 10**9))
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        image = next(iter(doc.pages[0].get_images().values()))
+        colour = np.frombuffer(image.read_bytes(), np.uint8).reshape(300, 400, 3)
+        alpha = np.frombuffer(image.SMask.read_bytes(), np.uint8).reshape(300, 400)
+    with Image.open(io.BytesIO(data)) as im:
+        want = np.asarray(im)
+    assert colour.tolist() == want[..., :3].tolist()
+    assert alpha.tolist() == want[..., 3].tolist()
