@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import mmap
 import warnings
 from dataclasses import replace
 
@@ -44,7 +45,9 @@ def _open(data: bytes, kind: str) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            return Image.open(io.BytesIO(data), formats=_PIL_FORMATS[kind])
+            # A mapped source (app.sandbox) is a file object itself: a BytesIO would copy it.
+            source = data if isinstance(data, mmap.mmap) else io.BytesIO(data)
+            return Image.open(source, formats=_PIL_FORMATS[kind])
         except Image.DecompressionBombError:
             raise ImageTooLarge() from None
 

@@ -139,12 +139,15 @@ def test_decoder_warnings_are_one_counted_log_line(svc, source):
     assert len(counted) == 1, counted
 
 
-def _catch_conversion_child(svc: Service) -> int:
-    """The first conversion child to appear (polled from /proc)."""
+def _catch_conversion_child(svc: Service, pending) -> int:
+    """The first conversion child to appear (polled from /proc), while the request
+    it serves is still pending."""
     while True:
         found = processes.conversion_children(svc.proc.pid)
         if found:
             return found[0]
+        if pending.done():
+            pytest.fail("the conversion ended before its child was seen: use a slower image")
         time.sleep(0.002)
 
 
@@ -157,11 +160,13 @@ def _catch_conversion_child(svc: Service) -> int:
 )
 def test_a_hung_or_crashing_conversion_is_killed_and_answered(svc, source, signals, status, code):
     """Stand-ins for a decoder bug, sent to the real child of a real request."""
-    data = images.alpha_png(2000, 1500)  # seconds of work: the child is there to catch
+    # 30 MP of alpha PNG: ~0.15 s of conversion (3 MP took ~20 ms once the alpha
+    # split got faster, and the child came and went between two polls).
+    data = images.alpha_png(6000, 5000)
     url = source.add_bytes(f"/victim-{code}.png", data)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(svc.post, url, TIMEOUT + 20)
-        child = _catch_conversion_child(svc)
+        child = _catch_conversion_child(svc, pending)
         for sig in signals:
             os.kill(child, sig)
         r = pending.result()

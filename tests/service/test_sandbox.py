@@ -90,10 +90,17 @@ def test_child_holds_only_stdio_on_dev_null_its_pipe_and_output(sandbox):
         job.inspect(MAX_PIXELS)  # the child now waits for its reservation
         fd_dir = Path(f"/proc/{job.pid}/fd")
         fds = {int(fd): os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir)}
-        assert len(fds) == 5, fds  # 0, 1, 2, the pipe, the output memfd
+        assert len(fds) == 6, fds  # 0, 1, 2, the pipe, the output memfd, the source
         assert all(fds[n] == "/dev/null" for n in (0, 1, 2)), fds
         assert sum("socket:" in t or "pipe:" in t for t in fds.values()) == 1, fds
         assert sum("memfd:img2pdf-out" in t for t in fds.values()) == 1, fds
+        # The source is mapped, not copied; its descriptor (the mapping's) is read-only.
+        (src,) = [n for n, t in fds.items() if "memfd:img2pdf-src" in t]
+        flags = Path(f"/proc/{job.pid}/fdinfo/{src}").read_text().split("flags:")[1].split()[0]
+        assert int(flags, 8) & os.O_ACCMODE == os.O_RDONLY, flags
+        maps = Path(f"/proc/{job.pid}/maps").read_text().splitlines()
+        (mapped,) = [m for m in maps if "memfd:img2pdf-src" in m]
+        assert mapped.split()[1] == "r--s", mapped  # read-only, shared: no private copy
         limits = limits_of(job.pid)
         assert limits["Max cpu time"] == str(math.ceil(TIMEOUT) + 1)
         # The child's own size at start + the inspection's reservation (+ 4 MiB).

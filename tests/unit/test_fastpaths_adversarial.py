@@ -424,3 +424,48 @@ def test_exif_data_that_ends_at_the_last_byte_is_read():
     assert pillow_reading(data)[0] == 5
     head = jpeg_header.jpeg_header(data)
     assert head is not None and head.orientation == 5
+
+
+def alpha_png_in_chunks(raw: bytes, width: int, height: int, sizes, colour_type: int = 6):
+    """`alpha_png` with its deflated data cut into IDAT chunks of the given sizes
+    (the last takes the rest)."""
+    packed = zlib.compress(raw)
+    chunks, at = [], 0
+    for size in sizes:
+        chunks.append(png_chunk(b"IDAT", packed[at : at + size]))
+        at += size
+    chunks.append(png_chunk(b"IDAT", packed[at:]))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + b"".join(chunks) + png_chunk(b"IEND", b"")
+    )
+
+
+# 300 RGBA pixels: 1,201-byte rows, 109 to a 128 KiB strip, so 250 rows make three
+# strips, the last of 32 rows. IDAT chunks of 1 and 7 bytes make every strip span
+# many inflate chunks; one chunk holding everything gives whole strips at once.
+@pytest.mark.parametrize("colour_type, bands", [(6, 4), (4, 2)])
+@pytest.mark.parametrize("sizes", [[1] * 40 + [7] * 3000, []], ids=["small_idat", "one_idat"])
+def test_alpha_png_strips_across_idat_chunks_split_exactly(colour_type, bands, sizes):
+    width, height = 300, 250
+    noise = np.random.default_rng(11).integers(0, 256, (height, width * bands), np.uint8)
+    raw = b"".join(bytes([y % 5]) + noise[y].tobytes() for y in range(height))
+    data = alpha_png_in_chunks(raw, width, height, sizes, colour_type)
+    assert data.count(b"IDAT") == len(sizes) + 1
+    colour, mask = pdf_planes(convert_to_pdf(data, inspect_image(data, 10**9)))
+    with Image.open(io.BytesIO(data)) as im:
+        want = np.asarray(im)
+    assert colour.reshape(height, width, -1)[..., : bands - 1].tolist() == want[..., :-1].tolist()
+    assert mask.reshape(height, width).tolist() == want[..., -1].tolist()
+
+
+@pytest.mark.parametrize("cut_rows", [1, 32, 33])
+def test_alpha_png_a_strip_short_across_idat_chunks_is_refused(cut_rows):
+    # The data ends inside the last strip (1 row short), exactly at the second
+    # strip's end (32 rows short: the last strip is missing whole), or one row
+    # before that end.
+    width, height = 300, 250
+    rows = alpha_rows(width, height, 4)
+    data = alpha_png_in_chunks(rows[: -cut_rows * (1 + width * 4)], width, height, [7] * 500)
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(data, inspect_image(data, 10**9))
