@@ -7,10 +7,12 @@ tell me the URL a client downloads them from. The route never knows which.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import re
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote, urlsplit
@@ -54,6 +56,15 @@ class Storage(Protocol):
         so the PDF never has to be in this process's memory."""
         ...
 
+    def save_pdf_written(
+        self, write: Callable[[int], int | None], name: str, filename: str
+    ) -> str | None:
+        """`save_pdf` for a PDF that `write(fd)` writes to a fresh file and sizes:
+        written where it will be kept when the backend can (local: the final
+        folder, then renamed), so it is never copied. None when `write` returns
+        None (it wrote nothing worth keeping): nothing is stored."""
+        ...
+
     def local_path(self, name: str) -> Path | None:
         """The file the app itself serves at /files/`name`; None when the backend
         serves its PDFs (GCS) or there is no such PDF."""
@@ -90,10 +101,38 @@ class LocalStorage:
     def save_pdf_file(self, pdf: BinaryIO, size: int, name: str, filename: str) -> str:
         if not is_pdf_name(name):
             raise ValueError(f"refusing to store {name!r}")
-        if _FILENAME_RE.fullmatch(filename):
-            self._write(self.data_dir / f"{name}.filename", filename.encode())
-        self._write_from(self.data_dir / name, pdf.fileno(), size)
+        self._write_from(self.data_dir / name, pdf.fileno(), size, filename)
         return f"{self.public_base_url}/files/{name}"
+
+    def save_pdf_written(
+        self, write: Callable[[int], int | None], name: str, filename: str
+    ) -> str | None:
+        """The PDF written straight into its folder (no memfd, no copy), then renamed."""
+        if not is_pdf_name(name):
+            raise ValueError(f"refusing to store {name!r}")
+        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".upload-")
+        try:
+            try:
+                size = write(fd)
+                if size is not None:
+                    os.fchmod(fd, 0o644)
+            finally:
+                os.close(fd)
+            if size is None:
+                os.unlink(tmp)
+                return None
+            self._commit(tmp, self.data_dir / name, filename)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return f"{self.public_base_url}/files/{name}"
+
+    def _commit(self, tmp: str, path: Path, filename: str) -> None:
+        """Rename a complete PDF into place, its download name first: a PDF that
+        can be served always has its name, and a failed write leaves neither."""
+        if _FILENAME_RE.fullmatch(filename):
+            self._write(path.with_name(f"{path.name}.filename"), filename.encode())
+        os.replace(tmp, path)
 
     def _write(self, path: Path, data: bytes) -> None:
         # Write then rename: a reader never sees half a file.
@@ -107,7 +146,7 @@ class LocalStorage:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _write_from(self, path: Path, src: int, size: int) -> None:
+    def _write_from(self, path: Path, src: int, size: int, filename: str) -> None:
         """Copy `size` bytes of `src` in the kernel (sendfile), then rename into place."""
         fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".upload-")
         try:
@@ -119,7 +158,7 @@ class LocalStorage:
                         raise OSError(f"PDF file ended at {offset} of {size} bytes")
                     offset += sent
             os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+            self._commit(tmp, path, filename)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -200,6 +239,16 @@ class GCSStorage:
             retry=self._retry,
         )
         return self._url(blob, name)
+
+    def save_pdf_written(
+        self, write: Callable[[int], int | None], name: str, filename: str
+    ) -> str | None:
+        """Written to a memfd, then uploaded from it (the bucket has no file to write)."""
+        with io.FileIO(os.memfd_create("img2pdf-pdf", os.MFD_CLOEXEC), "rb") as pdf:
+            size = write(pdf.fileno())
+            if size is None:
+                return None
+            return self.save_pdf_file(pdf, size, name, filename)
 
     def local_path(self, name: str) -> Path | None:
         return None  # clients download from the bucket, never through the app
