@@ -110,7 +110,7 @@ class LocalStorage:
         """The PDF written straight into its folder (no memfd, no copy), then renamed."""
         if not is_pdf_name(name):
             raise ValueError(f"refusing to store {name!r}")
-        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".upload-")
+        fd, tmp = self._create(name)
         try:
             try:
                 size = write(fd)
@@ -127,12 +127,33 @@ class LocalStorage:
             raise
         return f"{self.public_base_url}/files/{name}"
 
+    def _create(self, name: str) -> tuple[int, str]:
+        """A new temporary file for the PDF `name` (a fresh uuid, so O_EXCL never
+        meets an old one): what mkstemp does, without its random name."""
+        tmp = f"{self.data_dir}/.upload-{name}"
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
+
     def _commit(self, tmp: str, path: Path, filename: str) -> None:
         """Rename a complete PDF into place, its download name first: a PDF that
-        can be served always has its name, and a failed write leaves neither."""
-        if _FILENAME_RE.fullmatch(filename):
-            self._write(path.with_name(f"{path.name}.filename"), filename.encode())
-        os.replace(tmp, path)
+        can be served always has its name, and a failed write leaves neither.
+        The name file is written in place: nothing reads it before the PDF exists."""
+        named = None
+        try:
+            if _FILENAME_RE.fullmatch(filename):
+                named = f"{path}.filename"
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                fd = os.open(named, flags, 0o644)
+                try:
+                    os.fchmod(fd, 0o644)  # whatever the umask
+                    if os.write(fd, filename.encode()) != len(filename):  # <= 88 bytes
+                        raise OSError(f"short write of {named}")
+                finally:
+                    os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            if named is not None:
+                Path(named).unlink(missing_ok=True)
+            raise
 
     def _write(self, path: Path, data: bytes) -> None:
         # Write then rename: a reader never sees half a file.

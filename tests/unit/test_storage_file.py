@@ -108,3 +108,12 @@ def test_a_written_pdf_needs_a_minted_name(tmp_path):
     with pytest.raises(ValueError):
         store.save_pdf_written(written(b"%PDF"), "../x.pdf", "cat.pdf")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pdf_that_cannot_be_renamed_into_place_leaves_no_download_name(tmp_path):
+    store = LocalStorage(tmp_path, "http://127.0.0.1:1")
+    name = new_pdf_name()
+    (tmp_path / name).mkdir()  # the rename onto it fails
+    with pytest.raises(OSError):
+        store.save_pdf_written(written(b"%PDF-1.5 whole"), name, "cat.pdf")
+    assert [p.name for p in tmp_path.iterdir()] == [name]
