@@ -380,33 +380,60 @@ def conversion_before_after(before: Path, rounds: int = 3) -> None:
         print(f"{'':<24}{pb:>11.0f} {pa:>6.0f} {ab:>13.0f} {aa:>6.0f}")
 
 
+def service_cpu_s(svc: Service) -> float:
+    """CPU seconds used so far by the service's processes and the children they reaped
+    (conversion children): user + system, from /proc."""
+    from tests.support.processes import CLOCK_TICKS, _stat, tree
+
+    total = 0
+    for pid in tree(svc.proc.pid) if svc.proc else []:
+        fields = _stat(pid)
+        if fields:
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / CLOCK_TICKS
+
+
 def copy_floor(
     ours: Service, copier: Service, before: Service | None, url: str, n: int, repeats: int
 ) -> None:
     """The 12 MP JPEG against the copy-only server (the floor: download to a file,
     renamed into place, no conversion), `repeats` rounds, servers interleaved in
-    each; the ratio's range over the rounds at c=1 and c=4."""
+    each; the ratio's range over the rounds at c=1 and c=4, and each server's CPU
+    per request (less sensitive than req/s to what else runs on the machine)."""
+    servers = {"copy": copier, "ours": ours, **({"before": before} if before else {})}
     print(
-        f"\n{'copy-only floor':<16}{'c':>3} {'copy rps':>9} {'ours rps':>9} {'ours/copy':>10}"
-        + ("   before rps, before/copy" if before else "")
+        f"\n{'copy-only floor':<16}{'c':>3}"
+        + "".join(f" {k + ' rps':>11} {'cpu ms':>7}" for k in servers)
+        + "".join(f" {k + '/copy':>12}" for k in servers if k != "copy")
     )
+    for svc in servers.values():
+        run_case(svc.base, url, 4, n)  # warm every worker before the first round
     ratios: dict[tuple[str, int], list[float]] = {}
+    cpus: dict[tuple[str, int], list[float]] = {}
     for _ in range(repeats):
         for c in (1, 4):
-            cp = run_case(copier.base, url, c, n)
-            a = run_case(ours.base, url, c, n)
-            ratios.setdefault(("ours", c), []).append(a["rps"] / cp["rps"])
-            line = f"{'jpeg 12MP':<16}{c:>3} {cp['rps']:>9.2f} {a['rps']:>9.2f}"
-            line += f" {a['rps'] / cp['rps']:>9.0%}"
-            if before:
-                o = run_case(before.base, url, c, n)
-                ratios.setdefault(("before", c), []).append(o["rps"] / cp["rps"])
-                line += f"   {o['rps']:>10.2f} {o['rps'] / cp['rps']:>11.0%}"
+            rps = {}
+            line = f"{'jpeg 12MP':<16}{c:>3}"
+            for name, svc in servers.items():
+                cpu0 = service_cpu_s(svc)
+                got = run_case(svc.base, url, c, n)
+                cpu = 1000 * (service_cpu_s(svc) - cpu0) / (n + 1)  # + the warm-up request
+                rps[name] = got["rps"]
+                cpus.setdefault((name, c), []).append(cpu)
+                line += f" {got['rps']:>11.2f} {cpu:>7.1f}"
+            for name in servers:
+                if name != "copy":
+                    ratios.setdefault((name, c), []).append(rps[name] / rps["copy"])
+                    line += f" {rps[name] / rps['copy']:>12.0%}"
             print(line)
     summary = ", ".join(
         f"{who} c={c} {min(v):.0%}-{max(v):.0%}" for (who, c), v in sorted(ratios.items())
     )
-    print(f"of the copy-only server over {repeats} rounds: {summary}")
+    print(f"of the copy-only server's req/s over {repeats} rounds: {summary}")
+    summary = ", ".join(
+        f"{who} c={c} {min(v):.1f}-{max(v):.1f}" for (who, c), v in sorted(cpus.items())
+    )
+    print(f"service CPU ms per request: {summary}")
 
 
 def worker_pids(svc: Service) -> list[int]:
