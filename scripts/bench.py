@@ -22,6 +22,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -220,6 +221,7 @@ def request_path_profile(images: dict[str, bytes], repeats: int) -> None:
         for (obj, name), original in originals.items():
             setattr(obj, name, original)
         source.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def download_paths(data: bytes, repeats: int) -> None:
@@ -604,6 +606,8 @@ def main() -> int:
         if before:
             before.stop()
         source.close()
+        # Every request stored a PDF: a few runs of 12 MP JPEGs are gigabytes.
+        shutil.rmtree(tmp, ignore_errors=True)
     summary = {r["case"] + f" c={r['c']}": round(r["ratio"], 2) for r in rows}
     print("\nthroughput ratio ours/baseline:", json.dumps(summary))
     return 0
