@@ -8,6 +8,7 @@ import os
 import anyio
 import pytest
 
+from app.engine.direct import passthrough_jpeg
 from app.errors import ImageTooLarge
 from app.main import build_services
 from app.pipeline import convert_source_url
@@ -68,9 +69,22 @@ def test_a_jpeg_at_the_pixel_cap_converts_one_over_it_stores_nothing(tmp_path, s
     assert over.admission.in_use == 0 and over.admission.data_in_use == 0
 
 
+def icc_jpeg() -> bytes:
+    from PIL import Image, ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return images.encode(Image.new("RGB", (64, 48), (200, 30, 30)), "JPEG", icc_profile=icc)
+
+
 def test_a_jpeg_that_is_not_plain_is_converted_by_the_sandbox(tmp_path, source):
-    # A mirrored orientation is not plain: the passthrough declines and leaves no file.
-    url = source.add_bytes("/mirrored.jpg", images.jpeg_with_orientation(2))
+    # An ICC profile is not plain: the passthrough declines and leaves no file.
+    data = icc_jpeg()
+    fd = os.memfd_create("probe")
+    try:
+        assert passthrough_jpeg(data, 10**9, fd) is None
+    finally:
+        os.close(fd)
+    url = source.add_bytes("/profiled.jpg", data)
     svc = services(tmp_path)
     name = convert(url, svc).rsplit("/", 1)[1]
     assert stored(tmp_path) == [name, f"{name}.filename"]
