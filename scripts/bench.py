@@ -400,8 +400,9 @@ def copy_floor(
 ) -> None:
     """The 12 MP JPEG against the copy-only server (the floor: download to a file,
     renamed into place, no conversion), `repeats` rounds, servers interleaved in
-    each; the ratio's range over the rounds at c=1 and c=4, and each server's CPU
-    per request (less sensitive than req/s to what else runs on the machine)."""
+    each (in turn first); the ratio's range over the rounds at c=1 and c=4, and
+    each server's CPU per request (less sensitive than req/s to what else runs on
+    the machine)."""
     servers = {"copy": copier, "ours": ours, **({"before": before} if before else {})}
     print(
         f"\n{'copy-only floor':<16}{'c':>3}"
@@ -412,17 +413,23 @@ def copy_floor(
         run_case(svc.base, url, 4, n)  # warm every worker before the first round
     ratios: dict[tuple[str, int], list[float]] = {}
     cpus: dict[tuple[str, int], list[float]] = {}
-    for _ in range(repeats):
+    names = list(servers)
+    for r in range(repeats):
         for c in (1, 4):
-            rps = {}
-            line = f"{'jpeg 12MP':<16}{c:>3}"
-            for name, svc in servers.items():
+            # Each round starts with another server: the one that runs right after
+            # a burst of writes pays for the page cache it left (reclaim, writeback).
+            order = names[r % len(names) :] + names[: r % len(names)]
+            got = {}
+            for name in order:
+                svc = servers[name]
                 cpu0 = service_cpu_s(svc)
-                got = run_case(svc.base, url, c, n)
+                got[name] = run_case(svc.base, url, c, n)
                 cpu = 1000 * (service_cpu_s(svc) - cpu0) / (n + 1)  # + the warm-up request
-                rps[name] = got["rps"]
                 cpus.setdefault((name, c), []).append(cpu)
-                line += f" {got['rps']:>11.2f} {cpu:>7.1f}"
+            rps = {name: got[name]["rps"] for name in names}
+            line = f"{'jpeg 12MP':<16}{c:>3}"
+            for name in names:
+                line += f" {rps[name]:>11.2f} {cpus[(name, c)][-1]:>7.1f}"
             for name in servers:
                 if name != "copy":
                     ratios.setdefault((name, c), []).append(rps[name] / rps["copy"])
