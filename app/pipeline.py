@@ -204,8 +204,8 @@ class _NotStored(Exception):
 async def store_passthrough(
     data: bytes, held: Reservation, source_name: str, svc: Services
 ) -> str | None:
-    """A plain JPEG's PDF written straight where it is stored, in one thread hop:
-    no memfd and no copy of it (LocalStorage writes it into its folder and renames).
+    """A plain JPEG's PDF written and stored in one thread hop (it took two: the
+    passthrough into a memfd, then the store).
     None: the JPEG is not plain, nothing is stored (the sandbox converts it).
     An error of the image is raised as it is; one of the store is a 503.
     """

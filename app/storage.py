@@ -59,10 +59,10 @@ class Storage(Protocol):
     def save_pdf_written(
         self, write: Callable[[int], int | None], name: str, filename: str
     ) -> str | None:
-        """`save_pdf` for a PDF that `write(fd)` writes to a fresh file and sizes:
-        written where it will be kept when the backend can (local: the final
-        folder, then renamed), so it is never copied. None when `write` returns
-        None (it wrote nothing worth keeping): nothing is stored."""
+        """`save_pdf_file` for a PDF that `write(fd)` first writes into a fresh file
+        and sizes, all in the caller's thread (one hop for conversion and store).
+        None when `write` returns None (it wrote nothing worth keeping): nothing
+        is stored."""
         ...
 
     def local_path(self, name: str) -> Path | None:
@@ -107,24 +107,17 @@ class LocalStorage:
     def save_pdf_written(
         self, write: Callable[[int], int | None], name: str, filename: str
     ) -> str | None:
-        """The PDF written straight into its folder (no memfd, no copy), then renamed."""
+        """Written to a memfd, then copied by the kernel and renamed (`_write_from`).
+
+        Writing it straight into the folder instead saved the copy but cost more
+        CPU per request in the running service (docs/performance.md)."""
         if not is_pdf_name(name):
             raise ValueError(f"refusing to store {name!r}")
-        fd, tmp = self._create(name)
-        try:
-            try:
-                size = write(fd)
-                if size is not None:
-                    os.fchmod(fd, 0o644)
-            finally:
-                os.close(fd)
+        with io.FileIO(os.memfd_create("img2pdf-pdf", os.MFD_CLOEXEC), "rb") as pdf:
+            size = write(pdf.fileno())
             if size is None:
-                os.unlink(tmp)
                 return None
-            self._commit(tmp, self.data_dir / name, filename)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            self._write_from(self.data_dir / name, pdf.fileno(), size, filename)
         return f"{self.public_base_url}/files/{name}"
 
     def _create(self, name: str) -> tuple[int, str]:
@@ -169,7 +162,7 @@ class LocalStorage:
 
     def _write_from(self, path: Path, src: int, size: int, filename: str) -> None:
         """Copy `size` bytes of `src` in the kernel (sendfile), then rename into place."""
-        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".upload-")
+        fd, tmp = self._create(path.name)
         try:
             with os.fdopen(fd, "wb") as fh:
                 offset = 0

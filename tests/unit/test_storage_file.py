@@ -61,7 +61,7 @@ def written(data: bytes):
     return write
 
 
-def test_a_written_pdf_is_stored_where_it_was_written(tmp_path):
+def test_a_written_pdf_is_stored_whole_with_its_name(tmp_path):
     store = LocalStorage(tmp_path, "http://127.0.0.1:1")
     data = os.urandom(3 * 1024 * 1024 + 7)
     name = new_pdf_name()
