@@ -80,6 +80,10 @@ def configure_logging(level: str | None = None) -> None:
         logging.getLogger(name).propagate = True
     # Our middleware writes the access log; the servers' own would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every request at INFO: a second line per conversion, with the
+    # source URL the access line leaves out. Its warnings still get through.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     asyncio_logger = logging.getLogger("asyncio")
     if not any(isinstance(f, OncePerInterval) for f in asyncio_logger.filters):
         asyncio_logger.addFilter(OncePerInterval(ACCEPT_EXHAUSTED))

@@ -66,7 +66,9 @@ class PdfFile(io.FileIO):
     size: int = 0
 
 
-async def image_to_pdf_file(data: bytes, held: Reservation, svc: Services) -> PdfFile:
+async def image_to_pdf_file(
+    data: bytes, held: Reservation, svc: Services, *, passthrough: bool = True
+) -> PdfFile:
     """Convert bytes already held (data pool) once the work pool has room for the peak.
 
     The image is only ever parsed in a child process (app.sandbox), which lives
@@ -76,11 +78,12 @@ async def image_to_pdf_file(data: bytes, held: Reservation, svc: Services) -> Pd
     fit at once, the inspecting child is stopped, the share given back, and a
     fresh child converts once the peak is reserved. The PDF stays in the file
     the child wrote (the caller closes it); its bytes stay reserved meanwhile.
+    `passthrough=False`: the caller already found the JPEG is not plain.
     """
     # A plain JPEG is embedded as it is, here: no decoder runs (app.engine.direct.passthrough_jpeg).
     # Its PDF is the source plus a few hundred bytes, reserved before it is written.
     # Other formats skip the reservation and the thread hop: they cannot take this route.
-    if sniff_image_type(data[:SNIFF_BYTES]) == "jpeg":
+    if passthrough and sniff_image_type(data[:SNIFF_BYTES]) == "jpeg":
         await held.resize(len(data) + _PDF_AROUND_JPEG)
         out = await anyio.to_thread.run_sync(
             _passthrough, data, svc.settings.max_image_pixels, limiter=svc.convert_limiter
@@ -182,11 +185,56 @@ async def convert_source_url(source_url: str, svc: Services) -> str:
     async with svc.admission.reserve() as held:
         fetched = await fetch_source(source_url, svc.policy, on_bytes=held.hold_data)
         held.hold_data(len(fetched.data))
-        pdf = await image_to_pdf_file(fetched.data, held, svc)
+        jpeg = sniff_image_type(fetched.data[:SNIFF_BYTES]) == "jpeg"
+        if jpeg:
+            url = await store_passthrough(fetched.data, held, source_url, svc)
+            if url is not None:
+                return url
+        pdf = await image_to_pdf_file(fetched.data, held, svc, passthrough=not jpeg)
         with pdf:
             del fetched
             held.hold_data(0)
             return await store_pdf(pdf, source_url, svc)
+
+
+class _NotStored(Exception):
+    """What the writer raised, carried out of the store so it is not taken for an outage."""
+
+
+async def store_passthrough(
+    data: bytes, held: Reservation, source_name: str, svc: Services
+) -> str | None:
+    """A plain JPEG's PDF written and stored in one thread hop (it took two: the
+    passthrough into a memfd, then the store).
+    None: the JPEG is not plain, nothing is stored (the sandbox converts it).
+    An error of the image is raised as it is; one of the store is a 503.
+    """
+    await held.resize(len(data) + _PDF_AROUND_JPEG)
+    max_pixels = svc.settings.max_image_pixels
+
+    def write(fd: int) -> int | None:
+        try:
+            return passthrough_jpeg(data, max_pixels, fd)
+        except Exception as exc:
+            raise _NotStored() from exc
+
+    name = new_pdf_name()
+    try:
+        return await anyio.to_thread.run_sync(
+            svc.storage.save_pdf_written,
+            write,
+            name,
+            download_filename(source_name),
+            limiter=svc.convert_limiter,
+        )
+    except _NotStored as exc:
+        raise exc.__cause__ from None  # type: ignore[misc]
+    except ApiError:
+        raise
+    except Exception as exc:  # any backend failure: the client may retry
+        log.exception("storing %s failed", name)
+        _report(exc)
+        raise StorageUnavailable(svc.settings.retry_after_s) from None
 
 
 def _report(exc: BaseException) -> None:

@@ -7,10 +7,12 @@ tell me the URL a client downloads them from. The route never knows which.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import re
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote, urlsplit
@@ -54,6 +56,15 @@ class Storage(Protocol):
         so the PDF never has to be in this process's memory."""
         ...
 
+    def save_pdf_written(
+        self, write: Callable[[int], int | None], name: str, filename: str
+    ) -> str | None:
+        """`save_pdf_file` for a PDF that `write(fd)` first writes into a fresh file
+        and sizes, all in the caller's thread (one hop for conversion and store).
+        None when `write` returns None (it wrote nothing worth keeping): nothing
+        is stored."""
+        ...
+
     def local_path(self, name: str) -> Path | None:
         """The file the app itself serves at /files/`name`; None when the backend
         serves its PDFs (GCS) or there is no such PDF."""
@@ -90,10 +101,52 @@ class LocalStorage:
     def save_pdf_file(self, pdf: BinaryIO, size: int, name: str, filename: str) -> str:
         if not is_pdf_name(name):
             raise ValueError(f"refusing to store {name!r}")
-        if _FILENAME_RE.fullmatch(filename):
-            self._write(self.data_dir / f"{name}.filename", filename.encode())
-        self._write_from(self.data_dir / name, pdf.fileno(), size)
+        self._write_from(self.data_dir / name, pdf.fileno(), size, filename)
         return f"{self.public_base_url}/files/{name}"
+
+    def save_pdf_written(
+        self, write: Callable[[int], int | None], name: str, filename: str
+    ) -> str | None:
+        """Written to a memfd, then copied by the kernel and renamed (`_write_from`).
+
+        Writing it straight into the folder instead saved the copy but cost more
+        CPU per request in the running service (docs/performance.md)."""
+        if not is_pdf_name(name):
+            raise ValueError(f"refusing to store {name!r}")
+        with io.FileIO(os.memfd_create("img2pdf-pdf", os.MFD_CLOEXEC), "rb") as pdf:
+            size = write(pdf.fileno())
+            if size is None:
+                return None
+            self._write_from(self.data_dir / name, pdf.fileno(), size, filename)
+        return f"{self.public_base_url}/files/{name}"
+
+    def _create(self, name: str) -> tuple[int, str]:
+        """A new temporary file for the PDF `name` (a fresh uuid, so O_EXCL never
+        meets an old one): what mkstemp does, without its random name."""
+        tmp = f"{self.data_dir}/.upload-{name}"
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
+
+    def _commit(self, tmp: str, path: Path, filename: str) -> None:
+        """Rename a complete PDF into place, its download name first: a PDF that
+        can be served always has its name, and a failed write leaves neither.
+        The name file is written in place: nothing reads it before the PDF exists."""
+        named = None
+        try:
+            if _FILENAME_RE.fullmatch(filename):
+                named = f"{path}.filename"
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                fd = os.open(named, flags, 0o644)
+                try:
+                    os.fchmod(fd, 0o644)  # whatever the umask
+                    if os.write(fd, filename.encode()) != len(filename):  # <= 88 bytes
+                        raise OSError(f"short write of {named}")
+                finally:
+                    os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            if named is not None:
+                Path(named).unlink(missing_ok=True)
+            raise
 
     def _write(self, path: Path, data: bytes) -> None:
         # Write then rename: a reader never sees half a file.
@@ -107,9 +160,9 @@ class LocalStorage:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _write_from(self, path: Path, src: int, size: int) -> None:
+    def _write_from(self, path: Path, src: int, size: int, filename: str) -> None:
         """Copy `size` bytes of `src` in the kernel (sendfile), then rename into place."""
-        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".upload-")
+        fd, tmp = self._create(path.name)
         try:
             with os.fdopen(fd, "wb") as fh:
                 offset = 0
@@ -119,7 +172,7 @@ class LocalStorage:
                         raise OSError(f"PDF file ended at {offset} of {size} bytes")
                     offset += sent
             os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+            self._commit(tmp, path, filename)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -200,6 +253,16 @@ class GCSStorage:
             retry=self._retry,
         )
         return self._url(blob, name)
+
+    def save_pdf_written(
+        self, write: Callable[[int], int | None], name: str, filename: str
+    ) -> str | None:
+        """Written to a memfd, then uploaded from it (the bucket has no file to write)."""
+        with io.FileIO(os.memfd_create("img2pdf-pdf", os.MFD_CLOEXEC), "rb") as pdf:
+            size = write(pdf.fileno())
+            if size is None:
+                return None
+            return self.save_pdf_file(pdf, size, name, filename)
 
     def local_path(self, name: str) -> Path | None:
         return None  # clients download from the bucket, never through the app

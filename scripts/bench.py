@@ -13,6 +13,7 @@ and a screenshot; and with --before DIR (a checkout of an older revision) runs
 that revision's service too, so "before" and "after" share one run.
 Usage: .venv/bin/python scripts/bench.py [--requests N] [--quick] [--boundary-only]
        [--before DIR [--before-venv VENV]] [--deflate-only] [--download-only]
+       [--floor-only] [--repeats N]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -177,6 +179,7 @@ def request_path_profile(images: dict[str, bytes], repeats: int) -> None:
     timed(pipeline, "fetch_source", "download")
     timed(pipeline, "image_to_pdf_file", "convert total")
     timed(pipeline, "store_pdf", "store")
+    timed(pipeline, "store_passthrough", "plain jpeg: convert + store")
     timed_sync(sandbox, "_write_all", "  source -> memfd")
     timed_sync(sandbox._Process, "start", "  fork (forkserver)")
     timed_sync(sandbox.Job, "inspect", "  inspect round trip")
@@ -200,16 +203,16 @@ def request_path_profile(images: dict[str, bytes], repeats: int) -> None:
             for label, values in times.items():
                 print(f"  {label:<30}{1000 * statistics.median(values):>8.1f}")
         # The same JPEG with the in-worker passthrough and through the child, interleaved.
-        passthrough = pipeline._passthrough
+        passthrough = pipeline.passthrough_jpeg
         jpeg_url = next(iter(urls.values()))
         ab: dict[str, list[float]] = {"in the worker": [], "in a child": []}
         for _ in range(repeats):
             for label, values in ab.items():
-                pipeline._passthrough = passthrough if label == "in the worker" else _never
+                pipeline.passthrough_jpeg = passthrough if label == "in the worker" else _never
                 t0 = time.perf_counter()
                 anyio.run(one, jpeg_url)
                 values.append(time.perf_counter() - t0)
-        pipeline._passthrough = passthrough
+        pipeline.passthrough_jpeg = passthrough
         print(
             "jpeg passthrough, whole path: "
             + ", ".join(f"{k} {1000 * statistics.median(v):.1f} ms" for k, v in ab.items())
@@ -218,6 +221,7 @@ def request_path_profile(images: dict[str, bytes], repeats: int) -> None:
         for (obj, name), original in originals.items():
             setattr(obj, name, original)
         source.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def download_paths(data: bytes, repeats: int, before: Path | None = None) -> None:
@@ -269,8 +273,8 @@ def download_paths(data: bytes, repeats: int, before: Path | None = None) -> Non
     )
 
 
-def _never(data: bytes, max_pixels: int) -> None:
-    """Stands in for app.pipeline._passthrough: every JPEG goes to the sandbox."""
+def _never(data: bytes, max_pixels: int, fd: int) -> None:
+    """Stands in for app.pipeline.passthrough_jpeg: every JPEG goes to the sandbox."""
     return None
 
 
@@ -382,6 +386,69 @@ def conversion_before_after(before: Path, rounds: int = 3) -> None:
         print(f"{'':<24}{pb:>11.0f} {pa:>6.0f} {ab:>13.0f} {aa:>6.0f}")
 
 
+def service_cpu_s(svc: Service) -> float:
+    """CPU seconds used so far by the service's processes and the children they reaped
+    (conversion children): user + system, from /proc."""
+    from tests.support.processes import CLOCK_TICKS, _stat, tree
+
+    total = 0
+    for pid in tree(svc.proc.pid) if svc.proc else []:
+        fields = _stat(pid)
+        if fields:
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / CLOCK_TICKS
+
+
+def copy_floor(
+    ours: Service, copier: Service, before: Service | None, url: str, n: int, repeats: int
+) -> None:
+    """The 12 MP JPEG against the copy-only server (the floor: download to a file,
+    renamed into place, no conversion), `repeats` rounds, servers interleaved in
+    each (in turn first); the ratio's range over the rounds at c=1 and c=4, and
+    each server's CPU per request (less sensitive than req/s to what else runs on
+    the machine)."""
+    servers = {"copy": copier, "ours": ours, **({"before": before} if before else {})}
+    print(
+        f"\n{'copy-only floor':<16}{'c':>3}"
+        + "".join(f" {k + ' rps':>11} {'cpu ms':>7}" for k in servers)
+        + "".join(f" {k + '/copy':>12}" for k in servers if k != "copy")
+    )
+    for svc in servers.values():
+        run_case(svc.base, url, 4, n)  # warm every worker before the first round
+    ratios: dict[tuple[str, int], list[float]] = {}
+    cpus: dict[tuple[str, int], list[float]] = {}
+    names = list(servers)
+    for r in range(repeats):
+        for c in (1, 4):
+            # Each round starts with another server: the one that runs right after
+            # a burst of writes pays for the page cache it left (reclaim, writeback).
+            order = names[r % len(names) :] + names[: r % len(names)]
+            got = {}
+            for name in order:
+                svc = servers[name]
+                cpu0 = service_cpu_s(svc)
+                got[name] = run_case(svc.base, url, c, n)
+                cpu = 1000 * (service_cpu_s(svc) - cpu0) / (n + 1)  # + the warm-up request
+                cpus.setdefault((name, c), []).append(cpu)
+            rps = {name: got[name]["rps"] for name in names}
+            line = f"{'jpeg 12MP':<16}{c:>3}"
+            for name in names:
+                line += f" {rps[name]:>11.2f} {cpus[(name, c)][-1]:>7.1f}"
+            for name in servers:
+                if name != "copy":
+                    ratios.setdefault((name, c), []).append(rps[name] / rps["copy"])
+                    line += f" {rps[name] / rps['copy']:>12.0%}"
+            print(line)
+    summary = ", ".join(
+        f"{who} c={c} {min(v):.0%}-{max(v):.0%}" for (who, c), v in sorted(ratios.items())
+    )
+    print(f"of the copy-only server's req/s over {repeats} rounds: {summary}")
+    summary = ", ".join(
+        f"{who} c={c} {min(v):.1f}-{max(v):.1f}" for (who, c), v in sorted(cpus.items())
+    )
+    print(f"service CPU ms per request: {summary}")
+
+
 def worker_pids(svc: Service) -> list[int]:
     """The gunicorn workers (not their conversion zygotes or resource trackers).
 
@@ -406,6 +473,10 @@ def main() -> int:
     )
     ap.add_argument("--deflate-only", action="store_true", help="only the deflate comparison")
     ap.add_argument("--download-only", action="store_true", help="only the download comparison")
+    ap.add_argument(
+        "--floor-only", action="store_true", help="only the JPEG against the copy-only server"
+    )
+    ap.add_argument("--repeats", type=int, default=1, help="rounds of the copy-only comparison")
     ap.add_argument("--before", type=Path, help="a checkout of an older revision to compare")
     ap.add_argument(
         "--before-venv", type=Path, help="the venv the older revision runs on (its requirements)"
@@ -428,19 +499,20 @@ def main() -> int:
     worst = encode(photo(*dims(WORST_MP), "RGBA"), "PNG", compress_level=1)
 
     three = {"jpeg 12MP": jpeg12, "png 2MP": png2, "alpha png 2MP": alpha2}
-    download_paths(jpeg12, 10 if args.quick else 40, args.before)
-    if args.download_only:
-        return 0
-    request_path_profile(three, 5 if args.quick else 15)
-    if args.profile_only:
-        return 0
-    process_boundary(three, 5 if args.quick else 15)
-    if args.boundary_only:
-        return 0
-    conversion_only(three, 3 if args.quick else 5)
-    if args.before:
-        conversion_before_after(args.before)
-    deflate_libraries()
+    if not args.floor_only:
+        download_paths(jpeg12, 10 if args.quick else 40, args.before)
+        if args.download_only:
+            return 0
+        request_path_profile(three, 5 if args.quick else 15)
+        if args.profile_only:
+            return 0
+        process_boundary(three, 5 if args.quick else 15)
+        if args.boundary_only:
+            return 0
+        conversion_only(three, 3 if args.quick else 5)
+        if args.before:
+            conversion_before_after(args.before)
+        deflate_libraries()
     source = SourceServer()
     urls = {
         "jpeg 12MP": source.add_bytes("/j.jpg", jpeg12),
@@ -473,10 +545,13 @@ def main() -> int:
     rows = []
     try:
         ours.start()
-        baseline.start()
         copier.start()
         if before:
             before.start()
+        if args.floor_only:
+            copy_floor(ours, copier, before, urls["jpeg 12MP"], n, args.repeats)
+            return 0
+        baseline.start()
         idle = {p: rss_kib(p) for p in worker_pids(ours)}
         print(
             f"\n{'case':<16}{'c':>3} {'ours rps':>9} {'p50':>7} {'p95':>7}"
@@ -501,18 +576,7 @@ def main() -> int:
                         f"{'  before':<16}{c:>3} {o['rps']:>9.2f} {o['p50_ms']:>7.0f}"
                         f" {o['p95_ms']:>7.0f} {'':>25} {ratio_o:>6.1f}x"
                     )
-        print(
-            f"\n{'copy-only floor':<16}{'c':>3} {'copy rps':>9} {'ours rps':>9} {'ours/copy':>10}"
-        )
-        for c in (1, 4):
-            cp = run_case(copier.base, urls["jpeg 12MP"], c, n)
-            a = run_case(ours.base, urls["jpeg 12MP"], c, n)
-            line = f"{'jpeg 12MP':<16}{c:>3} {cp['rps']:>9.2f} {a['rps']:>9.2f}"
-            line += f" {a['rps'] / cp['rps']:>9.0%}"
-            if before:
-                o = run_case(before.base, urls["jpeg 12MP"], c, n)
-                line += f"   before {o['rps']:.2f} rps = {o['rps'] / cp['rps']:.0%}"
-            print(line)
+        copy_floor(ours, copier, before, urls["jpeg 12MP"], n, args.repeats)
         # Lossless check: the JPEG's bytes appear unchanged in our PDF.
         pdf = http(
             "GET", run_case(ours.base, urls["jpeg 12MP"], 1, 1)["last"].json()["converted_url"]
@@ -553,6 +617,8 @@ def main() -> int:
         if before:
             before.stop()
         source.close()
+        # Every request stored a PDF: a few runs of 12 MP JPEGs are gigabytes.
+        shutil.rmtree(tmp, ignore_errors=True)
     summary = {r["case"] + f" c={r['c']}": round(r["ratio"], 2) for r in rows}
     print("\nthroughput ratio ours/baseline:", json.dumps(summary))
     return 0

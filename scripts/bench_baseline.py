@@ -68,18 +68,30 @@ def create_app() -> FastAPI:
 
 
 def _copy(url: str, path: Path) -> None:
+    """Stream the source into a temporary file in the folder, then rename it into
+    place, readable by all: what the service's LocalStorage does with a PDF."""
     import shutil
+    import tempfile
     import urllib.request
 
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=60) as src, open(path, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+    try:
+        with opener.open(url, timeout=60) as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def create_copy_app() -> FastAPI:
     """The floor for any converter: stream the source to a file, answer its URL.
 
-    No conversion at all; urllib in a thread, as plain as a server gets.
+    No conversion at all; urllib in a thread, as plain as a server gets. Started
+    by scripts/bench.py behind the same gunicorn config and worker count as the
+    service, fetching from the same loopback origin.
     """
     app = _app()
 

@@ -223,6 +223,23 @@ def test_access_log_is_json_lines_with_request_id(service):
     assert all({"method", "path", "status", "duration_ms"} <= e.keys() for e in access)
 
 
+def test_a_conversion_logs_its_access_line_and_not_the_source_url(service, source):
+    url = source.add_bytes("/private/holiday-photo-of-ana.jpg", images.jpeg())
+    start = len(service.log())
+    resp = http(
+        "POST", service.base + "/image_to_pdf", {"source_url": url}, headers={"X-Request-Id": "one"}
+    )
+    assert resp.status == 200
+    for _ in range(50):  # the access line is written just after the response is sent
+        new = service.log()[start:]
+        if '"request_id":"one"' in new:
+            break
+        time.sleep(0.1)
+    lines = [json.loads(ln) for ln in new.splitlines() if ln.startswith("{")]
+    assert [e["msg"] for e in lines] == ["request"]
+    assert "holiday-photo-of-ana" not in new  # the HTTP client's INFO line named it
+
+
 # --- hostile requests: caps before parsing, summaries, odd sources ----------------------
 
 

@@ -99,11 +99,15 @@ def test_every_conversion_is_a_new_object(gcs, gcs_service, source):
     assert {n.rsplit("/", 1)[1] for n in names} <= stored
 
 
-def test_storage_outage_is_a_retryable_503_not_a_500(source, tmp_path):
+@pytest.mark.parametrize(
+    ("path", "image"),
+    [("/outage.png", images.png), ("/outage.jpg", images.jpeg)],  # the JPEG is written by the store
+)
+def test_storage_outage_is_a_retryable_503_not_a_500(source, tmp_path, path, image):
     dead = f"http://127.0.0.1:{free_port()}"
     svc = Service(tmp_path, env={"PDF_BUCKET": BUCKET, "STORAGE_EMULATOR_HOST": dead}).start()
     try:
-        resp = svc.post(source.add_bytes("/outage.png", images.png()))
+        resp = svc.post(source.add_bytes(path, image()))
         assert resp.status == 503, resp.body
         assert resp.json()["code"] == "storage_unavailable"
         assert resp.headers["retry-after"].isdigit()
