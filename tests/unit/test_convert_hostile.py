@@ -63,13 +63,47 @@ def test_jpeg_segments_before_the_scan_are_capped_at_the_boundary():
         inspect_image(over, MAX_PIXELS)
 
 
-def test_jpeg_scans_are_capped():
-    base = images.jpeg(32, 32)
+def _one_component_per_scan(data: bytes) -> bytes:
+    """The first SOS header says it codes one of the frame's components: the scan
+    count then matters (the decoder expects more scans), so the file is counted."""
+    sos = data.index(b"\xff\xda")
+    return data[: sos + 4] + b"\x01" + data[sos + 5 :]
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        pytest.param(
+            images.encode(images.noisy_gradient(32, 32), "JPEG", progressive=True), id="progressive"
+        ),
+        pytest.param(
+            _one_component_per_scan(images.jpeg(32, 32)), id="sequential-a-component-per-scan"
+        ),
+    ],
+)
+def test_jpeg_scans_are_capped(base: bytes):
     scans = base.count(b"\xff\xda")
     at_cap = base + b"\xff\xda" * (structure.JPEG_MAX_SCANS - scans)
+    assert structure.scan(at_cap, "jpeg").components == 3
+    with pytest.raises(ImageTooComplex):
+        structure.scan(at_cap + b"\xff\xda", "jpeg")
     assert inspect_image(at_cap, MAX_PIXELS).kind == "jpeg"
     with pytest.raises(ImageTooComplex):
         inspect_image(at_cap + b"\xff\xda", MAX_PIXELS)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_a_sequential_jpeg_whose_first_scan_has_every_component_is_not_counted(mode: str):
+    """No pass over the file for the common camera JPEG: libjpeg refuses a second
+    scan in such a file at once, so extra scans cannot cost a decoder anything."""
+    base = images.encode(images.noisy_gradient(32, 32).convert(mode), "JPEG", quality=90)
+    eoi = len(base) - 2
+    second_scan = base[base.index(b"\xff\xda") : eoi]
+    padded = base[:eoi] + second_scan * (structure.JPEG_MAX_SCANS + 1) + base[eoi:]
+    assert structure.scan(padded, "jpeg").components == len(mode)
+    two_scans = base[:eoi] + second_scan + base[eoi:]
+    with Image.open(io.BytesIO(two_scans)) as im, pytest.raises(OSError, match="broken data"):
+        im.load()
 
 
 def test_png_chunks_other_than_idat_are_capped_at_the_boundary():
