@@ -11,7 +11,7 @@ import zlib
 from PIL import Image
 
 from app.engine import vips
-from app.engine.png_strips import BadData, _up
+from app.engine.png_strips import FEED_BYTES, BadData, _up
 
 # Adam7: (x0, y0, dx, dy) of the 7 passes, stored one after another.
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2))
@@ -94,6 +94,10 @@ def _adam7_readers(parts, passes) -> list[_PassReader]:
     return readers
 
 
+def _pieces(part: memoryview):
+    return [part[at : at + FEED_BYTES] for at in range(0, len(part), FEED_BYTES)]
+
+
 def _unfilter(raw: bytes, prev: bytes | None, rows: int, bpp: int):
     """`rows` filtered PNG rows of `bpp` bytes per pixel (1 for bit depths under 8),
     unfiltered by Pillow's PNG decoder (in C; Avg and Paeth go pixel by pixel):
@@ -161,7 +165,9 @@ def adam7_strips(idat, width: int, height: int, colours: int, alpha: bool, opaci
     key_bytes = None
     if key is not None and all(0 <= k < (1 << depth) for k in key):
         key_bytes = np.frombuffer(b"".join(k.to_bytes(size, "big") for k in key), np.uint8)
-    parts = [part for part in idat if len(part)]
+    # In pieces of FEED_BYTES: a call cut short by its output limit copies the
+    # input it left, so a whole multi-megabyte IDAT fed at once cost its square.
+    parts = [piece for part in idat for piece in _pieces(memoryview(part))]
     passes = _adam7_passes(width, height, bits)
     readers = _adam7_readers(parts, passes)
     prev: list[bytes | None] = [None] * len(passes)
