@@ -62,6 +62,32 @@ _PNG_FILTERS = bytes(range(5))
 _CHECK_STEP = 1 << 20
 
 
+def _check_png_crcs(data: bytes) -> None:
+    """Refuse a PNG whose critical chunk (IHDR, PLTE, IDAT, IEND) has a wrong CRC,
+    as libpng does by default and libvips (fail_on=error) does over it; an
+    ancillary chunk's bad CRC is, as there, not an error. Pillow checks every
+    chunk before IDAT but not IDAT's: the routes that copy or split IDAT, and
+    Pillow's, would otherwise take a damaged file the libvips route refuses.
+    ISA-L's CRC-32: ~0.3-0.6 ms for 8 MiB."""
+    view = memoryview(data)
+    pos = 8
+    try:
+        while pos + 8 <= len(data):  # a file cut short: each route says how it ends
+            length, ctype = struct.unpack_from(">I4s", data, pos)
+            start, end = pos + 8, pos + 8 + length
+            if end + 4 > len(data):
+                return
+            if not ctype[0] & 0x20:  # upper-case first letter: critical
+                crc = isal_zlib.crc32(view[start:end], isal_zlib.crc32(ctype))
+                if crc != int.from_bytes(view[end : end + 4], "big"):
+                    raise InvalidImage()
+            if ctype == b"IEND":
+                return
+            pos = end + 4
+    finally:
+        view.release()
+
+
 def _check_png(data: bytes, facts: _Facts) -> None:
     """img2pdf copies IDAT without looking: inflate it (streaming, bounded memory) to
     make sure the chunks are complete and hold exactly the rows the header promises.
