@@ -421,7 +421,7 @@ def test_a_trns_too_short_for_rgb_is_invalid(trns):
 def flat_adam7_png(arr: np.ndarray, colour_type: int, level: int) -> bytes:
     """An interlaced 8-bit PNG of `arr` (h, w, bands), every row filter type 0, its
     zlib stream in one IDAT (numpy-fast, for images of megabytes)."""
-    h, w, bands = arr.shape
+    h, w, _ = arr.shape
     raw = bytearray()
     for x0, y0, dx, dy in ADAM7:
         sub = arr[y0::dy, x0::dx]
