@@ -97,6 +97,7 @@ CASES = {
         "invalid_image",
     ),
     "webp-lossless-cut": (lambda: hostile.webp_lossless_cut(4000, 4000), 422, "invalid_image"),
+    "webp-alpha-corrupt": (lambda: hostile.webp_alpha_corrupt(600, 400), 422, "invalid_image"),
     # The split and IDAT-copy routes took these while the libvips one refused.
     "png-alpha-bad-idat-crc": (
         lambda: flip_crc(images.alpha_png(600, 400), b"IDAT"),

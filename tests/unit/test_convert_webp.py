@@ -183,3 +183,20 @@ def test_without_libwebp_a_still_webp_keeps_the_libvips_frame(monkeypatch):
     assert estimate_peak_bytes(info, len(data)) >= 32 * 40 * 30
     colour, _ = streams(convert_to_pdf(data, info))
     assert np.array_equal(colour, reference(data))
+
+
+@pytest.mark.parametrize("fill", [0x00, 0x55, 0xFF])
+@pytest.mark.parametrize("size", [(50, 40), (1, 8), (3, 601)])
+def test_a_corrupt_alpha_chunk_is_invalid_not_out_of_memory(small_bands, fill, size):
+    # libwebp answers a damaged ALPH bitstream with VP8_STATUS_OUT_OF_MEMORY: it was
+    # taken for the process's limit (413 conversion_memory_exceeded); Pillow and
+    # libvips call the file undecodable.
+    from tests.support import hostile
+
+    data = hostile.webp_alpha_corrupt(*size, fill)
+    with pytest.raises(OSError):
+        Image.open(io.BytesIO(data)).load()
+    info = inspect_image(data, 10**8)
+    assert info.webp_bands
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(data, info)
