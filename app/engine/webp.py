@@ -45,6 +45,7 @@ _ABI = 0x0209  # WEBP_DECODER_ABI_VERSION of libwebp >= 0.5 (decode.h)
 _MODE_RGB, _MODE_RGBA = 0, 1
 _STATUS_OUT_OF_MEMORY = 1  # VP8_STATUS_OUT_OF_MEMORY
 _VP8X_ANIMATION = 0x02
+_VP8X_ALPHA = 0x10
 _ORIENTATION_TAG = 0x0112
 
 
@@ -214,7 +215,12 @@ def features(data: bytes) -> tuple[int, int, bool]:
         raise BadData("unreadable WebP header")
     if found.has_animation or found.width <= 0 or found.height <= 0:
         raise BadData("not a still WebP")
-    return found.width, found.height, bool(found.has_alpha)
+    alpha = bool(found.has_alpha)
+    if data[12:16] == b"VP8X" and len(data) >= 21 and not data[20] & _VP8X_ALPHA:
+        # libwebp decodes an ALPH chunk (or VP8L alpha) whatever the header says;
+        # libvips follows the header (and Pillow does for ALPH): opaque.
+        alpha = False
+    return found.width, found.height, alpha
 
 
 def band_rows(width: int, bands: int, lossless: bool) -> int:
