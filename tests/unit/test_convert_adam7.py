@@ -461,3 +461,31 @@ def test_one_large_idat_is_fed_to_the_inflater_64_kib_at_a_time(monkeypatch):
     assert max(fed) <= 64 * 1024
     assert np.array_equal(colour, src[..., :3])
     assert alpha is not None and np.array_equal(alpha, src[..., 3:])
+
+
+@pytest.mark.parametrize(
+    ("colour_type", "depth", "key"),
+    [
+        (0, 1, (2,)),
+        (0, 1, (5,)),
+        (0, 2, (5,)),
+        (0, 4, (0x15,)),
+        (0, 8, (0x105,)),
+        (0, 8, (0xFF05,)),
+        (2, 8, (0x105, 0x106, 0x107)),
+        (2, 8, (5, 0x106, 7)),
+    ],
+)
+def test_a_trns_colour_past_the_bit_depth_keys_its_low_bits_as_libpng(colour_type, depth, key):
+    # libpng (and libvips over it) keeps only the bit depth's low bits of a tRNS
+    # sample; the key was dropped as out of range and the pixels drawn opaque.
+    channels = 1 if colour_type == 0 else 3
+    values = rng.integers(0, 1 << depth, (9, 11, channels))
+    values[4, 5] = [k & ((1 << depth) - 1) for k in key]
+    trns = chunk(b"tRNS", b"".join(struct.pack(">H", k) for k in key))
+    data = adam7_deep(values, colour_type, depth, trns)
+    want = libvips_decode(data)
+    assert want.shape[2] == channels + 1 and want[4, 5, -1] == 0
+    colour, alpha = streams(convert_to_pdf(data, inspect_image(data, 10**8)))
+    assert np.array_equal(colour, want[..., :channels])
+    assert alpha is not None and np.array_equal(alpha, want[..., channels:])
