@@ -41,7 +41,10 @@ from app.engine.png_strips import BadData, _up
 LOSSY_BAND_BYTES = 32 * 1024 * 1024
 LOSSLESS_BAND_BYTES = 8 * 1024 * 1024
 _OVERLAP = 2  # rows decoded above and below each band and dropped (see above)
-_ABI = 0x0209  # WEBP_DECODER_ABI_VERSION of libwebp >= 0.5 (decode.h)
+# WEBP_DECODER_ABI_VERSION (decode.h) the structures below follow: 0x0209 since
+# libwebp 0.5; 1.6 is 0x0210. libwebp refuses another major (the high byte) and
+# keeps a major's structures the same size (their pad fields).
+_ABI = 0x0209
 _MODE_RGB, _MODE_RGBA = 0, 1
 _STATUS_OUT_OF_MEMORY = 1  # VP8_STATUS_OUT_OF_MEMORY
 _VP8X_ANIMATION = 0x02
@@ -196,6 +199,8 @@ def _library():
             ctypes.c_int,
         ]
         lib.WebPDecode.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(_Config)]
+        if not lib.WebPInitDecoderConfigInternal(_Config(), _ABI):
+            continue  # another ABI major: these structures are not its own
         _lib = lib
         return lib
     _lib = False

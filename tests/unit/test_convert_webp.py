@@ -239,3 +239,22 @@ def test_the_vp8x_alpha_flag_without_image_alpha_is_opaque(lossless):
     colour, alpha = streams(converted(data))
     assert np.array_equal(colour, want[..., :3])
     assert alpha is None or (alpha == 255).all()
+
+
+def test_a_libwebp_of_another_abi_is_not_used_and_libvips_decodes(monkeypatch):
+    # libwebp refuses a config of another ABI major (WebPInitDecoderConfigInternal
+    # returns 0, WebPGetFeaturesInternal VP8_STATUS_INVALID_PARAM): found at load,
+    # such a library is passed over, not used to refuse every WebP with 422.
+    monkeypatch.setattr(webp, "_ABI", 0x0300)
+    monkeypatch.setattr(webp, "_lib", None)
+    assert not webp.available()
+    data = encode(photo(40, 30, "RGBA"), "RGBA", lossless=True)
+    info = inspect_image(data, 10**8)
+    assert info.route == "stream" and not info.webp_bands
+    colour, alpha = streams(convert_to_pdf(data, info))
+    want = reference(data)
+    assert np.array_equal(colour, want[..., :3])
+    assert alpha is not None and np.array_equal(alpha, want[..., 3:])
+    monkeypatch.setattr(webp, "_ABI", 0x02FF)  # another minor of the same major: used
+    monkeypatch.setattr(webp, "_lib", None)
+    assert webp.available()
