@@ -11,7 +11,7 @@ import zlib
 from PIL import Image
 
 from app.engine import vips
-from app.engine.png_strips import BadData, _up
+from app.engine.png_strips import FEED_BYTES, BadData, _up
 
 # Adam7: (x0, y0, dx, dy) of the 7 passes, stored one after another.
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2))
@@ -94,6 +94,10 @@ def _adam7_readers(parts, passes) -> list[_PassReader]:
     return readers
 
 
+def _pieces(part: memoryview):
+    return [part[at : at + FEED_BYTES] for at in range(0, len(part), FEED_BYTES)]
+
+
 def _unfilter(raw: bytes, prev: bytes | None, rows: int, bpp: int):
     """`rows` filtered PNG rows of `bpp` bytes per pixel (1 for bit depths under 8),
     unfiltered by Pillow's PNG decoder (in C; Avg and Paeth go pixel by pixel):
@@ -143,8 +147,9 @@ def adam7_strips(idat, width: int, height: int, colours: int, alpha: bool, opaci
     8-bit grey/RGB (+alpha) from `colours` and `alpha`; `key`: a grey/RGB tRNS
     colour (raw sample values) drawn transparent. 16-bit samples stay 16-bit,
     big-endian (alpha too); grey under 8 bits is scaled to 8 as libpng and
-    Pillow expand it. `opacity`: for a palette PNG (indices out), the alpha of
-    each of the 256 indices (from tRNS); the alpha rows are looked up from it."""
+    Pillow expand it; of a `key` sample only its low `depth` bits count, as in
+    libpng. `opacity`: for a palette PNG (indices out), the alpha of each of
+    the 256 indices (from tRNS); the alpha rows are looked up from it."""
     vips.load()
     np = vips.np
     depth = how.get("depth", 8)
@@ -152,6 +157,8 @@ def adam7_strips(idat, width: int, height: int, colours: int, alpha: bool, opaci
     if opacity is not None or colour_type == 3:
         colour_type = 3
     key = how.get("key")
+    if key is not None:  # libpng keeps a tRNS sample's low `depth` bits
+        key = tuple(k & ((1 << depth) - 1) for k in key)
     channels = CHANNELS[colour_type]
     bits = depth * channels
     bpp = max(1, bits // 8)
@@ -159,9 +166,11 @@ def adam7_strips(idat, width: int, height: int, colours: int, alpha: bool, opaci
     cell = channels * size if depth >= 8 else 1  # band bytes per pixel
     lut = np.frombuffer(opacity, np.uint8) if opacity is not None else None
     key_bytes = None
-    if key is not None and all(0 <= k < (1 << depth) for k in key):
+    if key is not None:
         key_bytes = np.frombuffer(b"".join(k.to_bytes(size, "big") for k in key), np.uint8)
-    parts = [part for part in idat if len(part)]
+    # In pieces of FEED_BYTES: a call cut short by its output limit copies the
+    # input it left, so a whole multi-megabyte IDAT fed at once cost its square.
+    parts = [piece for part in idat for piece in _pieces(memoryview(part))]
     passes = _adam7_passes(width, height, bits)
     readers = _adam7_readers(parts, passes)
     prev: list[bytes | None] = [None] * len(passes)

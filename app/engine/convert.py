@@ -16,7 +16,7 @@ import img2pdf
 from PIL import Image
 
 from app.engine import bmp
-from app.engine.checks import _check_jpeg, _check_png, _ends_with_eoi
+from app.engine.checks import _check_jpeg, _check_png, _check_png_crcs, _ends_with_eoi
 from app.engine.direct import _plain_png, _write_png_pdf, embed_jp2, embed_jpeg, passthrough_jpeg
 from app.engine.facts import _MIRRORED, _ORIENTATION_TAG, _ROTATION, ImageInfo
 from app.engine.img2pdf_route import _IMG2PDF_FORMAT, _IMG2PDF_REFUSALS, _img2pdf
@@ -80,6 +80,8 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
     kind = info.kind if info.kind in _PIL_FORMATS else sniff_image_type(data[:SNIFF_BYTES])
     if kind is None:
         raise UnsupportedImage()
+    if kind == "png":
+        _check_png_crcs(data)  # every PNG route refuses what libpng refuses
     if kind == "jpeg":
         size = passthrough_jpeg(data, sys.maxsize, fd)
         if size is not None:

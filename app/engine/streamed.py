@@ -40,9 +40,18 @@ def _indexed_gif(kind: str, im: Image.Image) -> bool:
     return 0 <= x0 < x1 <= im.width and 0 <= y0 < y1 <= im.height
 
 
-# The index that shows the screen around a smaller first frame transparent when
-# the GIF has no transparent index of its own and its colour table leaves it free.
-_SPARE_INDEX = 255
+def _spare_index(im: Image.Image, table: int) -> int | None:
+    """The index that shows the screen around a smaller first frame transparent
+    when the GIF has no transparent index of its own: the highest one past its
+    colour table (`table` entries) that no pixel uses. A frame may use indices
+    past a short table (Pillow shows them black, as the PDF's palette padded
+    with black does): keyed out, they showed transparent. None when every index
+    past the table is used. One histogram pass over the decoded 1 B/px image, no copy."""
+    counts = im.histogram()
+    for index in range(255, table - 1, -1):
+        if not counts[index]:
+            return index
+    return None
 
 
 def _stream_indexed(im: Image.Image, dpi, fd: int) -> int:
@@ -52,8 +61,9 @@ def _stream_indexed(im: Image.Image, dpi, fd: int) -> int:
     Around a first frame smaller than the screen, browsers show the page through
     (they ignore the GIF's background colour), and so does libvips with a
     transparent index: the padding is the transparent index, else a spare
-    index keyed out; with a full 256-colour table and no transparency there is
-    none to spare, and the padding is index 0, as Pillow shows it."""
+    index keyed out (`_spare_index`); with a full 256-colour table, or every
+    index past the table used, and no transparency there is none to spare, and
+    the padding is index 0, as Pillow shows it."""
     box = tuple(im.tile[0].extents)
     try:
         im.load()
@@ -64,8 +74,8 @@ def _stream_indexed(im: Image.Image, dpi, fd: int) -> int:
     key = im.info.get("transparency")
     pad = None
     if box != (0, 0, *im.size):
-        if key is None and len(colours) // 3 <= _SPARE_INDEX:
-            key = _SPARE_INDEX
+        if key is None:
+            key = _spare_index(im, len(colours) // 3)
         pad = key if key is not None else 0
     head = Header(im.width, im.height, 1, False, 8, None, palette, key)
     strips = indexed_strips(im, box if pad is not None else None, pad)

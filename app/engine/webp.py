@@ -41,9 +41,14 @@ from app.engine.png_strips import BadData, _up
 LOSSY_BAND_BYTES = 32 * 1024 * 1024
 LOSSLESS_BAND_BYTES = 8 * 1024 * 1024
 _OVERLAP = 2  # rows decoded above and below each band and dropped (see above)
-_ABI = 0x0209  # WEBP_DECODER_ABI_VERSION of libwebp >= 0.5 (decode.h)
+# WEBP_DECODER_ABI_VERSION (decode.h) the structures below follow: 0x0209 since
+# libwebp 0.5; 1.6 is 0x0210. libwebp refuses another major (the high byte) and
+# keeps a major's structures the same size (their pad fields).
+_ABI = 0x0209
 _MODE_RGB, _MODE_RGBA = 0, 1
+_STATUS_OUT_OF_MEMORY = 1  # VP8_STATUS_OUT_OF_MEMORY
 _VP8X_ANIMATION = 0x02
+_VP8X_ALPHA = 0x10
 _ORIENTATION_TAG = 0x0112
 
 
@@ -194,6 +199,8 @@ def _library():
             ctypes.c_int,
         ]
         lib.WebPDecode.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(_Config)]
+        if not lib.WebPInitDecoderConfigInternal(_Config(), _ABI):
+            continue  # another ABI major: these structures are not its own
         _lib = lib
         return lib
     _lib = False
@@ -213,7 +220,12 @@ def features(data: bytes) -> tuple[int, int, bool]:
         raise BadData("unreadable WebP header")
     if found.has_animation or found.width <= 0 or found.height <= 0:
         raise BadData("not a still WebP")
-    return found.width, found.height, bool(found.has_alpha)
+    alpha = bool(found.has_alpha)
+    if data[12:16] == b"VP8X" and len(data) >= 21 and not data[20] & _VP8X_ALPHA:
+        # libwebp decodes an ALPH chunk (or VP8L alpha) whatever the header says;
+        # libvips follows the header (and Pillow does for ALPH): opaque.
+        alpha = False
+    return found.width, found.height, alpha
 
 
 def band_rows(width: int, bands: int, lossless: bool) -> int:
@@ -238,7 +250,7 @@ def webp_strips(data: bytes, width: int, height: int, alpha: bool, lossless: boo
     for y0 in range(0, height, rows):
         y1 = min(height, y0 + rows)
         top, bottom = max(0, y0 - _OVERLAP), min(height, y1 + _OVERLAP)
-        band = _decode(lib, data, width, top, bottom, bands)
+        band = _decode(lib, data, width, top, bottom, bands, lossless)
         for a in range(y0 - top, y1 - top, step):
             b = min(y1 - top, a + step)
             colour = vips.np.ascontiguousarray(band[a:b, :, :3]).reshape(b - a, -1)
@@ -253,25 +265,39 @@ def webp_strips(data: bytes, width: int, height: int, alpha: bool, lossless: boo
         del band
 
 
-def _decode(lib, data: bytes, width: int, top: int, bottom: int, bands: int):
+def _decode(lib, data: bytes, width: int, top: int, bottom: int, bands: int, lossless=False):
     """Rows [top, bottom) of the image, full width, as (rows, width, bands) uint8."""
     band = vips.np.empty((bottom - top, width, bands), vips.np.uint8)
+    status = _decode_into(lib, data, band, top)
+    if status == _STATUS_OUT_OF_MEMORY and not lossless:
+        # libwebp also says "out of memory" when an ALPH chunk's header is bad (its
+        # alpha decoder fails to start and leaves no decoder to give the real
+        # status). The same header read for the first two rows of a lossy image
+        # needs a few KB: failing there too, it is the data.
+        first = vips.np.empty((min(2, bottom), width, bands), vips.np.uint8)
+        if _decode_into(lib, data, first, 0) == _STATUS_OUT_OF_MEMORY:
+            raise BadData("WebP alpha data unreadable")
+    if status == _STATUS_OUT_OF_MEMORY:
+        raise MemoryError()
+    if status != 0:  # VP8_STATUS_*: bitstream error, not enough data...
+        raise BadData("WebP image data unreadable")
+    return band
+
+
+def _decode_into(lib, data: bytes, band, top: int) -> int:
+    """libwebp's status for decoding rows [top, top + len(band)) into `band`."""
+    rows, width, bands = band.shape
     config = _Config()
     if not lib.WebPInitDecoderConfigInternal(config, _ABI):
         raise BadData("libwebp refused its configuration")
     options = config.options
     options.use_cropping = 1
     options.crop_left, options.crop_top = 0, top
-    options.crop_width, options.crop_height = width, bottom - top
+    options.crop_width, options.crop_height = width, rows
     output = config.output
     output.colorspace = _MODE_RGBA if bands == 4 else _MODE_RGB
     output.is_external_memory = 1
     output.u.RGBA.rgba = band.ctypes.data
     output.u.RGBA.stride = width * bands
     output.u.RGBA.size = band.nbytes
-    status = lib.WebPDecode(data, len(data), config)
-    if status != 0:  # VP8_STATUS_*: out of memory, bitstream error, not enough data...
-        if status == 1:
-            raise MemoryError()
-        raise BadData("WebP image data unreadable")
-    return band
+    return lib.WebPDecode(data, len(data), config)

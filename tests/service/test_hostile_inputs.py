@@ -18,6 +18,7 @@ from app.engine import structure
 from tests.support import hostile, images, processes
 from tests.support.fixtures import service_fixture
 from tests.support.servers import Service, SourceServer, http
+from tests.unit.test_checks_png import flip_crc
 
 MIB = 1024 * 1024
 TIMEOUT = 5
@@ -96,6 +97,18 @@ CASES = {
         "invalid_image",
     ),
     "webp-lossless-cut": (lambda: hostile.webp_lossless_cut(4000, 4000), 422, "invalid_image"),
+    "webp-alpha-corrupt": (lambda: hostile.webp_alpha_corrupt(600, 400), 422, "invalid_image"),
+    # The split and IDAT-copy routes took these while the libvips one refused.
+    "png-alpha-bad-idat-crc": (
+        lambda: flip_crc(images.alpha_png(600, 400), b"IDAT"),
+        422,
+        "invalid_image",
+    ),
+    "png-plain-bad-idat-crc": (
+        lambda: flip_crc(images.png(600, 400), b"IDAT"),
+        422,
+        "invalid_image",
+    ),
 }
 
 

@@ -208,6 +208,16 @@ def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
         lambda: mirrored_jpeg_with_icc(1500, 1000),
         lambda: one_row_bmp(4_000_000),
         lambda: images.encode(images.banded_gradient(1500, 1000, "RGBA"), "JPEG2000"),
+        # Extreme shapes of the banded routes: one band a row, one pixel a row.
+        lambda: lossy_webp(16383, 3),
+        lambda: lossy_webp(3, 16383),
+        lambda: lossy_webp(16383, 1, "RGB"),
+        lambda: images.encode(images.banded_gradient(16383, 1, "RGBA"), "WEBP", lossless=True),
+        lambda: images.encode(images.banded_gradient(1, 16383, "RGBA"), "WEBP", lossless=True),
+        lambda: interlaced_rgba_png(1, 1_000_000, depth=16),
+        lambda: grey_gif(65535, 1),
+        lambda: grey_gif(1, 65535),
+        lambda: hostile.gif_frame_at(1, 1, (65535, 300), (1, 1)),
     ],
 )
 def test_estimate_is_enough_under_the_kernel_limit(sandbox, make):
@@ -396,3 +406,26 @@ def test_a_dead_zygote_is_started_again_for_the_next_job(sandbox):
     assert convert(sandbox, images.jpeg(64, 48)).startswith(b"%PDF-")
     assert forkserver._forkserver._forkserver_pid != pid
     assert zygote_children() == []
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "mode", "depth"),
+    [
+        (1_000_000, 1, "RGBA", 16),
+        (1_000_000, 4, "RGBA", 16),
+        (1_000_000, 7, "RGBA", 8),
+        (1_000_001, 3, "L", 2),
+    ],
+)
+def test_an_interlaced_png_under_eight_rows_pays_for_its_own_rows(width, height, mode, depth):
+    """Priced as 8-row bands, a 1,000,000 x 1 16-bit RGBA PNG asked 684 MiB (413 on
+    every budget here) and peaked at 85 MB; now under a kernel limit of its estimate."""
+    box = Sandbox(Limits(timeout_s=60.0, max_memory=BUDGET))
+    data = interlaced_rgba_png(width, height, mode=mode, depth=depth)
+    with box.job(data) as job:
+        info = job.inspect(MAX_PIXELS)
+        assert info.route == "stream" and info.adam7
+        need = estimate_peak_bytes(info, len(data))
+        assert need <= (height * 700 * width) // 8 + 24 * 1024 * 1024
+        assert job.convert_size(info, need) > 0
+        assert 0 < job.peak_rss <= need, job.peak_rss

@@ -192,6 +192,22 @@ def webp_canvas_lie(w: int, h: int, canvas=(16383, 16383)) -> bytes:
     return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
 
 
+def webp_alpha_corrupt(w: int, h: int, fill: int = 0xFF) -> bytes:
+    """A lossy WebP with a lossless-compressed ALPH chunk whose bitstream after its
+    header byte is `fill`: libwebp reports it as VP8_STATUS_OUT_OF_MEMORY (its
+    alpha decoder's init failing leaves no decoder to give the real status)."""
+    import numpy as np
+
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = (np.arange(w) * 255 // max(1, w - 1)).astype(np.uint8)
+    data = images.encode(Image.fromarray(rgba, "RGBA"), "WEBP", quality=80)
+    pos = data.index(b"ALPH")
+    size = struct.unpack_from("<I", data, pos + 4)[0]
+    assert data[pos + 8] & 3 == 1, "ALPH not lossless-compressed"
+    return data[: pos + 9] + bytes([fill]) * (size - 1) + data[pos + 8 + size :]
+
+
 def webp_lossless_cut(w: int, h: int, keep: int = 4096) -> bytes:
     """A lossless WebP cut after `keep` bytes: libwebp reserves its whole ARGB
     frame (4 B/px) before it finds the data missing."""

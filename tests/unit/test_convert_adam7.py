@@ -18,7 +18,7 @@ import pikepdf
 import pytest
 from PIL import Image
 
-from app.engine import vips
+from app.engine import adam7, vips
 from app.engine.convert import convert_to_pdf
 from app.engine.inspect import inspect_image
 from app.engine.pricing import estimate_peak_bytes
@@ -416,3 +416,76 @@ def test_a_trns_too_short_for_rgb_is_invalid(trns):
     data = adam7_deep(rng.integers(0, 256, (9, 7, 3)), 2, 8, chunk(b"tRNS", trns))
     with pytest.raises(InvalidImage):
         inspect_image(data, 10**8)
+
+
+def flat_adam7_png(arr: np.ndarray, colour_type: int, level: int) -> bytes:
+    """An interlaced 8-bit PNG of `arr` (h, w, bands), every row filter type 0, its
+    zlib stream in one IDAT (numpy-fast, for images of megabytes)."""
+    h, w, _ = arr.shape
+    raw = bytearray()
+    for x0, y0, dx, dy in ADAM7:
+        sub = arr[y0::dy, x0::dx]
+        if sub.size:
+            rows = sub.reshape(sub.shape[0], -1)
+            raw += np.hstack([np.zeros((rows.shape[0], 1), np.uint8), rows]).tobytes()
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 1)
+    idat = chunk(b"IDAT", zlib.compress(bytes(raw), level))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
+
+
+def test_one_large_idat_is_fed_to_the_inflater_64_kib_at_a_time(monkeypatch):
+    # A call cut short by its output limit copies the input it left: fed a whole
+    # multi-megabyte IDAT (one chunk), that copying grew with the square of its size.
+    src = noise(700, 500, 4)
+    data = flat_adam7_png(src, 6, 1)
+    assert data.count(b"IDAT") == 1 and len(data) > 1 << 20
+    fed = []
+    real = zlib.decompressobj
+
+    class Counting:
+        def __init__(self, inner=None):
+            self.inner = inner or real()
+
+        def decompress(self, chunk, limit):
+            fed.append(len(chunk))
+            return self.inner.decompress(chunk, limit)
+
+        def copy(self):
+            return Counting(self.inner.copy())
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(adam7.zlib, "decompressobj", Counting)
+    colour, alpha = streams(pdf_of(data))
+    assert max(fed) <= 64 * 1024
+    assert np.array_equal(colour, src[..., :3])
+    assert alpha is not None and np.array_equal(alpha, src[..., 3:])
+
+
+@pytest.mark.parametrize(
+    ("colour_type", "depth", "key"),
+    [
+        (0, 1, (2,)),
+        (0, 1, (5,)),
+        (0, 2, (5,)),
+        (0, 4, (0x15,)),
+        (0, 8, (0x105,)),
+        (0, 8, (0xFF05,)),
+        (2, 8, (0x105, 0x106, 0x107)),
+        (2, 8, (5, 0x106, 7)),
+    ],
+)
+def test_a_trns_colour_past_the_bit_depth_keys_its_low_bits_as_libpng(colour_type, depth, key):
+    # libpng (and libvips over it) keeps only the bit depth's low bits of a tRNS
+    # sample; the key was dropped as out of range and the pixels drawn opaque.
+    channels = 1 if colour_type == 0 else 3
+    values = rng.integers(0, 1 << depth, (9, 11, channels))
+    values[4, 5] = [k & ((1 << depth) - 1) for k in key]
+    trns = chunk(b"tRNS", b"".join(struct.pack(">H", k) for k in key))
+    data = adam7_deep(values, colour_type, depth, trns)
+    want = libvips_decode(data)
+    assert want.shape[2] == channels + 1 and want[4, 5, -1] == 0
+    colour, alpha = streams(convert_to_pdf(data, inspect_image(data, 10**8)))
+    assert np.array_equal(colour, want[..., :channels])
+    assert alpha is not None and np.array_equal(alpha, want[..., channels:])

@@ -242,3 +242,76 @@ def test_truncated_gif_is_invalid(cut):
     data = data[: int(len(data) * cut)]
     with pytest.raises(InvalidImage):
         convert_to_pdf(data, inspect_image(data, 10**8))
+
+
+def lzw_gif(screen, box, table: int, indices: np.ndarray) -> bytes:
+    """A GIF89a with a global table of `table` entries (a power of 2, index i the
+    grey 100 + i), whose first frame `box` = (left, top, w, h) holds `indices`, any
+    of 0-255 even past the table: 8-bit LZW codes, a clear code every 250 pixels
+    so every code stays 9 bits."""
+    bits = table.bit_length() - 2
+    head = b"GIF89a" + struct.pack("<HHBBB", *screen, 0x80 | bits, 0, 0)
+    head += b"".join(bytes([100 + i] * 3) for i in range(table))
+    left, top, fw, fh = box
+    head += b"\x2c" + struct.pack("<HHHHB", left, top, fw, fh, 0)
+    codes = []
+    flat = indices.reshape(-1).tolist()
+    for at in range(0, len(flat), 250):
+        codes += [256, *flat[at : at + 250]]
+    codes.append(257)
+    acc = nbits = 0
+    out = bytearray()
+    for code in codes:
+        acc |= code << nbits
+        nbits += 9
+        while nbits >= 8:
+            out.append(acc & 0xFF)
+            acc >>= 8
+            nbits -= 8
+    if nbits:
+        out.append(acc)
+    blocks = b"".join(
+        bytes([len(out[i : i + 255])]) + out[i : i + 255] for i in range(0, len(out), 255)
+    )
+    return head + b"\x08" + blocks + b"\x00\x3b"
+
+
+@pytest.mark.parametrize("table", [2, 16, 128])
+@pytest.mark.parametrize("used", [[255], [254, 255], list(range(200, 256))])
+def test_indices_past_a_short_table_stay_black_inside_a_smaller_frame(table, used):
+    # Index 255 was the spare keyed out around a frame smaller than the screen even
+    # when the frame's own pixels used it: they showed transparent where Pillow
+    # (and a table padded with black) shows black.
+    screen, box = (23, 17), (3, 2, 16, 12)
+    values = np.array(used * (16 * 12 // len(used) + 1), np.uint8)[: 16 * 12].reshape(12, 16)
+    values[0, :3] = [0, table - 1, 1]
+    data = lzw_gif(screen, box, table, values)
+    with Image.open(io.BytesIO(data)) as im:
+        want = np.asarray(im)
+        want_rgba = np.asarray(im.convert("RGBA"))
+    left, top, fw, fh = box
+    inside = np.zeros(screen[::-1], bool)
+    inside[top : top + fh, left : left + fw] = True
+    assert np.array_equal(want[inside].reshape(12, 16), values)
+    pdf = converted(data)
+    got, mask = stored(pdf)
+    assert np.array_equal(got[inside], want[inside])
+    rendered = rendered_rgba(pdf, screen)
+    assert (rendered[..., 3][inside] == 255).all()
+    assert (rendered[..., 3][~inside] == 0).all()
+    assert np.abs(rendered[..., :3][inside].astype(int) - want_rgba[..., :3][inside]).max() <= 2
+    assert mask is not None and mask[0] not in set(values.reshape(-1).tolist())
+
+
+def test_with_every_index_past_a_short_table_used_the_padding_is_index_0():
+    screen, box = (23, 17), (3, 2, 16, 16)
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)  # 2-entry table, 2-255 used
+    data = lzw_gif(screen, box, 2, values)
+    got, mask = stored(converted(data))
+    with Image.open(io.BytesIO(data)) as im:
+        want = np.asarray(im)
+    left, top, fw, fh = box
+    assert mask is None
+    assert np.array_equal(got[top : top + fh, left : left + fw], values)
+    assert np.array_equal(got, want)
+    assert (got[:top] == 0).all() and (got[:, left + fw :] == 0).all()

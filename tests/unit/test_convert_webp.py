@@ -183,3 +183,78 @@ def test_without_libwebp_a_still_webp_keeps_the_libvips_frame(monkeypatch):
     assert estimate_peak_bytes(info, len(data)) >= 32 * 40 * 30
     colour, _ = streams(convert_to_pdf(data, info))
     assert np.array_equal(colour, reference(data))
+
+
+@pytest.mark.parametrize("fill", [0x00, 0x55, 0xFF])
+@pytest.mark.parametrize("size", [(50, 40), (1, 8), (3, 601)])
+def test_a_corrupt_alpha_chunk_is_invalid_not_out_of_memory(small_bands, fill, size):
+    # libwebp answers a damaged ALPH bitstream with VP8_STATUS_OUT_OF_MEMORY: it was
+    # taken for the process's limit (413 conversion_memory_exceeded); Pillow and
+    # libvips call the file undecodable.
+    from tests.support import hostile
+
+    data = hostile.webp_alpha_corrupt(*size, fill)
+    with pytest.raises(OSError):
+        Image.open(io.BytesIO(data)).load()
+    info = inspect_image(data, 10**8)
+    assert info.webp_bands
+    with pytest.raises(InvalidImage):
+        convert_to_pdf(data, info)
+
+
+@pytest.mark.parametrize("lossless", [False, True])
+def test_image_alpha_without_the_vp8x_alpha_flag_is_not_drawn(small_bands, lossless):
+    # libwebp's WebPDecode draws an ALPH chunk (or VP8L alpha) whatever the VP8X
+    # header says. libvips follows the header (3 bands) for both, Pillow for an
+    # ALPH chunk (alpha 255) but not for VP8L: the header decides, as libvips has it.
+    from app.engine import vips
+
+    rgba = photo(31, 23, "RGBA")
+    rgba[..., 3] = rng.integers(0, 256, (23, 31), dtype=np.uint8)
+    data = bytearray(encode(rgba, "RGBA", lossless=lossless, quality=90))
+    assert data[12:16] == b"VP8X" or lossless
+    if data[12:16] != b"VP8X":  # a simple VP8L file: put it in an extended one
+        data = bytearray(vp8x(31, 23, bytes(data[12:])))
+    data[20] &= ~0x10
+    data = bytes(data)
+    vips.load()
+    by_libvips = vips.pyvips.Image.new_from_buffer(data, "")
+    assert by_libvips.bands == 3
+    want = np.frombuffer(by_libvips.write_to_memory(), np.uint8).reshape(23, 31, 3)
+    with Image.open(io.BytesIO(data)) as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), want)
+    colour, alpha = streams(converted(data))
+    assert alpha is None
+    assert np.array_equal(colour, want)
+
+
+@pytest.mark.parametrize("lossless", [False, True])
+def test_the_vp8x_alpha_flag_without_image_alpha_is_opaque(lossless):
+    data = bytearray(encode(photo(31, 23, "RGB"), "RGB", lossless=lossless, quality=90))
+    data = bytearray(vp8x(31, 23, bytes(data[12:])))
+    data[20] |= 0x10
+    data = bytes(data)
+    with Image.open(io.BytesIO(data)) as im:
+        want = np.asarray(im.convert("RGBA"))
+    colour, alpha = streams(converted(data))
+    assert np.array_equal(colour, want[..., :3])
+    assert alpha is None or (alpha == 255).all()
+
+
+def test_a_libwebp_of_another_abi_is_not_used_and_libvips_decodes(monkeypatch):
+    # libwebp refuses a config of another ABI major (WebPInitDecoderConfigInternal
+    # returns 0, WebPGetFeaturesInternal VP8_STATUS_INVALID_PARAM): found at load,
+    # such a library is passed over, not used to refuse every WebP with 422.
+    monkeypatch.setattr(webp, "_ABI", 0x0300)
+    monkeypatch.setattr(webp, "_lib", None)
+    assert not webp.available()
+    data = encode(photo(40, 30, "RGBA"), "RGBA", lossless=True)
+    info = inspect_image(data, 10**8)
+    assert info.route == "stream" and not info.webp_bands
+    colour, alpha = streams(convert_to_pdf(data, info))
+    want = reference(data)
+    assert np.array_equal(colour, want[..., :3])
+    assert alpha is not None and np.array_equal(alpha, want[..., 3:])
+    monkeypatch.setattr(webp, "_ABI", 0x02FF)  # another minor of the same major: used
+    monkeypatch.setattr(webp, "_lib", None)
+    assert webp.available()
