@@ -396,9 +396,13 @@ async def _read_body(
     checks = _Checks(policy, on_bytes)
     pieces: list[bytes | memoryview] = []
     if head.chunked:
+        # One growing buffer, not a list of the pieces: a chunk may be one byte,
+        # and a `bytes` plus a list slot per chunk is ~40 times the body.
+        joined = bytearray()
         while (piece := await conn.next_chunk()) is not None:
-            pieces.append(piece)
             checks.arrived(piece)
+            joined += piece
+        pieces.append(joined)
     elif head.length:
         # The transport writes straight into the bytes object returned: one copy
         # from the socket, as urllib's read does (app/http1.py, `unfilled_bytes`).

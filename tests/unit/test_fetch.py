@@ -1417,3 +1417,28 @@ def test_unfilled_bytes_take_no_memory_until_written() -> None:
     assert grown < 16 * 1024, grown  # 1 MiB written; 64 MiB announced
     with pytest.raises(ValueError):
         unfilled_bytes(0)
+
+
+# --- a hostile source's framing -------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_body_of_one_byte_chunks_costs_about_its_size_in_memory(raw: RawServer) -> None:
+    """Each chunk is a piece of the body: kept one object per chunk, 100 KB sent as
+    one-byte chunks held ~4.5 MB (a `bytes` and a list slot per byte), far past what
+    admission accounts for it (the body bytes, a step ahead)."""
+    import tracemalloc
+
+    body = PNG + bytes(100_000 - len(PNG))
+    wire = b"".join(b"1\r\n" + body[i : i + 1] + b"\r\n" for i in range(len(body)))
+    script = [head("200 OK", "Transfer-Encoding: chunked"), wire + b"0\r\n\r\n"]
+    tracemalloc.start()
+    try:
+        got = await fetch_raw(raw, script, min_rate=0, total_timeout=60.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got.data == body
+    # The body, its growth slack and the final copy, and h11's buffers (~0.5 MB).
+    assert peak < 3 * len(body) + 1024 * 1024, peak
+
