@@ -41,6 +41,9 @@ MAX_READ_BYTES = 256 * 1024
 # Where a read goes while the caller's buffer is full, and how much may wait there.
 SPARE_BYTES = 64 * 1024
 SPILL_LIMIT = 1024 * 1024
+# Interim (1xx) answers read before the response; a source may send a 100 and a
+# 103 or two, never a stream of them (each is parsed, and no body byte counts them).
+MAX_INTERIM_RESPONSES = 8
 
 
 _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
@@ -283,12 +286,15 @@ class Connection:
             self._transport.write(self._h11.send(request) + self._h11.send(h11.EndOfMessage()))
         except h11.LocalProtocolError as exc:  # a header or target h11 will not send
             raise ValueError(str(exc)) from None
+        interim = 0
         while True:
             event = self._next_event()
             if event is h11.NEED_DATA:
                 await self._feed_h11()
             elif isinstance(event, h11.InformationalResponse):
-                continue
+                interim += 1
+                if interim > MAX_INTERIM_RESPONSES:
+                    raise ProtocolError("too many interim (1xx) answers")
             elif isinstance(event, h11.Response):
                 break
             else:

@@ -1442,3 +1442,17 @@ async def test_a_body_of_one_byte_chunks_costs_about_its_size_in_memory(raw: Raw
     # The body, its growth slack and the final copy, and h11's buffers (~0.5 MB).
     assert peak < 3 * len(body) + 1024 * 1024, peak
 
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("interim", "ok"), [(http1.MAX_INTERIM_RESPONSES, True), (http1.MAX_INTERIM_RESPONSES + 1, False)])
+async def test_interim_answers_are_capped(interim: int, ok: bool, raw: RawServer) -> None:
+    """A flood of 100 Continue heads was read for as long as it came (200 000 in 2 s)."""
+    script = [b"HTTP/1.1 100 Continue\r\n\r\n" * interim]
+    script += [head("200 OK", f"Content-Length: {len(PNG)}"), PNG]
+    if ok:
+        assert (await fetch_raw(raw, script)).data == PNG
+    else:
+        with pytest.raises(SourceHttpError) as info:
+            await fetch_raw(raw, script)
+        assert_clean(info.value)
