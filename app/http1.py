@@ -138,12 +138,31 @@ class _Receiver(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
+        if not self._ended_cleanly():
+            self.error = Truncated("the TLS connection ended without close_notify")
         self._wake()
         return False  # close the transport
 
+    def _ended_cleanly(self) -> bool:
+        """False for TLS ended by a bare TCP close, without the close_notify alert.
+
+        asyncio's TLS layer reports both as the end of the stream; only the
+        alert tells a body framed by the close from one cut short (a reset, a
+        forged FIN). After the alert the TLS object reads b"" again; after a
+        bare close it still waits for a record.
+        """
+        tls = self.transport.get_extra_info("ssl_object") if self.transport else None
+        if tls is None:
+            return True
+        try:
+            return tls.read(1) == b""
+        except ssl.SSLError:
+            return False
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
-        self.error = exc
+        if exc is not None or self.error is None:
+            self.error = exc
         self._wake()
 
     def take_spill(self) -> list[bytes]:

@@ -1389,6 +1389,9 @@ async def test_a_large_body_over_tls_arrives_whole(
             parts = [*chunked(BIG, 50_000), b"0\r\n\r\n"] if framing == "chunked" else [BIG]
             for part in parts:
                 self.wfile.write(part)
+            if framing == "close":
+                self.wfile.flush()
+                self.connection.unwrap()  # close_notify: the body's end, not a cut
             self.close_connection = True
 
     monkeypatch.setattr(Handler, "do_GET", do_get)
@@ -1456,3 +1459,56 @@ async def test_interim_answers_are_capped(interim: int, ok: bool, raw: RawServer
         with pytest.raises(SourceHttpError) as info:
             await fetch_raw(raw, script)
         assert_clean(info.value)
+
+
+@contextlib.contextmanager
+def tls_raw_server(ca: trustme.CA, parts: list, close_notify: bool) -> Iterator[int]:
+    """One TLS connection for images.test: the parts, then a close with or without
+    the TLS close_notify alert (a cut connection, or an attacker's forged TCP FIN)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("images.test").configure_cert(context)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            tls = context.wrap_socket(conn, server_side=True)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += tls.recv(4096)
+            for part in parts:
+                tls.sendall(part)
+            time.sleep(0.1)  # the client reads it all before the end
+            if close_notify:
+                tls = tls.unwrap()
+            tls.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sent", [300_000, len(BIG)])
+@pytest.mark.parametrize("close_notify", [True, False])
+async def test_a_tls_body_framed_by_the_close_needs_close_notify(
+    sent: int, close_notify: bool, ca: trustme.CA, trust_test_ca: None
+) -> None:
+    """Without a length, only the TLS close_notify tells the body's end from a cut
+    (a reset, or a FIN forged on the path): a bare TCP close was taken as the end,
+    and a shorter image accepted."""
+    parts = [head("200 OK", "Connection: close"), BIG[:sent]]
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    with tls_raw_server(ca, parts, close_notify) as port:
+        url = f"https://images.test:{port}/x"
+        if close_notify:
+            assert (await fetch_source(url, private(), dns)).data == BIG[:sent]
+        else:
+            with pytest.raises(SourceHttpError) as info:
+                await fetch_source(url, private(), dns)
+            assert "broke off" in info.value.detail
+            assert_clean(info.value)
