@@ -1062,6 +1062,7 @@ class RawServer:
         self.scripts: dict[str, list[Part]] = {}
         self.connections: list[tuple[str, list[bytes]]] = []  # (address reached, requests)
         self.linger = 3.0
+        self.tls: ssl.SSLContext | None = None  # set: each connection speaks TLS first
         self.listeners = []
         port = 0
         for host in hosts:
@@ -1084,6 +1085,12 @@ class RawServer:
 
     def _serve(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:
+                conn.close()
+                return
         requests: list[bytes] = []
         self.connections.append((conn.getsockname()[0], requests))
         with conn, contextlib.suppress(OSError):
@@ -1117,6 +1124,17 @@ class RawServer:
     def close(self) -> None:
         for sock in self.listeners:
             sock.close()
+
+
+@contextlib.contextmanager
+def raw_as_tls(server: RawServer, ca: trustme.CA) -> Iterator[None]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("images.test").configure_cert(context)
+    server.tls = context
+    try:
+        yield
+    finally:
+        server.tls = None
 
 
 def head(status: str = "200 OK", *fields: str) -> bytes:
@@ -1512,3 +1530,65 @@ async def test_a_tls_body_framed_by_the_close_needs_close_notify(
                 await fetch_source(url, private(), dns)
             assert "broke off" in info.value.detail
             assert_clean(info.value)
+
+
+# --- the body received into an unfilled bytes object -----------------------------
+
+PATTERN = b"\xa5\x5a" * 32
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("tls", [False, True])
+async def test_no_byte_of_other_memory_reaches_a_body(
+    tls: bool,
+    raw: RawServer,
+    ca: trustme.CA,
+    trust_test_ca: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Freed memory full of a pattern is what a new body buffer is made of (checked:
+    the buffer shows it before the fill). Whole bodies come back exactly as sent, in
+    pieces and all at once; a body cut short, one past the rate and one cut by the
+    total deadline raise and are never returned, so no unfilled byte is handed on."""
+    size = 100_000  # under malloc's mmap threshold: freed heap memory is reused
+    body = PNG + random.Random(5).randbytes(size - len(PNG))
+    assert PATTERN not in body
+    first_bytes: list[bytes] = []
+    real = http1.unfilled_bytes
+
+    def watched(n: int) -> tuple[bytes, memoryview]:
+        made, view = real(n)
+        first_bytes.append(bytes(view[: len(PATTERN)]))  # what was there before
+        return made, view
+
+    monkeypatch.setattr(fetch, "unfilled_bytes", watched)
+
+    def dirty() -> None:
+        junk = [PATTERN * (size // len(PATTERN) + 1) for _ in range(64)]
+        del junk
+
+    cl = head("200 OK", f"Content-Length: {size}")
+    whole = [[cl, body], [cl, body[:1000], 0.05, body[1000:50_000], 0.05, body[50_000:]]]
+    cut = [
+        ([cl, body[:1], "close"], {}),
+        ([cl, body[: size - 1], "close"], {}),
+        ([cl, body[:5000], 1.0, body[5000:]], {"total_timeout": 0.5}),
+        ([cl, body[:5000], 0.3, body[5000:]], {"min_rate": 1 << 20, "rate_window": 0.1}),
+    ]
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    with contextlib.ExitStack() as stack:
+        if tls:
+            stack.enter_context(raw_as_tls(raw, ca))
+        url = f"{'https' if tls else 'http'}://images.test:{raw.port}/x"
+        for script in whole:
+            raw.scripts["/x"] = script
+            dirty()
+            got = await fetch_source(url, private(), dns)
+            assert got.data == body
+        for script, policy in cut:
+            raw.scripts["/x"] = [*script, "close"]
+            dirty()
+            with pytest.raises((SourceHttpError, SourceTimeout)):
+                await fetch_source(url, private(**policy), dns)
+    assert len(first_bytes) == len(whole) + len(cut)
+    assert PATTERN in first_bytes, first_bytes  # the test saw reused memory
