@@ -120,6 +120,9 @@ _BLOCKED_NETWORKS: tuple[tuple[str, str], ...] = (
     ("ff00::/8", "multicast"),
 )
 _BLOCKED = tuple(ipaddress.ip_network(net) for net, _why in _BLOCKED_NETWORKS)
+# All of IPv6 that is allocated for global unicast; IANA keeps the rest reserved
+# (Python 3.11's `is_global` calls e.g. 4000::1 and fe00:: global).
+_GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,8 @@ def is_public_address(ip: str) -> bool:
         # ::ffff:a.b.c.d is a.b.c.d on a dual-stack socket.
         return is_public_address(str(addr.ipv4_mapped))
     if any(addr in net for net in _BLOCKED if net.version == addr.version):
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr not in _GLOBAL_UNICAST_V6:
         return False
     return addr.is_global
 

@@ -458,6 +458,30 @@ def test_blocked_addresses_are_not_public(ip: str) -> None:
     assert not is_public_address(ip)
 
 
+# IPv6 outside global unicast (2000::/3) that no blocked range covers: the first and
+# last addresses around each. IANA keeps it reserved; Python 3.11 calls it global.
+IPV6_RESERVED = [
+    "::1:0:0",  # just past IPv4-compatible ::/96
+    "::fffe:ffff:ffff:ffff",  # just before IPv4-translated ::ffff:0:0:0/96
+    "100:0:0:1::",  # just past discard-only 100::/64
+    "1fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",  # the last before 2000::/3
+    "4000::",  # the first after it
+    "e000::1",
+    "fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",  # just before unique local fc00::/7
+    "fe00::",  # between unique local and link-local
+]
+
+
+@pytest.mark.parametrize("ip", IPV6_RESERVED)
+def test_ipv6_outside_global_unicast_is_not_public(ip: str) -> None:
+    assert not is_public_address(ip)
+
+
+@pytest.mark.parametrize("ip", ["2000::", "2000::1", "3fff:1000::", "3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"])
+def test_the_edges_of_global_unicast_are_public(ip: str) -> None:
+    assert is_public_address(ip)
+
+
 @pytest.mark.parametrize("ip", PUBLIC)
 def test_global_unicast_addresses_are_public(ip: str) -> None:
     assert is_public_address(ip)
