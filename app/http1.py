@@ -34,7 +34,9 @@ import h11
 # httpcore's h11 limit on an incomplete event (a response head, a chunk size line).
 MAX_HEAD_BYTES = 100 * 1024
 # The buffer the response head (and a chunked body) is read into, before h11 parses it.
-HEAD_STAGING_BYTES = 64 * 1024
+# A download waiting on a source holds it before admission accounts any byte, so
+# it starts small; a chunked body moves to the larger one once a read fills it.
+HEAD_STAGING_BYTES = 16 * 1024
 CHUNKED_STAGING_BYTES = 256 * 1024
 # At most this much per read into a caller's buffer (asyncio's own read size).
 MAX_READ_BYTES = 256 * 1024
@@ -188,17 +190,20 @@ class _DirectReceiver(_Receiver, asyncio.BufferedProtocol):
 
     def __init__(self, view: memoryview) -> None:
         super().__init__(view)
-        self._spare = memoryview(bytearray(SPARE_BYTES))
+        self._spare: memoryview | None = None  # made the first time `view` is full
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.filled < len(self.view):
             return self.view[self.filled : self.filled + MAX_READ_BYTES]
+        if self._spare is None:
+            self._spare = memoryview(bytearray(SPARE_BYTES))
         return self._spare
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.filled < len(self.view):
             self.filled += nbytes
         else:
+            assert self._spare is not None  # handed out by get_buffer
             self._set_aside(bytes(self._spare[:nbytes]))
         self._wake()
 
@@ -219,6 +224,7 @@ class Connection:
         self._read_timeout = read_timeout
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._staging = receiver.view
+        self._chunked = False
         # Body bytes that came before the caller's buffer did (with the head, or spilled).
         self._pending: list[memoryview] = []
 
@@ -282,6 +288,9 @@ class Connection:
         await self._wait(0)
         if rx.filled:
             self._h11.receive_data(bytes(self._staging[: rx.filled]))
+            if self._chunked and rx.filled == len(self._staging) < CHUNKED_STAGING_BYTES:
+                # A chunked body arriving faster than the small buffer takes it.
+                self._staging = rx.view = memoryview(bytearray(CHUNKED_STAGING_BYTES))
             rx.filled = 0
             for piece in rx.take_spill():  # what came while the staging buffer was full
                 self._h11.receive_data(piece)
@@ -335,7 +344,7 @@ class Connection:
         # h11 has had every byte received so far (no await since the last feed).
         rx = self._rx
         if chunked:
-            self._staging = rx.view = memoryview(bytearray(CHUNKED_STAGING_BYTES))
+            self._chunked = True  # the head's buffer goes on, grown once it fills
         else:
             # The body bytes that came with the head; what comes next waits in the
             # spill until `receive_into` says where the body goes.

@@ -1612,3 +1612,57 @@ async def test_no_byte_of_other_memory_reaches_a_body(
                 await fetch_source(url, private(**policy), dns)
     assert made == [size] * (len(whole) + len(cut))  # every body went through a dirty buffer
 
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("answer", ["nothing", "length", "chunked"])
+async def test_a_stalled_source_holds_little_memory(answer: str) -> None:
+    """A worker may have a thousand downloads open, each waiting on a source that
+    answers nothing (or a head and an image's first bytes) and then stalls. None of
+    that is in admission's data pool yet, so what each holds must stay small: they
+    held 128 KiB (a 64 KiB head buffer and a 64 KiB spare one), 384 KiB chunked."""
+    import tracemalloc
+
+    count = 40
+    listener = socket.create_server(("127.0.0.1", 0), backlog=count + 8)
+    accepted: list[socket.socket] = []
+    first = {
+        "nothing": b"",
+        "length": head("200 OK", "Content-Length: 1000000") + PNG,
+        "chunked": head("200 OK", "Transfer-Encoding: chunked") + b"%x\r\n" % len(PNG) + PNG,
+    }[answer]
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while len(accepted) < count:
+                conn, _ = listener.accept()
+                accepted.append(conn)
+                conn.recv(4096)
+                conn.sendall(first)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    url = f"http://images.test:{listener.getsockname()[1]}/x"
+    policy = private(read_timeout=30.0, total_timeout=30.0, min_rate=0)
+    tracemalloc.start()
+    try:
+        async with anyio.create_task_group() as tasks:
+            for _ in range(count):
+                tasks.start_soon(fetch_source, url, policy, dns)
+            with anyio.fail_after(10):
+                while len(accepted) < count:
+                    await anyio.sleep(0.05)
+            await anyio.sleep(0.3)  # every first answer read
+            held = tracemalloc.get_traced_memory()[0]
+            tasks.cancel_scope.cancel()
+    finally:
+        tracemalloc.stop()
+        listener.close()
+        for conn in accepted:
+            conn.close()
+        thread.join(5)
+    # The announced body's buffer is allocated, not resident until bytes arrive
+    # (test_unfilled_bytes_take_no_memory_until_written); tracemalloc counts it.
+    announced = 1_000_000 if answer == "length" else 0
+    per_download = held / count - announced
+    assert per_download < 40 * 1024, per_download
