@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import gzip
 import http.server
 import ipaddress
@@ -479,7 +480,9 @@ def test_ipv6_outside_global_unicast_is_not_public(ip: str) -> None:
     assert not is_public_address(ip)
 
 
-@pytest.mark.parametrize("ip", ["2000::", "2000::1", "3fff:1000::", "3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"])
+@pytest.mark.parametrize(
+    "ip", ["2000::", "2000::1", "3fff:1000::", "3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"]
+)
 def test_the_edges_of_global_unicast_are_public(ip: str) -> None:
     assert is_public_address(ip)
 
@@ -1491,9 +1494,11 @@ async def test_a_body_of_one_byte_chunks_costs_about_its_size_in_memory(raw: Raw
     assert peak < 3 * len(body) + 3 * len(wire), peak
 
 
-
 @pytest.mark.anyio
-@pytest.mark.parametrize(("interim", "ok"), [(http1.MAX_INTERIM_RESPONSES, True), (http1.MAX_INTERIM_RESPONSES + 1, False)])
+@pytest.mark.parametrize(
+    ("interim", "ok"),
+    [(http1.MAX_INTERIM_RESPONSES, True), (http1.MAX_INTERIM_RESPONSES + 1, False)],
+)
 async def test_interim_answers_are_capped(interim: int, ok: bool, raw: RawServer) -> None:
     """A flood of 100 Continue heads was read for as long as it came (200 000 in 2 s)."""
     script = [b"HTTP/1.1 100 Continue\r\n\r\n" * interim]
@@ -1705,3 +1710,44 @@ async def test_tiny_chunks_do_not_hold_the_event_loop(raw: RawServer) -> None:
     assert len(at_turn) == len(body) + 1
     most = max(collections.Counter(at_turn).values())
     assert most <= http1.EVENTS_PER_TURN, most
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("names", "host", "ok"),
+    [
+        (("images.test",), "images.test", True),
+        (("127.0.0.1",), "127.0.0.1", True),  # an IP-literal URL: the IP must be in the cert
+        (("images.test",), "127.0.0.1", False),
+        (("127.0.0.1",), "images.test", False),
+        (("*.images.test",), "images.test", False),
+        (("expired",), "images.test", False),
+        (("other CA",), "images.test", False),
+    ],
+)
+async def test_tls_certificates_a_source_may_not_use(
+    names: tuple[str, ...],
+    host: str,
+    ok: bool,
+    raw: RawServer,
+    ca: trustme.CA,
+    trust_test_ca: None,
+) -> None:
+    if names == ("expired",):
+        cert = ca.issue_cert("images.test", not_after=datetime.datetime(2020, 1, 1))
+    elif names == ("other CA",):
+        cert = trustme.CA().issue_cert("images.test")
+    else:
+        cert = ca.issue_cert(*names)
+    raw.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(raw.tls)
+    raw.linger = 0.1
+    raw.scripts["/x"] = [head("200 OK", f"Content-Length: {len(PNG)}"), PNG]
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    url = f"https://{host}:{raw.port}/x"
+    if ok:
+        assert (await fetch_source(url, private(), dns)).data == PNG
+    else:
+        with pytest.raises(SourceUnreachable):
+            await fetch_source(url, private(), dns)
+        assert raw.connections == []  # the handshake failed: no request was sent
