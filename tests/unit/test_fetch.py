@@ -1751,3 +1751,31 @@ async def test_tls_certificates_a_source_may_not_use(
         with pytest.raises(SourceUnreachable):
             await fetch_source(url, private(), dns)
         assert raw.connections == []  # the handshake failed: no request was sent
+
+
+def _range_edges() -> list[str]:
+    edges = []
+    for net in fetch._BLOCKED:
+        for address in (net.network_address, net.broadcast_address):
+            if address.version == 4 and address != ipaddress.IPv4Address("127.0.0.1"):
+                edges.append(str(address))
+            elif address.version == 6:
+                edges.append(f"[{address}]")
+    return edges
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("host", _range_edges())
+@pytest.mark.parametrize("how", ["literal", "name"])
+async def test_a_redirect_to_the_edge_of_every_blocked_range_is_refused(
+    host: str, how: str, server: LocalServer, loopback_is_public: None
+) -> None:
+    """The first and last address of each blocked range, as the redirect's host and as
+    one of two DNS answers for it (the other public): refused before any connection."""
+    address = host.strip("[]")
+    dns = FakeDns({"images.test": ["127.0.0.1"], "mixed.test": ["8.8.8.8", address]})
+    policy = FetchPolicy(allowed_ports=(server.port, 80))
+    to = f"http://{host}/" if how == "literal" else "http://mixed.test/"
+    with pytest.raises(UrlNotAllowed):
+        await fetch_source(f"http://images.test:{server.port}/redirect?to={to}", policy, dns)
+    assert len(server.requests) == 1
