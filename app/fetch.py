@@ -76,6 +76,11 @@ ByteCounter = Callable[[int], None]
 # outruns the bytes accounted a step ahead.
 _ACCOUNT_STEP = 256 * 1024
 _BROKE_OFF = "The source URL's answer broke off before the whole image arrived."
+# A chunked body past this many chunks must average at least `_MIN_CHUNK_AVERAGE`
+# bytes a chunk: each costs an h11 event (~10 us), so one-byte chunks took a core
+# ~7 s per MB. Servers send chunks of their write size, kilobytes.
+_FREE_CHUNKS = 1024
+_MIN_CHUNK_AVERAGE = 64
 
 USER_AGENT = "img2pdf-service/1"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -407,6 +412,8 @@ async def _read_body(
         while (piece := await conn.next_chunk()) is not None:
             checks.arrived(piece)
             joined += piece
+            if conn.chunks > _FREE_CHUNKS and checks.size < _MIN_CHUNK_AVERAGE * conn.chunks:
+                raise SourceHttpError("The source URL sent the image in too many tiny chunks.")
         pieces.append(joined)
     elif head.length:
         # The transport writes straight into the bytes object returned: one copy

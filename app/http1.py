@@ -230,6 +230,7 @@ class Connection:
         self._staging = receiver.view
         self._chunked = False
         self._events = 0  # chunks handed out since the event loop last ran
+        self.chunks = 0  # chunks of a chunked body received whole
         # Body bytes that came before the caller's buffer did (with the head, or spilled).
         self._pending: list[memoryview] = []
 
@@ -405,6 +406,8 @@ class Connection:
             if event is h11.NEED_DATA:
                 await self._feed_h11()
             elif isinstance(event, h11.Data):
+                if event.chunk_end:
+                    self.chunks += 1
                 return bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 return None

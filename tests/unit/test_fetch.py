@@ -1473,7 +1473,9 @@ def test_unfilled_bytes_take_no_memory_until_written() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_body_of_one_byte_chunks_costs_about_its_size_in_memory(raw: RawServer) -> None:
+async def test_a_body_of_one_byte_chunks_costs_about_its_size_in_memory(
+    raw: RawServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each chunk is a piece of the body: kept one object per chunk, 100 KB sent as
     one-byte chunks held ~4.5 MB (a `bytes` and a list slot per byte), far past what
     admission accounts for it (the body bytes, a step ahead)."""
@@ -1482,6 +1484,7 @@ async def test_a_body_of_one_byte_chunks_costs_about_its_size_in_memory(raw: Raw
     body = PNG + bytes(100_000 - len(PNG))
     wire = b"".join(b"1\r\n" + body[i : i + 1] + b"\r\n" for i in range(len(body)))
     script = [head("200 OK", "Transfer-Encoding: chunked"), wire + b"0\r\n\r\n"]
+    monkeypatch.setattr(fetch, "_FREE_CHUNKS", len(body))  # past the chunk count check
     tracemalloc.start()
     try:
         got = await fetch_raw(raw, script, min_rate=0, total_timeout=60.0)
@@ -1702,6 +1705,7 @@ async def test_tiny_chunks_do_not_hold_the_event_loop(raw: RawServer) -> None:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(http1.Connection, "next_chunk", next_chunk)
+        patch.setattr(fetch, "_FREE_CHUNKS", len(body))  # past the chunk count check
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(count_turns)
             got = await fetch_raw(raw, script, min_rate=0, total_timeout=60.0)
@@ -1779,3 +1783,24 @@ async def test_a_redirect_to_the_edge_of_every_blocked_range_is_refused(
     with pytest.raises(UrlNotAllowed):
         await fetch_source(f"http://images.test:{server.port}/redirect?to={to}", policy, dns)
     assert len(server.requests) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("size", "count", "ok"),
+    [(64, 2000, True), (63, 2000, False), (1, 1024, True), (1, 1025, False)],
+)
+async def test_a_body_in_too_many_tiny_chunks_is_refused(
+    size: int, count: int, ok: bool, raw: RawServer
+) -> None:
+    """Past 1024 chunks a chunked body must average 64 bytes a chunk: one-byte chunks
+    cost an h11 event each and took a core ~7 s per MB, inside the rate check."""
+    body = (PNG * (size * count // len(PNG) + 1))[: size * count]
+    script = [head("200 OK", "Transfer-Encoding: chunked"), *chunked(body, size), b"0\r\n\r\n"]
+    if ok:
+        assert (await fetch_raw(raw, script)).data == body
+    else:
+        with pytest.raises(SourceHttpError) as info:
+            await fetch_raw(raw, script)
+        assert "tiny chunks" in info.value.detail
+        assert_clean(info.value)
