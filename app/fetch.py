@@ -76,6 +76,11 @@ ByteCounter = Callable[[int], None]
 # outruns the bytes accounted a step ahead.
 _ACCOUNT_STEP = 256 * 1024
 _BROKE_OFF = "The source URL's answer broke off before the whole image arrived."
+# A chunked body past this many chunks must average at least `_MIN_CHUNK_AVERAGE`
+# bytes a chunk: each costs an h11 event (~10 us), so one-byte chunks took a core
+# ~7 s per MB. Servers send chunks of their write size, kilobytes.
+_FREE_CHUNKS = 1024
+_MIN_CHUNK_AVERAGE = 64
 
 USER_AGENT = "img2pdf-service/1"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -120,6 +125,9 @@ _BLOCKED_NETWORKS: tuple[tuple[str, str], ...] = (
     ("ff00::/8", "multicast"),
 )
 _BLOCKED = tuple(ipaddress.ip_network(net) for net, _why in _BLOCKED_NETWORKS)
+# All of IPv6 that is allocated for global unicast; IANA keeps the rest reserved
+# (Python 3.11's `is_global` calls e.g. 4000::1 and fe00:: global).
+_GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
 
 
 @dataclass(frozen=True)
@@ -189,6 +197,8 @@ def is_public_address(ip: str) -> bool:
         # ::ffff:a.b.c.d is a.b.c.d on a dual-stack socket.
         return is_public_address(str(addr.ipv4_mapped))
     if any(addr in net for net in _BLOCKED if net.version == addr.version):
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr not in _GLOBAL_UNICAST_V6:
         return False
     return addr.is_global
 
@@ -396,9 +406,15 @@ async def _read_body(
     checks = _Checks(policy, on_bytes)
     pieces: list[bytes | memoryview] = []
     if head.chunked:
+        # One growing buffer, not a list of the pieces: a chunk may be one byte,
+        # and a `bytes` plus a list slot per chunk is ~40 times the body.
+        joined = bytearray()
         while (piece := await conn.next_chunk()) is not None:
-            pieces.append(piece)
             checks.arrived(piece)
+            joined += piece
+            if conn.chunks > _FREE_CHUNKS and checks.size < _MIN_CHUNK_AVERAGE * conn.chunks:
+                raise SourceHttpError("The source URL sent the image in too many tiny chunks.")
+        pieces.append(joined)
     elif head.length:
         # The transport writes straight into the bytes object returned: one copy
         # from the socket, as urllib's read does (app/http1.py, `unfilled_bytes`).

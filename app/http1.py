@@ -34,13 +34,22 @@ import h11
 # httpcore's h11 limit on an incomplete event (a response head, a chunk size line).
 MAX_HEAD_BYTES = 100 * 1024
 # The buffer the response head (and a chunked body) is read into, before h11 parses it.
-HEAD_STAGING_BYTES = 64 * 1024
+# A download waiting on a source holds it before admission accounts any byte, so
+# it starts small; a chunked body moves to the larger one once a read fills it.
+HEAD_STAGING_BYTES = 16 * 1024
 CHUNKED_STAGING_BYTES = 256 * 1024
 # At most this much per read into a caller's buffer (asyncio's own read size).
 MAX_READ_BYTES = 256 * 1024
 # Where a read goes while the caller's buffer is full, and how much may wait there.
 SPARE_BYTES = 64 * 1024
 SPILL_LIMIT = 1024 * 1024
+# Chunked bodies: the event loop gets a turn after this many chunks. A read may
+# hold ~1.3 MB of one-byte chunks, an h11 event each (~10 us): run in one go, they
+# kept every other request of the worker waiting for seconds.
+EVENTS_PER_TURN = 256
+# Interim (1xx) answers read before the response; a source may send a 100 and a
+# 103 or two, never a stream of them (each is parsed, and no body byte counts them).
+MAX_INTERIM_RESPONSES = 8
 
 
 _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
@@ -135,12 +144,31 @@ class _Receiver(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
+        if not self._ended_cleanly():
+            self.error = Truncated("the TLS connection ended without close_notify")
         self._wake()
         return False  # close the transport
 
+    def _ended_cleanly(self) -> bool:
+        """False for TLS ended by a bare TCP close, without the close_notify alert.
+
+        asyncio's TLS layer reports both as the end of the stream; only the
+        alert tells a body framed by the close from one cut short (a reset, a
+        forged FIN). After the alert the TLS object reads b"" again; after a
+        bare close it still waits for a record.
+        """
+        tls = self.transport.get_extra_info("ssl_object") if self.transport else None
+        if tls is None:
+            return True
+        try:
+            return tls.read(1) == b""
+        except ssl.SSLError:
+            return False
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
-        self.error = exc
+        if exc is not None or self.error is None:
+            self.error = exc
         self._wake()
 
     def take_spill(self) -> list[bytes]:
@@ -166,17 +194,20 @@ class _DirectReceiver(_Receiver, asyncio.BufferedProtocol):
 
     def __init__(self, view: memoryview) -> None:
         super().__init__(view)
-        self._spare = memoryview(bytearray(SPARE_BYTES))
+        self._spare: memoryview | None = None  # made the first time `view` is full
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.filled < len(self.view):
             return self.view[self.filled : self.filled + MAX_READ_BYTES]
+        if self._spare is None:
+            self._spare = memoryview(bytearray(SPARE_BYTES))
         return self._spare
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.filled < len(self.view):
             self.filled += nbytes
         else:
+            assert self._spare is not None  # handed out by get_buffer
             self._set_aside(bytes(self._spare[:nbytes]))
         self._wake()
 
@@ -197,6 +228,9 @@ class Connection:
         self._read_timeout = read_timeout
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._staging = receiver.view
+        self._chunked = False
+        self._events = 0  # chunks handed out since the event loop last ran
+        self.chunks = 0  # chunks of a chunked body received whole
         # Body bytes that came before the caller's buffer did (with the head, or spilled).
         self._pending: list[memoryview] = []
 
@@ -260,6 +294,9 @@ class Connection:
         await self._wait(0)
         if rx.filled:
             self._h11.receive_data(bytes(self._staging[: rx.filled]))
+            if self._chunked and rx.filled == len(self._staging) < CHUNKED_STAGING_BYTES:
+                # A chunked body arriving faster than the small buffer takes it.
+                self._staging = rx.view = memoryview(bytearray(CHUNKED_STAGING_BYTES))
             rx.filled = 0
             for piece in rx.take_spill():  # what came while the staging buffer was full
                 self._h11.receive_data(piece)
@@ -283,12 +320,15 @@ class Connection:
             self._transport.write(self._h11.send(request) + self._h11.send(h11.EndOfMessage()))
         except h11.LocalProtocolError as exc:  # a header or target h11 will not send
             raise ValueError(str(exc)) from None
+        interim = 0
         while True:
             event = self._next_event()
             if event is h11.NEED_DATA:
                 await self._feed_h11()
             elif isinstance(event, h11.InformationalResponse):
-                continue
+                interim += 1
+                if interim > MAX_INTERIM_RESPONSES:
+                    raise ProtocolError("too many interim (1xx) answers")
             elif isinstance(event, h11.Response):
                 break
             else:
@@ -310,7 +350,7 @@ class Connection:
         # h11 has had every byte received so far (no await since the last feed).
         rx = self._rx
         if chunked:
-            self._staging = rx.view = memoryview(bytearray(CHUNKED_STAGING_BYTES))
+            self._chunked = True  # the head's buffer goes on, grown once it fills
         else:
             # The body bytes that came with the head; what comes next waits in the
             # spill until `receive_into` says where the body goes.
@@ -357,11 +397,17 @@ class Connection:
 
     async def next_chunk(self) -> bytes | None:
         """The next piece of a chunked body, None after its last chunk (and trailers)."""
+        self._events += 1
+        if self._events >= EVENTS_PER_TURN:
+            self._events = 0
+            await asyncio.sleep(0)
         while True:
             event = self._next_event()
             if event is h11.NEED_DATA:
                 await self._feed_h11()
             elif isinstance(event, h11.Data):
+                if event.chunk_end:
+                    self.chunks += 1
                 return bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 return None

@@ -18,7 +18,9 @@ other schemes, userinfo) must each be rejected on their own merits.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import datetime
 import gzip
 import http.server
 import ipaddress
@@ -32,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from urllib.parse import parse_qs, quote, urlsplit
 
+import anyio
 import pytest
 import trustme
 
@@ -456,6 +459,32 @@ def loopback_is_public(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("ip", BLOCKED)
 def test_blocked_addresses_are_not_public(ip: str) -> None:
     assert not is_public_address(ip)
+
+
+# IPv6 outside global unicast (2000::/3) that no blocked range covers: the first and
+# last addresses around each. IANA keeps it reserved; Python 3.11 calls it global.
+IPV6_RESERVED = [
+    "::1:0:0",  # just past IPv4-compatible ::/96
+    "::fffe:ffff:ffff:ffff",  # just before IPv4-translated ::ffff:0:0:0/96
+    "100:0:0:1::",  # just past discard-only 100::/64
+    "1fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",  # the last before 2000::/3
+    "4000::",  # the first after it
+    "e000::1",
+    "fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",  # just before unique local fc00::/7
+    "fe00::",  # between unique local and link-local
+]
+
+
+@pytest.mark.parametrize("ip", IPV6_RESERVED)
+def test_ipv6_outside_global_unicast_is_not_public(ip: str) -> None:
+    assert not is_public_address(ip)
+
+
+@pytest.mark.parametrize(
+    "ip", ["2000::", "2000::1", "3fff:1000::", "3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"]
+)
+def test_the_edges_of_global_unicast_are_public(ip: str) -> None:
+    assert is_public_address(ip)
 
 
 @pytest.mark.parametrize("ip", PUBLIC)
@@ -1062,6 +1091,7 @@ class RawServer:
         self.scripts: dict[str, list[Part]] = {}
         self.connections: list[tuple[str, list[bytes]]] = []  # (address reached, requests)
         self.linger = 3.0
+        self.tls: ssl.SSLContext | None = None  # set: each connection speaks TLS first
         self.listeners = []
         port = 0
         for host in hosts:
@@ -1084,6 +1114,12 @@ class RawServer:
 
     def _serve(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:
+                conn.close()
+                return
         requests: list[bytes] = []
         self.connections.append((conn.getsockname()[0], requests))
         with conn, contextlib.suppress(OSError):
@@ -1117,6 +1153,17 @@ class RawServer:
     def close(self) -> None:
         for sock in self.listeners:
             sock.close()
+
+
+@contextlib.contextmanager
+def raw_as_tls(server: RawServer, ca: trustme.CA) -> Iterator[None]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("images.test").configure_cert(context)
+    server.tls = context
+    try:
+        yield
+    finally:
+        server.tls = None
 
 
 def head(status: str = "200 OK", *fields: str) -> bytes:
@@ -1389,6 +1436,9 @@ async def test_a_large_body_over_tls_arrives_whole(
             parts = [*chunked(BIG, 50_000), b"0\r\n\r\n"] if framing == "chunked" else [BIG]
             for part in parts:
                 self.wfile.write(part)
+            if framing == "close":
+                self.wfile.flush()
+                self.connection.unwrap()  # close_notify: the body's end, not a cut
             self.close_connection = True
 
     monkeypatch.setattr(Handler, "do_GET", do_get)
@@ -1417,3 +1467,340 @@ def test_unfilled_bytes_take_no_memory_until_written() -> None:
     assert grown < 16 * 1024, grown  # 1 MiB written; 64 MiB announced
     with pytest.raises(ValueError):
         unfilled_bytes(0)
+
+
+# --- a hostile source's framing -------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_body_of_one_byte_chunks_costs_about_its_size_in_memory(
+    raw: RawServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk is a piece of the body: kept one object per chunk, 100 KB sent as
+    one-byte chunks held ~4.5 MB (a `bytes` and a list slot per byte), far past what
+    admission accounts for it (the body bytes, a step ahead)."""
+    import tracemalloc
+
+    body = PNG + bytes(100_000 - len(PNG))
+    wire = b"".join(b"1\r\n" + body[i : i + 1] + b"\r\n" for i in range(len(body)))
+    script = [head("200 OK", "Transfer-Encoding: chunked"), wire + b"0\r\n\r\n"]
+    monkeypatch.setattr(fetch, "_FREE_CHUNKS", len(body))  # past the chunk count check
+    tracemalloc.start()
+    try:
+        got = await fetch_raw(raw, script, min_rate=0, total_timeout=60.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got.data == body
+    # The body with its growth slack and the final copy; the 500 KB of wire at most
+    # three times (h11's buffer, the copy fed to it, what spilled meanwhile).
+    assert peak < 3 * len(body) + 3 * len(wire), peak
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("interim", "ok"),
+    [(http1.MAX_INTERIM_RESPONSES, True), (http1.MAX_INTERIM_RESPONSES + 1, False)],
+)
+async def test_interim_answers_are_capped(interim: int, ok: bool, raw: RawServer) -> None:
+    """A flood of 100 Continue heads was read for as long as it came (200 000 in 2 s)."""
+    script = [b"HTTP/1.1 100 Continue\r\n\r\n" * interim]
+    script += [head("200 OK", f"Content-Length: {len(PNG)}"), PNG]
+    if ok:
+        assert (await fetch_raw(raw, script)).data == PNG
+    else:
+        with pytest.raises(SourceHttpError) as info:
+            await fetch_raw(raw, script)
+        assert_clean(info.value)
+
+
+@contextlib.contextmanager
+def tls_raw_server(ca: trustme.CA, parts: list, close_notify: bool) -> Iterator[int]:
+    """One TLS connection for images.test: the parts, then a close with or without
+    the TLS close_notify alert (a cut connection, or an attacker's forged TCP FIN)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("images.test").configure_cert(context)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            tls = context.wrap_socket(conn, server_side=True)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += tls.recv(4096)
+            for part in parts:
+                tls.sendall(part)
+            time.sleep(0.1)  # the client reads it all before the end
+            if close_notify:
+                tls = tls.unwrap()
+            tls.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sent", [300_000, len(BIG)])
+@pytest.mark.parametrize("close_notify", [True, False])
+async def test_a_tls_body_framed_by_the_close_needs_close_notify(
+    sent: int, close_notify: bool, ca: trustme.CA, trust_test_ca: None
+) -> None:
+    """Without a length, only the TLS close_notify tells the body's end from a cut
+    (a reset, or a FIN forged on the path): a bare TCP close was taken as the end,
+    and a shorter image accepted."""
+    parts = [head("200 OK", "Connection: close"), BIG[:sent]]
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    with tls_raw_server(ca, parts, close_notify) as port:
+        url = f"https://images.test:{port}/x"
+        if close_notify:
+            assert (await fetch_source(url, private(), dns)).data == BIG[:sent]
+        else:
+            with pytest.raises(SourceHttpError) as info:
+                await fetch_source(url, private(), dns)
+            assert "broke off" in info.value.detail
+            assert_clean(info.value)
+
+
+# --- the body received into an unfilled bytes object -----------------------------
+
+PATTERN = b"\xa5\x5a" * 32
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("tls", [False, True])
+async def test_no_byte_of_other_memory_reaches_a_body(
+    tls: bool,
+    raw: RawServer,
+    ca: trustme.CA,
+    trust_test_ca: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The body's buffer is not cleared when made: whatever the memory held before
+    stays until the bytes arrive. Here each new buffer is first filled with a
+    pattern (the worst such leftover). Whole bodies come back exactly as sent, in
+    pieces and all at once; a body cut short, one below the rate and one cut by the
+    total deadline raise and are never returned, so no unfilled byte is handed on."""
+    size = 100_000
+    body = PNG + random.Random(5).randbytes(size - len(PNG))
+    assert PATTERN not in body
+    made: list[int] = []
+    real = http1.unfilled_bytes
+
+    def dirty(n: int) -> tuple[bytes, memoryview]:
+        buffer, view = real(n)
+        view[:] = (PATTERN * (n // len(PATTERN) + 1))[:n]
+        made.append(n)
+        return buffer, view
+
+    monkeypatch.setattr(fetch, "unfilled_bytes", dirty)
+    cl = head("200 OK", f"Content-Length: {size}")
+    whole = [[cl, body], [cl, body[:1000], 0.05, body[1000:50_000], 0.05, body[50_000:]]]
+    cut = [
+        ([cl, body[:1], "close"], {}),
+        ([cl, body[: size - 1], "close"], {}),
+        ([cl, body[:5000], 1.0, body[5000:]], {"total_timeout": 0.5}),
+        ([cl, body[:5000], 0.3, body[5000:]], {"min_rate": 1 << 20, "rate_window": 0.1}),
+    ]
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    with contextlib.ExitStack() as stack:
+        if tls:
+            stack.enter_context(raw_as_tls(raw, ca))
+        url = f"{'https' if tls else 'http'}://images.test:{raw.port}/x"
+        for script in whole:
+            raw.scripts["/x"] = script
+            got = await fetch_source(url, private(), dns)
+            assert got.data == body
+        for script, policy in cut:
+            raw.scripts["/x"] = [*script, "close"]
+            with pytest.raises((SourceHttpError, SourceTimeout)):
+                await fetch_source(url, private(**policy), dns)
+    assert made == [size] * (len(whole) + len(cut))  # every body went through a dirty buffer
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("answer", ["nothing", "length", "chunked"])
+async def test_a_stalled_source_holds_little_memory(answer: str) -> None:
+    """A worker may have a thousand downloads open, each waiting on a source that
+    answers nothing (or a head and an image's first bytes) and then stalls. None of
+    that is in admission's data pool yet, so what each holds must stay small: they
+    held 128 KiB (a 64 KiB head buffer and a 64 KiB spare one), 384 KiB chunked."""
+    import tracemalloc
+
+    count = 40
+    listener = socket.create_server(("127.0.0.1", 0), backlog=count + 8)
+    accepted: list[socket.socket] = []
+    first = {
+        "nothing": b"",
+        "length": head("200 OK", "Content-Length: 1000000") + PNG,
+        "chunked": head("200 OK", "Transfer-Encoding: chunked") + b"%x\r\n" % len(PNG) + PNG,
+    }[answer]
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while len(accepted) < count:
+                conn, _ = listener.accept()
+                accepted.append(conn)
+                conn.recv(4096)
+                conn.sendall(first)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    url = f"http://images.test:{listener.getsockname()[1]}/x"
+    policy = private(read_timeout=30.0, total_timeout=30.0, min_rate=0)
+    tracemalloc.start()
+    try:
+        async with anyio.create_task_group() as tasks:
+            for _ in range(count):
+                tasks.start_soon(fetch_source, url, policy, dns)
+            with anyio.fail_after(10):
+                while len(accepted) < count:
+                    await anyio.sleep(0.05)
+            await anyio.sleep(0.3)  # every first answer read
+            held = tracemalloc.get_traced_memory()[0]
+            tasks.cancel_scope.cancel()
+    finally:
+        tracemalloc.stop()
+        listener.close()
+        for conn in accepted:
+            conn.close()
+        thread.join(5)
+    # The announced body's buffer is allocated, not resident until bytes arrive
+    # (test_unfilled_bytes_take_no_memory_until_written); tracemalloc counts it.
+    announced = 1_000_000 if answer == "length" else 0
+    per_download = held / count - announced
+    assert per_download < 40 * 1024, per_download
+
+
+@pytest.mark.anyio
+async def test_tiny_chunks_do_not_hold_the_event_loop(raw: RawServer) -> None:
+    """h11 makes an event per chunk, and a read hands it up to ~1.3 MB of them: a body
+    of one-byte chunks kept the worker's event loop (every other request on it) from
+    running for 2.2 s at a stretch. The download now lets it run every few hundred."""
+    body = PNG + bytes(50_000 - len(PNG))
+    wire = b"".join(b"1\r\n" + body[i : i + 1] + b"\r\n" for i in range(len(body)))
+    script = [head("200 OK", "Transfer-Encoding: chunked"), wire + b"0\r\n\r\n"]
+    turns = 0
+    done = False
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while not done:
+            turns += 1
+            await anyio.sleep(0)
+
+    at_turn: list[int] = []
+    real = http1.Connection.next_chunk
+
+    async def next_chunk(self: http1.Connection) -> bytes | None:
+        piece = await real(self)
+        at_turn.append(turns)
+        return piece
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(http1.Connection, "next_chunk", next_chunk)
+        patch.setattr(fetch, "_FREE_CHUNKS", len(body))  # past the chunk count check
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(count_turns)
+            got = await fetch_raw(raw, script, min_rate=0, total_timeout=60.0)
+            done = True
+    assert got.data == body
+    assert len(at_turn) == len(body) + 1
+    most = max(collections.Counter(at_turn).values())
+    assert most <= http1.EVENTS_PER_TURN, most
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("names", "host", "ok"),
+    [
+        (("images.test",), "images.test", True),
+        (("127.0.0.1",), "127.0.0.1", True),  # an IP-literal URL: the IP must be in the cert
+        (("images.test",), "127.0.0.1", False),
+        (("127.0.0.1",), "images.test", False),
+        (("*.images.test",), "images.test", False),
+        (("expired",), "images.test", False),
+        (("other CA",), "images.test", False),
+    ],
+)
+async def test_tls_certificates_a_source_may_not_use(
+    names: tuple[str, ...],
+    host: str,
+    ok: bool,
+    raw: RawServer,
+    ca: trustme.CA,
+    trust_test_ca: None,
+) -> None:
+    if names == ("expired",):
+        cert = ca.issue_cert("images.test", not_after=datetime.datetime(2020, 1, 1))
+    elif names == ("other CA",):
+        cert = trustme.CA().issue_cert("images.test")
+    else:
+        cert = ca.issue_cert(*names)
+    raw.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(raw.tls)
+    raw.linger = 0.1
+    raw.scripts["/x"] = [head("200 OK", f"Content-Length: {len(PNG)}"), PNG]
+    dns = FakeDns({"images.test": ["127.0.0.1"]})
+    url = f"https://{host}:{raw.port}/x"
+    if ok:
+        assert (await fetch_source(url, private(), dns)).data == PNG
+    else:
+        with pytest.raises(SourceUnreachable):
+            await fetch_source(url, private(), dns)
+        assert raw.connections == []  # the handshake failed: no request was sent
+
+
+def _range_edges() -> list[str]:
+    edges = []
+    for net in fetch._BLOCKED:
+        for address in (net.network_address, net.broadcast_address):
+            if address.version == 4 and address != ipaddress.IPv4Address("127.0.0.1"):
+                edges.append(str(address))
+            elif address.version == 6:
+                edges.append(f"[{address}]")
+    return edges
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("host", _range_edges())
+@pytest.mark.parametrize("how", ["literal", "name"])
+async def test_a_redirect_to_the_edge_of_every_blocked_range_is_refused(
+    host: str, how: str, server: LocalServer, loopback_is_public: None
+) -> None:
+    """The first and last address of each blocked range, as the redirect's host and as
+    one of two DNS answers for it (the other public): refused before any connection."""
+    address = host.strip("[]")
+    dns = FakeDns({"images.test": ["127.0.0.1"], "mixed.test": ["8.8.8.8", address]})
+    policy = FetchPolicy(allowed_ports=(server.port, 80))
+    to = f"http://{host}/" if how == "literal" else "http://mixed.test/"
+    with pytest.raises(UrlNotAllowed):
+        await fetch_source(f"http://images.test:{server.port}/redirect?to={to}", policy, dns)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("size", "count", "ok"),
+    [(64, 2000, True), (63, 2000, False), (1, 1024, True), (1, 1025, False)],
+)
+async def test_a_body_in_too_many_tiny_chunks_is_refused(
+    size: int, count: int, ok: bool, raw: RawServer
+) -> None:
+    """Past 1024 chunks a chunked body must average 64 bytes a chunk: one-byte chunks
+    cost an h11 event each and took a core ~7 s per MB, inside the rate check."""
+    body = (PNG * (size * count // len(PNG) + 1))[: size * count]
+    script = [head("200 OK", "Transfer-Encoding: chunked"), *chunked(body, size), b"0\r\n\r\n"]
+    if ok:
+        assert (await fetch_raw(raw, script)).data == body
+    else:
+        with pytest.raises(SourceHttpError) as info:
+            await fetch_raw(raw, script)
+        assert "tiny chunks" in info.value.detail
+        assert_clean(info.value)
