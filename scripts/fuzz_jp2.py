@@ -65,8 +65,14 @@ def seeds() -> dict[str, bytes]:
         "grey8-res.jp2": _with_res(_pillow(grey8)),
         "grey16-tiled.jp2": _pillow(grey16, tile_size=(32, 16)),
         "grey16.j2k": _pillow(grey16, no_jp2=True),
-        "rgb16.jp2": openjpeg.encode(_rgb(16), bits_stored=16, codec_format=1),
-        "rgb12-res.jp2": _with_res(openjpeg.encode(_rgb(16) >> 4, bits_stored=12, codec_format=1)),
+        "rgb16.jp2": openjpeg.encode(
+            _rgb(16), bits_stored=16, photometric_interpretation=1, codec_format=1
+        ),
+        "rgb12-res.jp2": _with_res(
+            openjpeg.encode(
+                _rgb(16) >> 4, bits_stored=12, photometric_interpretation=1, codec_format=1
+            )
+        ),
         "rgb16.j2k": openjpeg.encode(_rgb(16), bits_stored=16, codec_format=0),
     }
 

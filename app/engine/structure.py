@@ -336,6 +336,10 @@ def _exact_boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, in
     return out
 
 
+# ihdr's NC -> the colr EnumCS values the copy routes embed (17 grey, 16 sRGB).
+_ENUM_CS = {1: (b"\x00\x00\x00\x11",), 3: (b"\x00\x00\x00\x10",)}
+
+
 def _jp2_boxes_sound(data: bytes) -> None:
     boxes = _exact_boxes(data, 0, len(data))
     _need(len(boxes) >= 4)
@@ -358,6 +362,12 @@ def _jp2_boxes_sound(data: bytes) -> None:
     for _, cs, ce in colr:
         _need(ce - cs >= 3 and data[cs] in (1, 2, 3, 4))
         _need(data[cs] != 1 or ce - cs == 7)
+    # What the copy routes can name as a PDF colour space (img2pdf reads every
+    # colr box and raises on anything but sRGB or greyscale; a palette maps
+    # components to others): any other file is decoded.
+    for _, cs, ce in colr:
+        _need(data[cs] == 1 and data[cs + 3 : ce] in _ENUM_CS.get(nc, ()))
+    _need(not any(kind == b"pclr" for kind, _, _ in children))
     bpcc = [b for b in children if b[0] == b"bpcc"]
     _need(len(bpcc) == (bpc == 0xFF))
     for kind, cs, ce in children:
@@ -379,6 +389,15 @@ class _Siz:
     depths: bytes  # Ssiz of each component: (bits - 1), 0x80 if signed
 
 
+# Marker segments a Part 1 main header and tile-part header may hold (T.800
+# Table A.2, with CAP and CPF of Part 15's 2019 revision): any other marker
+# sends the file to the decoder.
+_MAIN_MARKERS = frozenset(
+    {0x50, 0x52, 0x53, 0x55, 0x57, 0x59, 0x5C, 0x5D, 0x5E, 0x5F, 0x60, 0x63, 0x64}
+)
+_TILE_MARKERS = frozenset({0x52, 0x53, 0x58, 0x5C, 0x5D, 0x5E, 0x5F, 0x61, 0x64})
+
+
 def _segment(data: bytes, pos: int, end: int) -> tuple[int, int]:
     """(marker, length) of the marker segment at pos, inside [.., end)."""
     _need(pos + 4 <= end and data[pos] == 0xFF)
@@ -392,14 +411,16 @@ def _cod_sound(data: bytes, pos: int, length: int, wide: int) -> None:
     progression order, layers, MCT), SPcod (levels, code-block size, transform)
     and the precinct sizes Scod announces."""
     scod = data[pos + 4 + wide]
+    _need(scod < 8)  # precincts, SOP, EPH (higher bits: Part 2)
     if wide == 0:
-        order, layers, _mct = struct.unpack_from(">BHB", data, pos + 5)
-        _need(order <= 4 and layers >= 1)
+        order, layers, mct = struct.unpack_from(">BHB", data, pos + 5)
+        _need(order <= 4 and layers >= 1 and mct <= 1)
         sp, base = pos + 9, 12
     else:
         sp, base = pos + 5 + wide, 8 + wide
-    levels, xcb, ycb, _style, transform = data[sp : sp + 5]
+    levels, xcb, ycb, style, transform = data[sp : sp + 5]
     _need(levels <= 32 and xcb <= 8 and ycb <= 8 and xcb + ycb <= 8 and transform <= 1)
+    _need(style < 0x40)  # Part 1 code-block styles (0x40: HTJ2K, Part 15)
     _need(length == base + (levels + 1 if scod & 1 else 0))
 
 
@@ -419,15 +440,22 @@ def _codestream_sound(data: bytes, start: int, end: int) -> _Siz:
     tile present, its last part ending at EOC."""
     _need(data[start : start + 4] == b"\xff\x4f\xff\x51")
     _, length = _segment(data, start + 2, end)
-    (_, xsiz, ysiz, xo, yo, xt, yt, xto, yto, csiz) = struct.unpack_from(
+    (rsiz, xsiz, ysiz, xo, yo, xt, yt, xto, yto, csiz) = struct.unpack_from(
         ">HIIIIIIIIH", data, start + 6
     )
+    # Part 1 capabilities and profiles (0x4000: HTJ2K, 0x8000: Part 2 extensions).
+    _need(rsiz & 0xC000 == 0 and (rsiz <= 7 or rsiz >= 0x100))
     _need(1 <= csiz <= 16384 and length == 38 + 3 * csiz)
     _need(xsiz > xo and ysiz > yo and xt > 0 and yt > 0)
     _need(xto <= xo and yto <= yo and xto + xt > xo and yto + yt > yo)
     comps = data[start + 42 : start + 42 + 3 * csiz]
     depths = comps[0::3]
-    _need(all((d & 0x7F) < 38 for d in depths) and all(comps[1::3]) and all(comps[2::3]))
+    _need(all((d & 0x7F) < 38 for d in depths))
+    # Copied, every component covers the whole page: subsampled ones are decoded.
+    _need(set(comps[1::3]) == {1} and set(comps[2::3]) == {1})
+    # Copied, the components share one /BitsPerComponent of a /Device space:
+    # signed or mixed-depth ones are decoded.
+    _need(len(set(depths)) == 1 and not depths[0] & 0x80)
     tiles = -(-(xsiz - xto) // xt) * -(-(ysiz - yto) // yt)
     _need(tiles <= 65535)
     wide = 2 if csiz > 256 else 1
@@ -441,7 +469,9 @@ def _codestream_sound(data: bytes, start: int, end: int) -> _Siz:
                     _need(cod == 1 and qcd == 1)
                 return pos
             marker, length = _segment(data, pos, end)
-            _need(marker not in (0x4F, 0x51, 0x90, 0x93, 0xD9) and marker >= 0x30)
+            _need(marker in (_MAIN_MARKERS if main else _TILE_MARKERS))
+            if marker == 0x64:
+                _need(length >= 4 and struct.unpack_from(">H", data, pos + 4)[0] <= 1)
             if marker == 0x52:
                 cod += 1
                 _need(length >= 12)
