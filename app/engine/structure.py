@@ -463,7 +463,7 @@ def _codestream_sound(data: bytes, start: int, end: int) -> _Siz:
     def header(pos: int, stop: bytes, main: bool) -> int:
         """Marker segments from pos to the first `stop` marker (its position)."""
         cod = qcd = 0
-        for _ in range(JP2_MAX_HEADER_MARKERS):
+        for _ in range(JP2_MAX_HEADER_MARKERS + 1):  # the segments, then the stop marker
             if data[pos : pos + 2] == stop:
                 if main:
                     _need(cod == 1 and qcd == 1)
