@@ -69,7 +69,8 @@ def scan(data: bytes, kind: str) -> Structure:
     try:
         return walker(data)
     except (struct.error, IndexError):
-        return Structure()  # cut short: the decoder reports it
+        # Cut short: the decoder reports it (a JPEG 2000 is decoded, not copied).
+        return Structure(sound=kind != "jp2")
 
 
 def _too_complex() -> ImageTooComplex:

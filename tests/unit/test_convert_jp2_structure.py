@@ -316,3 +316,12 @@ def test_copied_files_render_like_pillow(name):
     got = rendered(pdf)
     assert got.shape == want.shape
     assert np.abs(got - want.astype(int)).max() <= 1
+
+
+def test_a_file_cut_inside_the_codestream_header_is_not_sound():
+    # The depth walk runs out of bytes in SIZ (the scan's "cut short" path):
+    # that must not read as sound.
+    data = rgb8()
+    cut = data.index(b"\xff\x4f\xff\x51") + 8
+    assert not structure.scan(data[:cut], "jp2").sound
+    assert structure.scan(data, "jp2").sound
