@@ -64,6 +64,7 @@ class _Facts:
     png_interlaced: bool = False
     tiff_depth: int = 8
     jp2_depth: int = 8
+    jp2_sound: bool = True  # JPEG 2000: passes structure._jp2_sound (else decoded)
     transparency: bool = False
     mpo: bool = False  # a JPEG Pillow reads as MPO (img2pdf embeds its first frame only)
 

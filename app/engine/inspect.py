@@ -159,6 +159,7 @@ def _facts(im: Image.Image, data: bytes, kind: str, shape: structure.Structure) 
         orientation=_valid_orientation(orientation),
         tiff_depth=tiff_depth,
         jp2_depth=shape.depth if kind == "jp2" else 8,
+        jp2_sound=shape.sound,
         transparency="transparency" in im.info,
         mpo=im.format == "MPO",
     )

@@ -105,6 +105,10 @@ def _route(kind: str, mode: str, facts: _Facts) -> str:
         # grey and RGB ones. Ones with alpha are decoded (openjpeg keeps 4 bytes
         # per sample) and flattened: img2pdf embeds an 8-bit one with its alpha
         # ignored, and pdfium draws /SMaskInData up to 63 levels off.
+        # A file whose boxes or codestream structure are broken is decoded:
+        # Pillow refuses it (422) or draws what a reader would not.
+        if not facts.jp2_sound:
+            return "pillow-flatten" if alpha else "pillow"
         if not alpha and (facts.jp2_depth <= 8 or mode in _DEEP_JP2_MODES):
             return "embed-jp2"
         return "pillow-flatten" if alpha else "pillow"

@@ -10,7 +10,10 @@ few facts the memory estimate needs (JPEG progressive/components, JPEG 2000
 bit depth, frames up to FRAMES_COUNTED).
 
 Malformed structure is not judged here (the decoders report it, inside the
-sandbox); only what would make them do too much.
+sandbox); only what would make them do too much. The one exception is JPEG
+2000, which is embedded verbatim without a decoder seeing its data: its box
+and codestream structure is checked here (`Structure.sound`), and a file that
+fails the check is decoded instead of copied.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ GIF_MAX_BLOCKS_BEFORE_IMAGE = 1024
 WEBP_MAX_CHUNKS = 4096
 # JPEG 2000: boxes at the top level and inside each superbox.
 JP2_MAX_BOXES = 1024
+# JPEG 2000: marker segments in the main header and in each tile-part header
+# (real files: ~5-10), and tile-parts in all (Isot is 16-bit, TPsot 8-bit; a
+# 40 MP image in 64x64 tiles has ~10 k).
+JP2_MAX_HEADER_MARKERS = 256
+JP2_MAX_TILE_PARTS = 65536
 # Frames are counted up to this many and no further (only the first is converted).
 FRAMES_COUNTED = 64
 
@@ -50,6 +58,7 @@ class Structure:
     progressive: bool = False  # JPEG: SOF2/6/10/14 (decoding buffers every coefficient)
     components: int = 3  # JPEG: colour components of the frame
     depth: int = 8  # JPEG 2000: bits per component (max)
+    sound: bool = True  # JPEG 2000: boxes and codestream pass _jp2_sound
 
 
 def scan(data: bytes, kind: str) -> Structure:
@@ -60,7 +69,8 @@ def scan(data: bytes, kind: str) -> Structure:
     try:
         return walker(data)
     except (struct.error, IndexError):
-        return Structure()  # cut short: the decoder reports it
+        # Cut short: the decoder reports it (a JPEG 2000 is decoded, not copied).
+        return Structure(sound=kind != "jp2")
 
 
 def _too_complex() -> ImageTooComplex:
@@ -249,8 +259,9 @@ def _boxes(data: bytes, start: int, end: int):
 
 
 def _jp2(data: bytes) -> Structure:
+    sound = _jp2_sound(data)
     if data[:4] == b"\xff\x4f\xff\x51":
-        return Structure(depth=_siz_depth(data, 0))
+        return Structure(depth=_siz_depth(data, 0), sound=sound)
     depth = 8
     for kind, start, end in _boxes(data, 0, len(data)):
         if kind == b"jp2h":
@@ -266,7 +277,7 @@ def _jp2(data: bytes) -> Structure:
                         pass
         elif kind == b"jp2c":
             depth = max(depth, _siz_depth(data, start))
-    return Structure(depth=depth)
+    return Structure(depth=depth, sound=sound)
 
 
 def _siz_depth(data: bytes, start: int) -> int:
@@ -276,6 +287,236 @@ def _siz_depth(data: bytes, start: int) -> int:
     (count,) = struct.unpack_from(">H", data, start + 40)
     sizes = data[start + 42 : start + 42 + 3 * min(count, 16384) : 3]
     return max([(b & 0x7F) + 1 for b in sizes] or [8])
+
+
+class _Unsound(Exception):
+    pass
+
+
+def _need(condition: bool) -> None:
+    if not condition:
+        raise _Unsound()
+
+
+def _jp2_sound(data: bytes) -> bool:
+    """Whether the file's structure is what ITU-T T.800 Annex A and Annex I
+    require of what a PDF reader is handed verbatim (/JPXDecode): a .jp2's
+    boxes (signature, ftyp, jp2h with ihdr and colr, jp2c) with ihdr agreeing
+    with the codestream, and the codestream's marker segments and tile-parts
+    (see _codestream_sound). Linear in the number of boxes and markers, within
+    the caps (ImageTooComplex beyond them); the coded data is not decoded."""
+    try:
+        if data[:4] == b"\xff\x4f\xff\x51":
+            _codestream_sound(data, 0, len(data))
+        else:
+            _jp2_boxes_sound(data)
+    except (_Unsound, struct.error, IndexError):
+        return False
+    return True
+
+
+def _exact_boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    """The boxes that tile [start, end) exactly (each inside it, none cut short)."""
+    out = []
+    pos = start
+    while pos < end:
+        _need(pos + 8 <= end)
+        if len(out) >= JP2_MAX_BOXES:
+            raise _too_complex()
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        head = 8
+        if length == 1:
+            _need(pos + 16 <= end)
+            (length,) = struct.unpack_from(">Q", data, pos + 8)
+            head = 16
+        elif length == 0:
+            length = end - pos
+        _need(head <= length <= end - pos)
+        out.append((kind, pos + head, pos + length))
+        pos += length
+    return out
+
+
+# ihdr's NC -> the colr EnumCS values the copy routes embed (17 grey, 16 sRGB).
+_ENUM_CS = {1: (b"\x00\x00\x00\x11",), 3: (b"\x00\x00\x00\x10",)}
+
+
+def _jp2_boxes_sound(data: bytes) -> None:
+    boxes = _exact_boxes(data, 0, len(data))
+    _need(len(boxes) >= 4)
+    kind, s, e = boxes[0]
+    _need(kind == b"jP  " and data[s:e] == b"\r\n\x87\n")
+    kind, s, e = boxes[1]
+    _need(kind == b"ftyp" and e - s >= 8 and (e - s) % 4 == 0)
+    _need(b"jp2 " in {data[at : at + 4] for at in range(s + 8, e, 4)})
+    header = next((b for b in boxes if b[0] == b"jp2h"), None)
+    stream = next((b for b in boxes if b[0] == b"jp2c"), None)
+    _need(header is not None and stream is not None and header[1] < stream[1])
+    assert header is not None and stream is not None
+    children = _exact_boxes(data, header[1], header[2])
+    _need(bool(children) and children[0][0] == b"ihdr" and children[0][2] - children[0][1] == 14)
+    s = children[0][1]
+    height, width, nc, bpc, c = struct.unpack_from(">IIHBB", data, s)
+    _need(c == 7 and data[s + 12] <= 1 and data[s + 13] <= 1)
+    colr = [b for b in children if b[0] == b"colr"]
+    _need(bool(colr))
+    for _, cs, ce in colr:
+        _need(ce - cs >= 3 and data[cs] in (1, 2, 3, 4))
+        _need(data[cs] != 1 or ce - cs == 7)
+    # What the copy routes can name as a PDF colour space (img2pdf reads every
+    # colr box and raises on anything but sRGB or greyscale; a palette maps
+    # components to others): any other file is decoded.
+    for _, cs, ce in colr:
+        _need(data[cs] == 1 and data[cs + 3 : ce] in _ENUM_CS.get(nc, ()))
+    _need(not any(kind == b"pclr" for kind, _, _ in children))
+    bpcc = [b for b in children if b[0] == b"bpcc"]
+    _need(len(bpcc) == (bpc == 0xFF))
+    for kind, cs, ce in children:
+        if kind == b"res ":
+            for sub, rs, re_ in _exact_boxes(data, cs, ce):
+                _need(sub not in (b"resc", b"resd") or re_ - rs == 10)
+    siz = _codestream_sound(data, stream[1], stream[2])
+    _need((width, height, nc) == (siz.width, siz.height, len(siz.depths)))
+    if bpc == 0xFF:
+        _need(bytes(siz.depths) == data[bpcc[0][1] : bpcc[0][2]])
+    else:
+        _need(set(siz.depths) == {bpc})
+
+
+@dataclass(frozen=True)
+class _Siz:
+    width: int
+    height: int
+    depths: bytes  # Ssiz of each component: (bits - 1), 0x80 if signed
+
+
+# Marker segments a Part 1 main header and tile-part header may hold (T.800
+# Table A.2, with CAP and CPF of Part 15's 2019 revision): any other marker
+# sends the file to the decoder.
+_MAIN_MARKERS = frozenset(
+    {0x50, 0x52, 0x53, 0x55, 0x57, 0x59, 0x5C, 0x5D, 0x5E, 0x5F, 0x60, 0x63, 0x64}
+)
+_TILE_MARKERS = frozenset({0x52, 0x53, 0x58, 0x5C, 0x5D, 0x5E, 0x5F, 0x61, 0x64})
+
+
+def _segment(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(marker, length) of the marker segment at pos, inside [.., end)."""
+    _need(pos + 4 <= end and data[pos] == 0xFF)
+    marker, length = data[pos + 1], struct.unpack_from(">H", data, pos + 2)[0]
+    _need(length >= 2 and pos + 2 + length <= end)
+    return marker, length
+
+
+def _cod_sound(data: bytes, pos: int, length: int, wide: int) -> None:
+    """A COD (wide 0) or a COC (wide: the size of Ccoc): Scod, SGcod (COD only:
+    progression order, layers, MCT), SPcod (levels, code-block size, transform)
+    and the precinct sizes Scod announces."""
+    scod = data[pos + 4 + wide]
+    _need(scod < 8)  # precincts, SOP, EPH (higher bits: Part 2)
+    if wide == 0:
+        order, layers, mct = struct.unpack_from(">BHB", data, pos + 5)
+        _need(order <= 4 and layers >= 1 and mct <= 1)
+        sp, base = pos + 9, 12
+    else:
+        sp, base = pos + 5 + wide, 8 + wide
+    levels, xcb, ycb, style, transform = data[sp : sp + 5]
+    _need(levels <= 32 and xcb <= 8 and ycb <= 8 and xcb + ycb <= 8 and transform <= 1)
+    _need(style < 0x40)  # Part 1 code-block styles (0x40: HTJ2K, Part 15)
+    _need(length == base + (levels + 1 if scod & 1 else 0))
+
+
+def _qcd_sound(data: bytes, pos: int, length: int, offset: int) -> None:
+    style = data[pos + 4 + offset] & 0x1F
+    rest = length - 3 - offset
+    _need(style <= 2 and rest >= 1)
+    _need(style != 1 or rest == 2)
+    _need(style != 2 or (rest % 2 == 0 and rest >= 2))
+
+
+def _codestream_sound(data: bytes, start: int, end: int) -> _Siz:
+    """T.800 Annex A: SOC, SIZ, a main header with one COD and one QCD (COC/QCC
+    for existing components), then tile-parts: SOT with Isot below the tile
+    count, TPsot counting each tile's parts in order and below a non-zero
+    TNsot, Psot landing exactly on the next SOT or on EOC (0: on EOC), every
+    tile present, its last part ending at EOC."""
+    _need(data[start : start + 4] == b"\xff\x4f\xff\x51")
+    _, length = _segment(data, start + 2, end)
+    (rsiz, xsiz, ysiz, xo, yo, xt, yt, xto, yto, csiz) = struct.unpack_from(
+        ">HIIIIIIIIH", data, start + 6
+    )
+    # Part 1 capabilities and profiles (0x4000: HTJ2K, 0x8000: Part 2 extensions).
+    _need(rsiz & 0xC000 == 0 and (rsiz <= 7 or rsiz >= 0x100))
+    _need(1 <= csiz <= 16384 and length == 38 + 3 * csiz)
+    _need(xsiz > xo and ysiz > yo and xt > 0 and yt > 0)
+    _need(xto <= xo and yto <= yo and xto + xt > xo and yto + yt > yo)
+    comps = data[start + 42 : start + 42 + 3 * csiz]
+    depths = comps[0::3]
+    _need(all((d & 0x7F) < 38 for d in depths))
+    # Copied, every component covers the whole page: subsampled ones are decoded.
+    _need(set(comps[1::3]) == {1} and set(comps[2::3]) == {1})
+    # Copied, the components share one /BitsPerComponent of a /Device space:
+    # signed or mixed-depth ones are decoded.
+    _need(len(set(depths)) == 1 and not depths[0] & 0x80)
+    tiles = -(-(xsiz - xto) // xt) * -(-(ysiz - yto) // yt)
+    _need(tiles <= 65535)
+    wide = 2 if csiz > 256 else 1
+
+    def header(pos: int, stop: bytes, main: bool) -> int:
+        """Marker segments from pos to the first `stop` marker (its position)."""
+        cod = qcd = 0
+        for _ in range(JP2_MAX_HEADER_MARKERS + 1):  # the segments, then the stop marker
+            if data[pos : pos + 2] == stop:
+                if main:
+                    _need(cod == 1 and qcd == 1)
+                return pos
+            marker, length = _segment(data, pos, end)
+            _need(marker in (_MAIN_MARKERS if main else _TILE_MARKERS))
+            if marker == 0x64:
+                _need(length >= 4 and struct.unpack_from(">H", data, pos + 4)[0] <= 1)
+            if marker == 0x52:
+                cod += 1
+                _need(length >= 12)
+                _cod_sound(data, pos, length, 0)
+            elif marker == 0x53:
+                _need(length >= 8 + wide)
+                _need(int.from_bytes(data[pos + 4 : pos + 4 + wide], "big") < csiz)
+                _cod_sound(data, pos, length, wide)
+            elif marker == 0x5C:
+                qcd += 1
+                _qcd_sound(data, pos, length, 0)
+            elif marker == 0x5D:
+                _need(length >= 4 + wide)
+                _need(int.from_bytes(data[pos + 4 : pos + 4 + wide], "big") < csiz)
+                _qcd_sound(data, pos, length, wide)
+            pos += 2 + length
+        raise _too_complex()
+
+    pos = header(start + 4 + length, b"\xff\x90", True)
+    seen = bytearray(tiles)  # tile-parts of each tile so far
+    total = [0] * tiles  # TNsot of each tile (0: not given)
+    for _ in range(JP2_MAX_TILE_PARTS):
+        marker, length = _segment(data, pos, end)
+        _need(marker == 0x90 and length == 10)
+        isot, psot, tpsot, tnsot = struct.unpack_from(">HIBB", data, pos + 4)
+        _need(isot < tiles and tpsot == seen[isot] and seen[isot] < 255)
+        if total[isot] == 0:
+            total[isot] = tnsot
+        _need(tnsot in (0, total[isot]) and (tnsot == 0 or tpsot < tnsot))
+        seen[isot] += 1
+        nxt = end - 2 if psot == 0 else pos + psot
+        _need(psot == 0 or psot >= 14)
+        _need(nxt <= end - 2)
+        sod = header(pos + 12, b"\xff\x93", False)
+        _need(sod + 2 <= nxt)
+        pos = nxt
+        if data[pos : pos + 2] == b"\xff\xd9":
+            break
+        _need(psot != 0)
+    else:
+        raise _too_complex()
+    _need(all(seen))
+    _need(all(t == 0 or t == n for t, n in zip(total, seen, strict=True)))
+    return _Siz(xsiz - xo, ysiz - yo, depths)
 
 
 _WALKERS = {

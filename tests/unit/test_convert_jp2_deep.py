@@ -18,7 +18,6 @@ from PIL import Image
 
 from app.engine.convert import convert_to_pdf
 from app.engine.inspect import inspect_image
-from app.errors import ApiError
 from app.pages import visible_size
 from tests.support import images
 
@@ -169,12 +168,21 @@ def with_ihdr_depth(data: bytes, bits: int) -> bytes:
 def test_jp2_header_depth_unlike_the_codestream_is_not_embedded_with_it(name, ihdr_bits):
     # The page's /BitsPerComponent came from the deepest of ihdr and the SIZ
     # segment; decoders use the codestream's (12 here). pdfium, given 16 or 17,
-    # drew the image 255 levels off where Pillow decodes it. Now such a file is
-    # not embedded with a depth its codestream does not have: a clean 4xx.
+    # drew the image 255 levels off where Pillow decodes it. Now such a file
+    # fails the structural check (ihdr must agree with SIZ) and is decoded:
+    # the page shows Pillow's pixels, not the copied codestream.
     data = with_ihdr_depth(CASES[name](), ihdr_bits)
-    with pytest.raises(ApiError) as caught:
-        convert_to_pdf(data, inspect_image(data, 10**9))
-    assert 400 <= caught.value.status < 500
+    info = inspect_image(data, 10**9)
+    assert info.route == "pillow"
+    pdf = convert_to_pdf(data, info)
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        assert doc.pages[0].Resources.XObject.Im0.get("/Filter") != "/JPXDecode"
+    # Pillow's pixels: grey scaled from 16 bits; RGB as its "RGB" mode gives
+    # them (which wraps 12-bit values at the very top to 0, as Pillow does).
+    with Image.open(io.BytesIO(data)) as im:
+        grey = im.mode.startswith("I;16")
+        want = decoded_8bit(data, 16) if grey else np.asarray(im.convert("RGB"))
+    assert np.abs(rendered(pdf).astype(int) - want.astype(int)).max() <= 1
 
 
 def test_jp2_header_depth_equal_to_the_codestream_still_embeds():
