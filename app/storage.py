@@ -122,8 +122,10 @@ class LocalStorage:
 
     def _create(self, name: str) -> tuple[int, str]:
         """A new temporary file for the PDF `name` (a fresh uuid, so O_EXCL never
-        meets an old one): what mkstemp does, without its random name."""
-        tmp = f"{self.data_dir}/.upload-{name}"
+        meets an old one): what mkstemp does, without its random name. It ends in
+        `.part`, not `.pdf`: a sweep of stored PDFs (`*.pdf`, which in pathlib and
+        find(1) also matches dotfiles) must never take a PDF still being written."""
+        tmp = f"{self.data_dir}/.upload-{name}.part"
         return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
 
     def _commit(self, tmp: str, path: Path, filename: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,13 @@ def test_a_pdf_that_cannot_be_renamed_into_place_leaves_no_download_name(tmp_pat
     with pytest.raises(OSError):
         store.save_pdf_written(written(b"%PDF-1.5 whole"), name, "cat.pdf")
     assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_a_pdf_being_written_is_not_a_pdf_to_a_sweep_of_stored_ones(tmp_path):
+    """Operators (and the load harness) delete stored PDFs with `*.pdf` globs, which
+    match dotfiles too: a temporary file named like a PDF vanished mid-write (503)."""
+    store = LocalStorage(tmp_path, "http://127.0.0.1:1")
+    fd, tmp = store._create(new_pdf_name())
+    os.close(fd)
+    assert Path(tmp).parent == tmp_path and Path(tmp).name.startswith(".upload-")
+    assert list(tmp_path.glob("*.pdf")) == []
