@@ -8,8 +8,6 @@ parser judges a 422 (InvalidImage). RLE and 16-bit BMPs stay with Pillow."""
 from __future__ import annotations
 
 import io
-import os
-import resource
 import struct
 
 import numpy as np
@@ -22,6 +20,7 @@ from app.engine import bmp, pricing, vips
 from app.engine.convert import convert_to_pdf
 from app.engine.inspect import inspect_image
 from app.errors import ApiError, InvalidImage
+from tests.support.limits import convert_under_address_limit
 
 ALPHA_MASKS = (0xFF0000, 0xFF00, 0xFF, 0xFF000000)
 
@@ -295,25 +294,7 @@ def test_a_one_row_bmp_converts_within_its_estimate():
     info = inspect_image(data, width)
     assert info.route == "bmp"
     limit = pricing.estimate_peak_bytes(info, len(data))
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its address space capped above what it has mapped
-        try:
-            os.close(read)
-            with open("/proc/self/statm") as statm:
-                mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-            resource.setrlimit(resource.RLIMIT_AS, (mapped + limit, mapped + limit))
-            status = b"ok %d" % len(convert_to_pdf(data, info))
-        except MemoryError:
-            status = b"MemoryError"
-        except BaseException as exc:  # reported to the parent
-            status = repr(exc).encode()
-        os.write(write, status)
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        status = pipe.read()
-    os.waitpid(pid, 0)
+    status = convert_under_address_limit(data, info, limit)
     assert status.startswith(b"ok "), status
 
 

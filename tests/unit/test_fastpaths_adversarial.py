@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import resource
 import struct
 import zlib
 
@@ -26,6 +25,7 @@ from app.engine.direct import passthrough_jpeg
 from app.engine.inspect import inspect_image
 from app.errors import ImageTooComplex, InvalidImage
 from tests.support import images
+from tests.support.limits import convert_under_address_limit
 
 
 def segment(marker: int, body: bytes) -> bytes:
@@ -278,25 +278,7 @@ def test_a_40_mp_row_splits_in_bounded_memory():
     data = alpha_png(b"\x00" + bytes(width * 4), width, 1)
     info = inspect_image(data, 40_000_000)
     limit = 2 * pricing.estimate_peak_bytes(info, len(data))
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its address space capped above what it has mapped
-        try:
-            os.close(read)
-            with open("/proc/self/statm") as statm:
-                mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-            resource.setrlimit(resource.RLIMIT_AS, (mapped + limit, mapped + limit))
-            status = b"ok %d" % len(convert_to_pdf(data, info))
-        except MemoryError:
-            status = b"MemoryError"
-        except BaseException as exc:  # reported to the parent
-            status = repr(exc).encode()
-        os.write(write, status)
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        status = pipe.read()
-    os.waitpid(pid, 0)
+    status = convert_under_address_limit(data, info, limit)
     assert status.startswith(b"ok "), status
 
 
