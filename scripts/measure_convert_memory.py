@@ -76,18 +76,9 @@ print(json.dumps({"route": info.route, "pixels": info.width * info.height,
 
 def _gif_on_screen(w: int, h: int) -> bytes:
     """The first frame (w-16) x (h-16) at (8, 8) on a w x h screen, no transparency."""
-    import struct
+    from tests.support.images import place_gif_frame
 
-    data = bytearray(_save(_photo(w - 16, h - 16, "P"), "GIF"))
-    data[6:10] = struct.pack("<HH", w, h)
-    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
-    while data[pos] == 0x21:  # extension blocks
-        pos += 2
-        while data[pos]:
-            pos += data[pos] + 1
-        pos += 1
-    data[pos + 1 : pos + 5] = struct.pack("<HH", 8, 8)
-    return bytes(data)
+    return place_gif_frame(_save(_photo(w - 16, h - 16, "P"), "GIF"), (w, h), 8, 8)
 
 
 def _png16_rgba(w: int, h: int) -> bytes:

@@ -171,16 +171,7 @@ def gif_frame_at(left: int, top: int, screen=(10, 8), size=(4, 3)) -> bytes:
     screen to hold it, so an offset far past it claims a huge canvas."""
     im = Image.new("P", size, 1)
     im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
-    data = bytearray(images.encode(im, "GIF"))
-    data[6:10] = struct.pack("<HH", *screen)
-    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
-    while data[pos] == 0x21:  # extension blocks
-        pos += 2
-        while data[pos]:
-            pos += data[pos] + 1
-        pos += 1
-    data[pos + 1 : pos + 5] = struct.pack("<HH", left, top)
-    return bytes(data)
+    return images.place_gif_frame(images.encode(im, "GIF"), screen, left, top)
 
 
 def webp_canvas_lie(w: int, h: int, canvas=(16383, 16383)) -> bytes:

@@ -338,3 +338,19 @@ def banded_gradient(w: int, h: int, mode: str = "RGB") -> Image.Image:
         im.putalpha(alpha)
         return im
     return im.convert(mode) if mode != "RGB" else im
+
+
+def place_gif_frame(gif: bytes, screen: tuple[int, int], left: int, top: int) -> bytes:
+    """`gif` with its logical screen set to `screen` and its first frame moved to
+    (left, top): a frame smaller than (or past) the screen."""
+    data = bytearray(gif)
+    data[6:10] = struct.pack("<HH", *screen)
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    while data[pos] == 0x21:  # extension blocks
+        pos += 2
+        while data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    assert data[pos] == 0x2C, "no image descriptor where one belongs"
+    data[pos + 1 : pos + 5] = struct.pack("<HH", left, top)
+    return bytes(data)

@@ -126,17 +126,7 @@ def gif_frame(screen, box, transparency=None, colours=16) -> bytes:
     buf = io.BytesIO()
     params = {} if transparency is None else {"transparency": transparency}
     im.save(buf, "GIF", background=5, optimize=False, **params)
-    data = bytearray(buf.getvalue())
-    data[6:10] = struct.pack("<HH", *screen)
-    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
-    while data[pos] == 0x21:  # extension blocks
-        pos += 2
-        while data[pos]:
-            pos += data[pos] + 1
-        pos += 1
-    assert data[pos] == 0x2C
-    data[pos + 1 : pos + 5] = struct.pack("<HH", left, top)
-    return bytes(data)
+    return images.place_gif_frame(buf.getvalue(), screen, left, top)
 
 
 def stored(pdf: bytes):
