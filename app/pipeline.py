@@ -6,6 +6,7 @@ Plain functions over a `Services` bundle so tests and other entry points
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -166,18 +167,12 @@ async def store_pdf(pdf: bytes | PdfFile, source_name: str, svc: Services) -> st
     """
     name = new_pdf_name()
     filename = download_filename(source_name)
-    try:
+    with _storage_failures(svc, name):
         if isinstance(pdf, PdfFile):
             return await anyio.to_thread.run_sync(
                 svc.storage.save_pdf_file, pdf, pdf.size, name, filename
             )
         return await anyio.to_thread.run_sync(svc.storage.save_pdf, pdf, name, filename)
-    except ApiError:
-        raise
-    except Exception as exc:  # any backend failure: the client may retry
-        log.exception("storing %s failed", name)
-        _report(exc)
-        raise StorageUnavailable(svc.settings.retry_after_s) from None
 
 
 async def convert_source_url(source_url: str, svc: Services) -> str:
@@ -219,16 +214,25 @@ async def store_passthrough(
             raise _NotStored() from exc
 
     name = new_pdf_name()
+    with _storage_failures(svc, name):
+        try:
+            return await anyio.to_thread.run_sync(
+                svc.storage.save_pdf_written,
+                write,
+                name,
+                download_filename(source_name),
+                limiter=svc.convert_limiter,
+            )
+        except _NotStored as exc:
+            raise exc.__cause__ from None  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def _storage_failures(svc: Services, name: str):
+    """Any backend failure while storing `name` becomes a retryable 503 (logged and
+    reported); the client's own errors (ApiError) pass through."""
     try:
-        return await anyio.to_thread.run_sync(
-            svc.storage.save_pdf_written,
-            write,
-            name,
-            download_filename(source_name),
-            limiter=svc.convert_limiter,
-        )
-    except _NotStored as exc:
-        raise exc.__cause__ from None  # type: ignore[misc]
+        yield
     except ApiError:
         raise
     except Exception as exc:  # any backend failure: the client may retry
