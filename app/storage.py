@@ -10,13 +10,13 @@ import datetime as dt
 import io
 import os
 import re
-import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote, urlsplit
 
+from app.fdio import write_all
 from app.settings import Settings
 
 PDF_NAME_RE = re.compile(
@@ -91,11 +91,7 @@ class LocalStorage:
         self.data_dir.mkdir(parents=True, exist_ok=True)
 
     def save_pdf(self, pdf: bytes, name: str, filename: str) -> str:
-        if not is_pdf_name(name):
-            raise ValueError(f"refusing to store {name!r}")
-        if _FILENAME_RE.fullmatch(filename):
-            self._write(self.data_dir / f"{name}.filename", filename.encode())
-        self._write(self.data_dir / name, pdf)
+        self.save_pdf_written(lambda fd: write_all(fd, pdf), name, filename)
         return f"{self.public_base_url}/files/{name}"
 
     def save_pdf_file(self, pdf: BinaryIO, size: int, name: str, filename: str) -> str:
@@ -107,17 +103,29 @@ class LocalStorage:
     def save_pdf_written(
         self, write: Callable[[int], int | None], name: str, filename: str
     ) -> str | None:
-        """Written to a memfd, then copied by the kernel and renamed (`_write_from`).
+        """Written straight into a temporary file in the folder, then renamed.
 
-        Writing it straight into the folder instead saved the copy but cost more
-        CPU per request in the running service (docs/performance.md)."""
+        It went through a memfd and `sendfile` (2 ms more CPU for a 5.8 MB PDF),
+        because this direct write once measured worse in the running service:
+        that was its single multi-megabyte write() call (app/fdio.py)."""
         if not is_pdf_name(name):
             raise ValueError(f"refusing to store {name!r}")
-        with io.FileIO(os.memfd_create("img2pdf-pdf", os.MFD_CLOEXEC), "rb") as pdf:
-            size = write(pdf.fileno())
+        path = self.data_dir / name
+        fd, tmp = self._create(name)
+        try:
+            try:
+                size = write(fd)
+                if size is not None:
+                    os.fchmod(fd, 0o644)  # whatever the umask
+            finally:
+                os.close(fd)
             if size is None:
+                os.unlink(tmp)
                 return None
-            self._write_from(self.data_dir / name, pdf.fileno(), size, filename)
+            self._commit(tmp, path, filename)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return f"{self.public_base_url}/files/{name}"
 
     def _create(self, name: str) -> tuple[int, str]:
@@ -148,18 +156,6 @@ class LocalStorage:
         except BaseException:
             if named is not None:
                 Path(named).unlink(missing_ok=True)
-            raise
-
-    def _write(self, path: Path, data: bytes) -> None:
-        # Write then rename: a reader never sees half a file.
-        fd, tmp = tempfile.mkstemp(dir=self.data_dir, prefix=".upload-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
             raise
 
     def _write_from(self, path: Path, src: int, size: int, filename: str) -> None:

@@ -29,6 +29,7 @@ from app.engine.routes import LOW_MEMORY_ALPHA_ROUTE, _route, _stream_or
 from app.engine.streamed import _indexed_gif, _split_png, _stream, _stream_indexed, still_webp
 from app.engine.webp import orientation as webp_orientation
 from app.errors import ApiError, ImageTooLarge, InvalidImage, UnsupportedImage
+from app.fdio import write_all
 from app.sniff import SNIFF_BYTES, sniff_image_type
 
 log = logging.getLogger(__name__)
@@ -66,14 +67,6 @@ def convert_to_fd(data: bytes, info: ImageInfo, fd: int) -> int:
         # Pillow, img2pdf and libvips report corrupt input with many exception types.
         log.info("image undecodable", exc_info=True)
         raise InvalidImage() from None
-
-
-def _write_bytes(fd: int, pdf: bytes) -> int:
-    view = memoryview(pdf)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-    return len(pdf)
 
 
 def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
@@ -138,8 +131,8 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
 
     if not route.startswith("pillow"):
         try:
-            return _write_bytes(fd, _img2pdf(data, _ROTATION.get(facts.orientation, 0), dpi))
+            return write_all(fd, _img2pdf(data, _ROTATION.get(facts.orientation, 0), dpi))
         except _IMG2PDF_REFUSALS as exc:
             log.info("img2pdf refused (%s); normalising with Pillow", type(exc).__name__)
     normalised, rotation, dpi = _normalise(data, kind, facts)
-    return _write_bytes(fd, _img2pdf(normalised, rotation, dpi))
+    return write_all(fd, _img2pdf(normalised, rotation, dpi))

@@ -20,6 +20,7 @@ from isal import isal_zlib
 
 from app.engine import vips
 from app.engine.vips import _SAMPLE, DEFLATE_LEVEL, Header
+from app.fdio import write_all
 
 PRODUCER = "img2pdf-service"
 
@@ -33,11 +34,7 @@ class _Out:
         self.offsets: dict[int, int] = {}
 
     def write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        self.pos += len(data)
+        self.pos += write_all(self.fd, data)
 
     def begin(self, num: int) -> None:
         self.offsets[num] = self.pos

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import resource
+import signal
 
 import anyio
 import pytest
@@ -89,3 +91,44 @@ def test_a_jpeg_that_is_not_plain_is_converted_by_the_sandbox(tmp_path, source):
     name = convert(url, svc).rsplit("/", 1)[1]
     assert stored(tmp_path) == [name, f"{name}.filename"]
     assert (tmp_path / name).read_bytes().startswith(b"%PDF-")
+
+
+def _in_child_with_file_size_limit(limit: int, run) -> str:
+    """`run()` in a forked child whose files cannot grow past `limit` bytes (the
+    kernel's EFBIG, what a full disk's ENOSPC is to the writer); what it raised."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = "returned"
+        try:
+            os.close(read)
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+            run()
+        except BaseException as exc:  # reported to the parent
+            status = type(exc).__name__
+        os.write(write, status.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        status = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return status
+
+
+def test_a_store_that_cannot_write_the_pdf_is_a_503_and_leaves_nothing(tmp_path, source):
+    """The passthrough writes straight into the folder: a write that fails there is
+    the store's outage (503, retry), not the image's fault and not a 500."""
+    jpeg = images.encode(images.noisy_gradient(1600, 1200), "JPEG", quality=95)
+    assert len(jpeg) > 1024 * 1024
+    url = source.add_bytes("/big.jpg", jpeg)
+    svc = services(tmp_path)
+    assert _in_child_with_file_size_limit(1024 * 1024, lambda: convert(url, svc)) == (
+        "StorageUnavailable"
+    )
+    assert stored(tmp_path) == []
+    # The same store, given room, takes it whole.
+    assert _in_child_with_file_size_limit(len(jpeg) + 4096, lambda: convert(url, svc)) == (
+        "returned"
+    )
+    assert len(stored(tmp_path)) == 2
