@@ -31,6 +31,8 @@ from collections import Counter
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from tests.support.images import gif_lzw_frame
+
 FORMATS = ("webp", "gif", "png")
 
 
@@ -126,26 +128,7 @@ def lzw_gif(screen, box, table: int, indices, transparency=None, flags=None) -> 
         head += b"\x21\xf9\x04\x01\x00\x00" + bytes([transparency]) + b"\x00"
     left, top, fw, fh = box
     head += b"\x2c" + struct.pack("<HHHHB", left, top, fw, fh, 0)
-    codes = []
-    flat = [int(v) for v in indices.reshape(-1)]
-    for at in range(0, len(flat), 250):
-        codes += [256, *flat[at : at + 250]]
-    codes.append(257)
-    acc = nbits = 0
-    out = bytearray()
-    for code in codes:
-        acc |= code << nbits
-        nbits += 9
-        while nbits >= 8:
-            out.append(acc & 0xFF)
-            acc >>= 8
-            nbits -= 8
-    if nbits:
-        out.append(acc)
-    blocks = b"".join(
-        bytes([len(out[i : i + 255])]) + out[i : i + 255] for i in range(0, len(out), 255)
-    )
-    return head + b"\x08" + blocks + b"\x00\x3b"
+    return head + gif_lzw_frame(indices) + b"\x3b"
 
 
 def gif_case(rng) -> bytes:

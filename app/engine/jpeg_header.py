@@ -231,23 +231,8 @@ _MAX_MARKERS = JPEG_MAX_SEGMENTS + 4 * JPEG_MAX_SCANS
 def has_scan(data: bytes) -> bool:
     """Whether a scan header (SOS) comes before the first EOI: a file of headers
     alone that ends with EOI holds no image (Pillow cannot load it), though
-    img2pdf embeds it. The walk `reaches_eoi` makes, stopped at the first scan."""
-    pos, size = 2, len(data)
-    for _ in range(_MAX_MARKERS):
-        found = _MARKER.search(data, pos)
-        if found is None:
-            return False
-        marker = data[found.start() + 1]
-        pos = found.end()
-        if marker in (0xDA, 0xD9):
-            return marker == 0xDA
-        if marker in _STANDALONE:
-            continue
-        if pos + 2 > size:
-            return False
-        (length,) = struct.unpack_from(">H", data, pos)
-        pos += length
-    raise ImageTooComplex()
+    img2pdf embeds it. `reaches_eoi`'s walk, stopped at the first scan."""
+    return _walk(data, stop_at_scan=True)
 
 
 def reaches_eoi(data: bytes) -> bool:
@@ -259,6 +244,13 @@ def reaches_eoi(data: bytes) -> bool:
     scan (Pillow cannot load such a file). ImageTooComplex beyond
     _MAX_MARKERS markers. Data after the EOI (camera trailers) is not read.
     """
+    return _walk(data, stop_at_scan=False)
+
+
+def _walk(data: bytes, stop_at_scan: bool) -> bool:
+    """True at an EOI after a scan (or, with `stop_at_scan`, at the first scan);
+    False at an EOI before any scan, or where the file ends or a segment's
+    length does not fit in it."""
     pos, size = 2, len(data)
     scans = 0
     for _ in range(_MAX_MARKERS):
@@ -269,7 +261,10 @@ def reaches_eoi(data: bytes) -> bool:
         pos = found.end()
         if marker == 0xD9:
             return scans > 0  # an EOI before any scan ends headers, not an image
-        scans += marker == 0xDA
+        if marker == 0xDA:
+            if stop_at_scan:
+                return True
+            scans += 1
         if marker in _STANDALONE:
             continue
         if pos + 2 > size:

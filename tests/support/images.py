@@ -155,6 +155,32 @@ def gif_transparent(w: int = 64, h: int = 48) -> bytes:
     return encode(im, "GIF", transparency=0)
 
 
+def gif_lzw_frame(indices) -> bytes:
+    """A GIF frame's image data for `indices` (any of 0-255, even past the colour
+    table): minimum code size 8, a clear code every 250 pixels so every code stays
+    9 bits, in sub-blocks, with the terminator. No compression, no decoder's say."""
+    codes = []
+    flat = [int(v) for v in indices.reshape(-1)]
+    for at in range(0, len(flat), 250):
+        codes += [256, *flat[at : at + 250]]
+    codes.append(257)
+    acc = nbits = 0
+    out = bytearray()
+    for code in codes:
+        acc |= code << nbits
+        nbits += 9
+        while nbits >= 8:
+            out.append(acc & 0xFF)
+            acc >>= 8
+            nbits -= 8
+    if nbits:
+        out.append(acc)
+    blocks = b"".join(
+        bytes([len(out[i : i + 255])]) + out[i : i + 255] for i in range(0, len(out), 255)
+    )
+    return b"\x08" + blocks + b"\x00"
+
+
 def gif_animated(w: int = 64, h: int = 48, frames: int = 3) -> bytes:
     """Frame 0 is red; later frames are blue, green, ... so frame 0 is identifiable."""
     colours = [RED, BLUE, GREEN]

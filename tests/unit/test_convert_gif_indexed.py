@@ -244,26 +244,7 @@ def lzw_gif(screen, box, table: int, indices: np.ndarray) -> bytes:
     head += b"".join(bytes([100 + i] * 3) for i in range(table))
     left, top, fw, fh = box
     head += b"\x2c" + struct.pack("<HHHHB", left, top, fw, fh, 0)
-    codes = []
-    flat = indices.reshape(-1).tolist()
-    for at in range(0, len(flat), 250):
-        codes += [256, *flat[at : at + 250]]
-    codes.append(257)
-    acc = nbits = 0
-    out = bytearray()
-    for code in codes:
-        acc |= code << nbits
-        nbits += 9
-        while nbits >= 8:
-            out.append(acc & 0xFF)
-            acc >>= 8
-            nbits -= 8
-    if nbits:
-        out.append(acc)
-    blocks = b"".join(
-        bytes([len(out[i : i + 255])]) + out[i : i + 255] for i in range(0, len(out), 255)
-    )
-    return head + b"\x08" + blocks + b"\x00\x3b"
+    return head + images.gif_lzw_frame(indices) + b"\x3b"
 
 
 @pytest.mark.parametrize("table", [2, 16, 128])

@@ -155,3 +155,16 @@ def test_headers_ending_with_eoi_are_not_an_image(progressive, marker):
 
 def test_a_scan_header_is_found_past_the_tables():
     assert has_scan(jpeg()) and has_scan(jpeg(progressive=False))
+
+
+@pytest.mark.parametrize("length", [0, 1])
+def test_a_segment_length_under_two_ends_both_walks(length):
+    """A length field below 2 (it counts itself) is no segment: libjpeg stops with
+    "Bogus marker length". Both walks stop there rather than search on from
+    inside it (a length of 2, the empty segment, is still walked over)."""
+    data = jpeg(progressive=False)
+    at = data.index(b"\xff\xdb")  # the first quantisation table
+    bogus = data[:at] + b"\xff\xfe" + struct.pack(">H", length) + data[at:]
+    assert not has_scan(bogus) and not reaches_eoi(bogus)
+    empty = data[:at] + b"\xff\xfe\x00\x02" + data[at:]  # an empty COM segment
+    assert has_scan(empty) and reaches_eoi(empty)
