@@ -2,12 +2,17 @@
 
 `parse` reads the headers strictly: the file header, a BITMAPINFOHEADER, V4 or
 V5 header, BI_RGB at 1/4/8/24/32 bits per pixel or BI_BITFIELDS at 24/32 with
-the standard masks, top-down or bottom-up rows. It returns None for the BMPs
-it leaves to Pillow (RLE4/RLE8, 16 bpp, OS/2 and V2/V3 headers, other masks)
-and raises InvalidImage for a header that cannot describe its file: pixel data
-past the end or inside the headers, a zero or negative width, a zero height,
-more palette entries than the depth can index, a palette past the end. (A
-palette that runs into the pixel data is left to Pillow, which reads it so.)
+the standard masks, BI_RLE8 at 8 and BI_RLE4 at 4 bits, top-down or bottom-up
+rows. It returns None for the BMPs it leaves to Pillow (16 bpp, OS/2 and V2/V3
+headers, other masks) and raises InvalidImage for a header that cannot describe
+its file: pixel data past the end or inside the headers, a zero or negative
+width, a zero height, more palette entries than the depth can index, a palette
+past the end. (A palette that runs into the pixel data is left to Pillow, which
+reads it so.)
+
+An RLE stream (app.engine.bmp_rle) is decoded a segment of at most a strip at a
+time: one pass notes the decoder's state where each segment starts, then each
+segment is decoded again from there in the PDF's row order (top row first).
 
 `strips` yields PNG-filtered (Up) rows for app.engine.pdfwriter, a strip of
 rows at a time straight from the file's bytes: palette images as /Indexed at
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 
 import img2pdf
 
-from app.engine import vips
+from app.engine import bmp_rle, vips
 from app.engine.img2pdf_route import _IMG2PDF_FORMAT
 from app.engine.streamed import _write_streamed
 from app.engine.vips import Header
@@ -33,6 +38,8 @@ _FILE_HEADER = 14
 # DIB header sizes taken: BITMAPINFOHEADER, BITMAPV4HEADER, BITMAPV5HEADER.
 _INFO_HEADERS = {40, 108, 124}
 _BI_RGB, _BI_BITFIELDS = 0, 3
+# Run-length compressions taken -> the depth each is defined at.
+_RLE_DEPTHS = {1: 8, 2: 4}
 _PALETTE_DEPTHS = {1, 4, 8}
 # BI_BITFIELDS masks taken (red, green, blue, alpha) -> alpha present; the
 # layout of each is BGR(A/X) in byte order, as BI_RGB's.
@@ -53,6 +60,7 @@ class Bmp:
     stride: int  # bytes per stored row, padded to 4
     palette: bytes | None  # RGB, padded to 2 ** depth entries (black past the file's)
     alpha: bool  # 32-bit with an alpha mask
+    rle: bool = False  # BI_RLE8 / BI_RLE4: `offset` is the stream's first byte
 
     @property
     def row_bytes(self) -> int:
@@ -91,6 +99,9 @@ def parse(data: bytes) -> Bmp | None:
         if (depth, mask) not in _MASKS:
             return None
         alpha = _MASKS[(depth, mask)]
+    elif compression in _RLE_DEPTHS:
+        if depth != _RLE_DEPTHS[compression]:
+            return None
     elif compression != _BI_RGB or depth not in _PALETTE_DEPTHS | {24, 32}:
         return None
     palette = None
@@ -110,6 +121,10 @@ def parse(data: bytes) -> Bmp | None:
         palette = rgb.ljust(3 << depth, b"\0")
     top_down = height < 0
     height = abs(height)
+    if compression in _RLE_DEPTHS:
+        if offset < _FILE_HEADER + header_size or offset >= size:
+            raise InvalidImage()  # no stream: Pillow finds too little image data
+        return Bmp(width, height, depth, top_down, offset, width, palette, False, True)
     stride = (width * depth + 31) // 32 * 4
     if offset < _FILE_HEADER + header_size or offset + stride * height > size:
         raise InvalidImage()
@@ -118,6 +133,8 @@ def parse(data: bytes) -> Bmp | None:
 
 def header(bmp: Bmp, data: bytes) -> Header:
     """The pdfwriter header; a 32-bit image whose every pixel is opaque gets no /SMask."""
+    if bmp.rle:  # one byte per index, whatever the file's depth
+        return Header(bmp.width, bmp.height, 1, False, 8, None, bmp.palette.ljust(768, b"\0"))
     if bmp.palette is not None:
         return Header(bmp.width, bmp.height, 1, False, bmp.depth, None, bmp.palette)
     return Header(bmp.width, bmp.height, 3, bmp.alpha and not _opaque(bmp, data), 8, None)
@@ -214,4 +231,7 @@ def write(data: bytes, bmp: Bmp, im, fd: int) -> int:
     """The PDF of `bmp` on `fd`, its page at the dpi img2pdf reads through Pillow."""
     dpi = img2pdf.pil_get_dpi(im, _IMG2PDF_FORMAT["bmp"], img2pdf.default_dpi)
     head = header(bmp, data)
+    if bmp.rle:
+        rows = bmp_rle.strips(data, bmp.offset, bmp.width, bmp.height, bmp.depth == 4, bmp.top_down)
+        return _write_streamed(None, head, 1, dpi, fd, rows)
     return _write_streamed(None, head, 1, dpi, fd, strips(bmp, data, head))

@@ -3,7 +3,8 @@ depth and header the strict parser takes, top-down and bottom-up, rows that
 need 0-3 padding bytes, several strips; the PDF's samples (decoded by pikepdf,
 soft mask included) equal Pillow's decode of the file, and pdfium renders it
 like Pillow's decode on white paper. Hostile headers get a clean 4xx, those the
-parser judges a 422 (InvalidImage). RLE and 16-bit BMPs stay with Pillow."""
+parser judges a 422 (InvalidImage). 16-bit BMPs stay with Pillow; RLE ones are
+in test_convert_bmp_rle."""
 
 from __future__ import annotations
 
@@ -197,7 +198,6 @@ def test_page_size_from_pixels_per_metre():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: build(8, 8, 8, compression=1),  # RLE8
         lambda: build(8, 8, 16),  # 16-bit
         lambda: build(8, 8, 32, header=124, compression=3, masks=(0xFF000000, 0xFF0000, 0xFF00, 0)),
         lambda: build(8, 8, 24, header=56),  # BITMAPV3INFOHEADER
