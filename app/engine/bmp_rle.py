@@ -28,11 +28,18 @@ replays at most one op started before it.
 
 from __future__ import annotations
 
+import re
+
 from app.engine import vips
 from app.errors import InvalidImage
 
 # ASCII hex digits -> their values: bytes.hex() splits a byte into its nibbles.
 _NIBBLES = bytes.maketrans(b"0123456789abcdef", bytes(range(16)))
+# Encoded runs back to back (a count byte that is not 0, any index): taken in
+# batches of _MIN_BATCH to _BATCH by numpy. The cap bounds what a segment's
+# decode reads past its end.
+_ENCODED = re.compile(rb"(?:[\x01-\xff][\x00-\xff])+")
+_MIN_BATCH, _BATCH = 8, 4096
 
 
 def _run(data, state, total: int, width: int, rle4: bool, lo: int, hi: int, out, bounds=None):
@@ -43,6 +50,7 @@ def _run(data, state, total: int, width: int, rle4: bool, lo: int, hi: int, out,
     the start of the op that first writes past it. Returns (state, notes)."""
     pos, n, x = state
     size = len(data)
+    np = vips.np
     notes = []
     bound_at = 0
     next_bound = bounds[0] if bounds else total + 1
@@ -54,6 +62,22 @@ def _run(data, state, total: int, width: int, rle4: bool, lo: int, hi: int, out,
         count = data[pos]
         value = data[pos + 1]
         pos += 2
+        if count and pos + 2 < size and data[pos] and np is not None:
+            # Two encoded runs or more in a row: up to _BATCH at once in numpy.
+            batch = _ENCODED.match(data, pos - 2, min(size, pos - 2 + 2 * _BATCH))
+            runs = (batch.end() - pos + 2) // 2
+            if runs >= _MIN_BATCH:
+                made, found = _batch(
+                    data, pos - 2, runs, n, x, width, rle4, lo, hi, out, bounds, bound_at
+                )
+                if found:
+                    notes.extend(found)
+                    bound_at += len(found)
+                    next_bound = bounds[bound_at] if bound_at < len(bounds) else total + 1
+                pos += 2 * runs - 2
+                n += made
+                x += made
+                continue
         if count:  # encoded run, cut at the end of the row x is in
             if x + count > width:
                 count = max(0, width - x)
@@ -109,6 +133,42 @@ def _run(data, state, total: int, width: int, rle4: bool, lo: int, hi: int, out,
             bound_at += passed
             next_bound = bounds[bound_at] if bound_at < len(bounds) else total + 1
     return (pos, n, x), notes
+
+
+def _batch(
+    data, pos: int, runs: int, n: int, x: int, width: int, rle4: bool, lo, hi, out, bounds, at
+):
+    """`runs` encoded runs from `pos` at once, as `_run` takes them one by one:
+    each cut at the end of the row x is in (so they never cross a row of the
+    output). Writes the pixels in [lo, hi) to `out`; with `bounds`, returns the
+    notes for bounds[at:] the runs pass. Returns (pixels written, notes)."""
+    np = vips.np
+    pairs = np.frombuffer(data, np.uint8, 2 * runs, pos)
+    ends = np.minimum(np.cumsum(pairs[0::2], dtype=np.int64), max(0, width - x))
+    made = int(ends[-1])
+    notes = []
+    if bounds is not None:
+        while at + len(notes) < len(bounds) and bounds[at + len(notes)] < n + made:
+            i = int(np.searchsorted(ends, bounds[at + len(notes)] - n, "right"))
+            before = int(ends[i - 1]) if i else 0
+            notes.append((pos + 2 * i, n + before, x + before))
+    if out is None or made == 0:
+        return made, notes
+    a, b = max(n, lo), min(n + made, hi)
+    if a >= b:
+        return made, notes
+    first = int(np.searchsorted(ends, a - n, "right"))
+    last = int(np.searchsorted(ends, b - n - 1, "right"))
+    starts = np.concatenate(([0], ends[:-1]))[first : last + 1]
+    lengths = ends[first : last + 1] - starts
+    values = pairs[1::2][first : last + 1]
+    pixels = np.repeat(values, lengths)
+    if rle4:  # high nibble on each run's even pixels, low on its odd ones
+        offsets = np.arange(pixels.size) - np.repeat(starts - starts[0], lengths)
+        pixels = np.where(offsets % 2 == 0, pixels >> 4, pixels & 15).astype(np.uint8)
+    skip = a - n - int(starts[0])
+    np.frombuffer(out, np.uint8)[a - lo : b - lo] = pixels[skip : skip + b - a]
+    return made, notes
 
 
 def _passed(bounds, at: int, n: int) -> int:

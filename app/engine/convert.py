@@ -113,6 +113,7 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             size = embed_jpeg(data, im, facts.orientation, fd)
             if size is not None:
                 return size
+            route = "pillow-jpeg"  # img2pdf would draw it unmirrored
         if route == "bmp":
             layout = bmp.parse(data)
             if layout is not None:

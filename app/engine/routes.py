@@ -11,7 +11,8 @@ sends what libvips can decode to "stream". `inspect_image` records the route
     JPEG, EXIF-mirrored: as above          (none) /     direct.passthrough_jpeg /
                                            embed-jpeg   direct.embed_jpeg, the page's
                                                         matrix flips it
-    MPO JPEG, EXIF-mirrored                pillow-jpeg  normalise (Pillow)
+    MPO JPEG, EXIF-mirrored                embed-jpeg   direct.embed_jpeg (img2pdf's
+                                                        first-page bytes), matrix
     JPEG 2000 8-bit, no alpha              embed-jp2    img2pdf_route
     JPEG 2000 > 8-bit grey/RGB, no alpha   embed-jp2    direct.embed_jp2
     PNG 8-bit, no alpha, not interlaced    embed-png    direct (IDAT copy)
@@ -25,8 +26,9 @@ sends what libvips can decode to "stream". `inspect_image` records the route
     GIF, first frame a palette image       stream       streamed._stream_indexed + gif
       (padded when smaller than the screen)
     BMP, uncompressed (BI_RGB 1/4/8/24/32, bmp          bmp.strips (rows from the file's
-      standard BI_BITFIELDS)                            bytes); pdfwriter writes the PDF
-    what libvips refuses, BMP RLE/16-bit,  img2pdf-decode / img2pdf-alpha (img2pdf_route),
+      standard BI_BITFIELDS), RLE8/RLE4                 bytes; bmp_rle: segments of the
+                                                        stream); pdfwriter writes the PDF
+    what libvips refuses, BMP 16-bit,      img2pdf-decode / img2pdf-alpha (img2pdf_route),
       JPEG 2000 with alpha, TIFF           pillow / pillow-flatten (normalise; alpha
       at the IFD count cap                 flattened onto white)
 
@@ -95,8 +97,8 @@ def _route(kind: str, mode: str, facts: _Facts) -> str:
     if facts.orientation in _MIRRORED:
         if kind == "jpeg":
             # Embedded as it is and flipped by the page's matrix (direct.embed_jpeg);
-            # an MPO's first frame is cut out and re-encoded by Pillow.
-            return "pillow-jpeg" if facts.mpo else "embed-jpeg"
+            # an MPO as img2pdf embeds its first page (whole, or its first frame cut out).
+            return "embed-jpeg"
         return "pillow-flatten" if alpha else "pillow"
     if kind == "jpeg":
         return "embed-jpeg"
