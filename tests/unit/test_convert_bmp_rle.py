@@ -190,6 +190,26 @@ def test_runs_crossing_segments(monkeypatch, width, rle4, top_down):
     assert_like_before(rle_bmp(width, 11, stream, rle4=rle4, top_down=top_down))
 
 
+@pytest.mark.parametrize("top_down", [False, True])
+@pytest.mark.parametrize("rle4", [False, True])
+def test_long_sequences_of_runs(monkeypatch, rle4, top_down):
+    # Back-to-back encoded runs go to numpy in batches (8 to 4,096 runs): runs
+    # cut at the row's end inside a batch, RLE4's nibble order per run, a batch
+    # that starts in one segment and ends in another, and 5,000 one-pixel runs
+    # in a row (past the batch cap) on a 6,000-pixel row.
+    monkeypatch.setattr(vips, "STRIP_BYTES", 64)
+    rng = random.Random(7)
+    width = 6000
+    rows = [
+        b"".join(bytes([1, rng.randrange(256)]) for _ in range(5000)) + EOL,
+        b"".join(bytes([rng.randint(1, 300 // 20), rng.randrange(256)]) for _ in range(40)) + EOL,
+        b"".join(bytes([255, rng.randrange(256)]) for _ in range(30)) + EOL,  # cut at 6,000
+        b"".join(bytes([rng.randint(1, 9), rng.randrange(256)]) for _ in range(9)) + delta(3, 1),
+        b"".join(bytes([rng.randint(1, 250), rng.randrange(256)]) for _ in range(60)) + EOL,
+    ]
+    assert_like_before(rle_bmp(width, 7, b"".join(rows) + delta(0, 2), rle4=rle4, top_down=top_down))
+
+
 def _random_stream(rng: random.Random, width: int, height: int, rle4: bool) -> bytes:
     out = bytearray()
     for _ in range(rng.randint(1, 3 * height + 5)):
