@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.images import banded_gradient as _photo  # noqa: E402
+from tests.support.images import bmp16 as _bmp16  # noqa: E402
 from tests.support.images import bmp_rgba as _bmp_rgba  # noqa: E402
 from tests.support.images import encode as _save  # noqa: E402
 
@@ -277,6 +278,7 @@ SAMPLES = {
     "bmp 8-bit palette": lambda w, h: _save(_photo(w, h, "P"), "BMP"),
     "bmp 1-bit": lambda w, h: _save(_photo(w, h, "L").convert("1"), "BMP"),
     "bmp rgba one row (pieces)": lambda w, h: _bmp_rgba(w * h, 1, _photo(w * h, 1, "RGBA")),
+    "bmp 16-bit 5-6-5": lambda w, h: _bmp16(w, h),
     "bmp rle8": _rle_bmp,
     "bmp rle4": lambda w, h: _rle_bmp(w, h, rle4=True),
     "bmp rle8 runs of one": lambda w, h: _rle_bmp(w, h, single=True),

@@ -25,10 +25,10 @@ sends what libvips can decode to "stream". `inspect_image` records the route
       PNG/TIFF/GIF
     GIF, first frame a palette image       stream       streamed._stream_indexed + gif
       (padded when smaller than the screen)
-    BMP, uncompressed (BI_RGB 1/4/8/24/32, bmp          bmp.strips (rows from the file's
-      standard BI_BITFIELDS), RLE8/RLE4                 bytes; bmp_rle: segments of the
-                                                        stream); pdfwriter writes the PDF
-    what libvips refuses, BMP 16-bit,      img2pdf-decode / img2pdf-alpha (img2pdf_route),
+    BMP, uncompressed (BI_RGB 1/4/8/16/24/ bmp          bmp.strips (rows from the file's
+      32, standard BI_BITFIELDS, 16-bit                 bytes; bmp_rle: segments of the
+      5-6-5/5-5-5), RLE8/RLE4                           stream); pdfwriter writes the PDF
+    what libvips refuses, other BMPs,      img2pdf-decode / img2pdf-alpha (img2pdf_route),
       JPEG 2000 with alpha, TIFF           pillow / pillow-flatten (normalise; alpha
       at the IFD count cap                 flattened onto white)
 

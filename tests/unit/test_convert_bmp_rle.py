@@ -207,7 +207,9 @@ def test_long_sequences_of_runs(monkeypatch, rle4, top_down):
         b"".join(bytes([rng.randint(1, 9), rng.randrange(256)]) for _ in range(9)) + delta(3, 1),
         b"".join(bytes([rng.randint(1, 250), rng.randrange(256)]) for _ in range(60)) + EOL,
     ]
-    assert_like_before(rle_bmp(width, 7, b"".join(rows) + delta(0, 2), rle4=rle4, top_down=top_down))
+    assert_like_before(
+        rle_bmp(width, 7, b"".join(rows) + delta(0, 2), rle4=rle4, top_down=top_down)
+    )
 
 
 def _random_stream(rng: random.Random, width: int, height: int, rle4: bool) -> bytes:
