@@ -269,6 +269,12 @@ SAMPLES = {
     "webp rgba lossy": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", quality=80),
     "webp rgb lossy": lambda w, h: _save(_photo(w, h), "WEBP", quality=80),
     "webp rgba lossless": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", lossless=True),
+    "webp animated lossy": lambda w, h: _save(
+        _photo(w, h), "WEBP", save_all=True, append_images=[_photo(w, h, "L").convert("RGB")]
+    ),
+    "webp animated rgba lossy": lambda w, h: _save(
+        _photo(w, h, "RGBA"), "WEBP", save_all=True, append_images=[_photo(w, h)], quality=80
+    ),
     "jpeg orientation 5": _mirrored_jpeg,
     "jpeg orientation 5 + icc (child)": lambda w, h: _mirrored_jpeg(w, h, icc=True),
     "png rgb orientation 2 (pillow)": _mirrored_png("RGB"),
