@@ -21,8 +21,10 @@ sends what libvips can decode to "stream". `inspect_image` records the route
                                                         pdfwriter writes the PDF
     WebP, still (any orientation)          stream       webp.webp_strips (libwebp, cropped
                                                         bands); inspect/convert skip Pillow
-    TIFF, animated WebP, mirrored          stream       streamed._stream (libvips strips)
-      PNG/TIFF/GIF
+    WebP, animated (first frame)           stream       webp.frame_strips (its frame as a
+                                                        still, in bands); no Pillow
+    TIFF, WebP the frame walk leaves,      stream       streamed._stream (libvips strips)
+      mirrored PNG/TIFF/GIF
     GIF, first frame a palette image       stream       streamed._stream_indexed + gif
       (padded when smaller than the screen)
     BMP, uncompressed (BI_RGB 1/4/8/16/24/ bmp          bmp.strips (rows from the file's
