@@ -340,3 +340,32 @@ def test_40_mp_rle8_within_its_estimate():
     assert limit < 120 * 1024 * 1024
     status = convert_under_address_limit(data, info, limit)
     assert status.startswith(b"ok "), status
+
+
+class _Counted(bytes):
+    """The file's bytes, counting the single-byte reads the decoder makes."""
+
+    reads = 0
+
+    def __getitem__(self, index):
+        if isinstance(index, int):
+            type(self).reads += 1
+        return super().__getitem__(index)
+
+
+@pytest.mark.parametrize("filler", [EOL, delta(0, 0), encoded((5, 9))])
+def test_work_is_linear_in_the_stream_whatever_it_holds(monkeypatch, filler):
+    # 100,000 ops that write nothing (end of line at a row boundary, a zero
+    # delta, a run past the row's end) between the rows, 31 segments of 4 rows:
+    # both passes together read each op's bytes a bounded number of times (a
+    # segment that replayed the stream from its start would read ~30x more).
+    monkeypatch.setattr(vips, "STRIP_BYTES", 64)
+    width, height = 16, 124
+    row = encoded((16, 3))
+    stream = row + filler * 100_000 + EOL + (row + EOL) * (height - 1)
+    data = _Counted(rle_bmp(width, height, stream))
+    layout = bmp.parse(data)
+    _Counted.reads = 0
+    strips = list(bmp_rle.strips(data, layout.offset, width, height, False, False))
+    assert len(strips) == len(bmp_rle.segments(width, height)) == 31
+    assert _Counted.reads <= 3 * len(stream)
