@@ -17,6 +17,7 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
+from app.engine import pricing
 from app.engine.convert import convert_to_pdf
 from app.engine.direct import passthrough_jpeg
 from app.engine.img2pdf_route import _img2pdf
@@ -24,12 +25,15 @@ from app.engine.inspect import _facts, _open, _scan, inspect_image
 from app.engine.normalise import _normalise
 from app.pages import visible_size
 from tests.support import images
+from tests.support.limits import convert_under_address_limit
 
 W, H = 96, 48  # not square, so a swapped page is caught
 
 
-def make(orientation: int, *, dpi=(72, 72), mode: str = "RGB", icc: bool = False) -> bytes:
-    im = images.photo(W, H, seed=orientation)
+def make(
+    orientation: int, *, dpi=(72, 72), mode: str = "RGB", icc: bool = False, size=(W, H)
+) -> bytes:
+    im = images.photo(*size, seed=orientation)
     im.paste((250, 20, 20), (0, 0, 16, 16))  # a red mark at the stored top-left
     if mode != "RGB":
         im = im.convert(mode)
@@ -134,13 +138,13 @@ def test_page_is_the_shown_image_at_its_axes_dpi(orientation, icc):
     assert page_size(pdf) == pytest.approx(want, abs=1e-3)
 
 
-def mpo(orientation: int, *, dpi=(72, 72), thumbnail: bool = False) -> bytes:
+def mpo(orientation: int, *, dpi=(72, 72), thumbnail: bool = False, size=(W, H)) -> bytes:
     """A two-frame MPO as Pillow writes it (its first frame `make`'s, the second
     another photo), or with its MP entries marked one main image and its large
     thumbnail (img2pdf then embeds the whole file)."""
-    im = Image.open(io.BytesIO(make(orientation, dpi=dpi)))
+    im = Image.open(io.BytesIO(make(orientation, dpi=dpi, size=size)))
     buf = io.BytesIO()
-    other = images.photo(W, H, seed=99)
+    other = images.photo(*size, seed=99)
     im.save(buf, "MPO", save_all=True, append_images=[other], exif=im.info["exif"], dpi=dpi)
     data = buf.getvalue()
     if thumbnail:
@@ -216,3 +220,16 @@ def test_an_mpo_img2pdf_cannot_read_keeps_the_pillow_route():
     assert got.shape == (W, H, 3)  # turned: 96 x 48 stored, 48 x 96 shown
     assert np.abs(got.astype(int) - rendered(before(data)).astype(int)).max() == 0
     assert got[4, 4, 0] > 200 and got[4, 4, 1] < 80
+
+
+def test_a_mirrored_mpo_converts_within_a_bare_jpegs_estimate():
+    # 12 MP: the Pillow route needed ~100 MB (8 B/px); embedded, the child needs
+    # little more than img2pdf's cut of the first frame, under embed-jpeg's price.
+    data = mpo(5, size=(4000, 3000))
+    info = inspect_image(data, 40_000_000)
+    assert info.route == "embed-jpeg"
+    limit = pricing.estimate_peak_bytes(info, len(data))
+    status = convert_under_address_limit(data, info, limit)
+    assert status.startswith(b"ok "), status
+    status = convert_under_address_limit(data, info, 3 * len(data))
+    assert status.startswith(b"ok "), status  # the decode needed 8 B/px: 96 MB
