@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.images import banded_gradient as _photo  # noqa: E402
+from tests.support.images import bmp16 as _bmp16  # noqa: E402
 from tests.support.images import bmp_rgba as _bmp_rgba  # noqa: E402
 from tests.support.images import encode as _save  # noqa: E402
 
@@ -124,6 +125,66 @@ def _mirrored_png(mode: str):
     return make
 
 
+def _rle_bmp(w: int, h: int, rle4: bool = False, single: bool = False) -> bytes:
+    """RLE8 (or RLE4, 16 colours) of a screenshot's grey: encoded runs of equal
+    indices (RLE4: of equal pairs), each row ended by end of line; `single`: a
+    photo, every run one pixel long, the stream's worst case (2 bytes a pixel)."""
+    import struct
+
+    import numpy as np
+
+    from tests.support.images import photo, screenshot
+
+    source = photo(w, h, seed=3) if single else screenshot(w, h, seed=3)
+    grey = np.asarray(source.convert("L"), np.uint8)
+    indices = grey >> 4 if rle4 else grey
+    rows = []
+    for row in indices[::-1]:  # bottom-up
+        if rle4:
+            row = row[: w - w % 2].reshape(-1, 2)
+            row = (row[:, 0] << 4 | row[:, 1]).astype(np.uint8)
+        if single:
+            counts = np.full(row.size, 2 if rle4 else 1, np.uint8)
+            values = row
+        else:
+            starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+            lengths = np.diff(np.r_[starts, row.size])
+            pieces = -(-lengths // 127)  # runs of at most 127 (254 RLE4 pixels)
+            values = np.repeat(row[starts], pieces)
+            counts = np.full(values.size, 127, np.int64)
+            last = np.cumsum(pieces) - 1
+            counts[last] = lengths - (pieces - 1) * 127
+            counts = (counts * (2 if rle4 else 1)).astype(np.uint8)
+        pairs = np.empty(values.size * 2, np.uint8)
+        pairs[0::2], pairs[1::2] = counts, values
+        rows.append(pairs.tobytes() + (bytes([1, 0]) if rle4 and w % 2 else b"") + b"\0\0")
+    palette = b"".join(
+        struct.pack("<4B", v, 255 - v, v // 2, 0) for v in range(16 if rle4 else 256)
+    )
+    stream = b"".join(rows)
+    info = struct.pack(
+        "<IiiHHIIiiII", 40, w, h, 1, 4 if rle4 else 8, 2 if rle4 else 1, len(stream), 0, 0, 0, 0
+    )
+    offset = 14 + len(info) + len(palette)
+    return (
+        b"BM" + struct.pack("<IHHI", offset + len(stream), 0, 0, offset) + info + palette + stream
+    )
+
+
+def _mirrored_mpo(w: int, h: int) -> bytes:
+    """A two-frame MPO (Pillow's), orientation 5."""
+    import io
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 5
+    im = _photo(w, h)
+    buf = io.BytesIO()
+    im.save(buf, "MPO", save_all=True, append_images=[im], exif=exif.tobytes(), quality=90)
+    return buf.getvalue()
+
+
 def _jp2_16(w: int, h: int) -> bytes:
     from PIL import Image
 
@@ -208,6 +269,12 @@ SAMPLES = {
     "webp rgba lossy": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", quality=80),
     "webp rgb lossy": lambda w, h: _save(_photo(w, h), "WEBP", quality=80),
     "webp rgba lossless": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", lossless=True),
+    "webp animated lossy": lambda w, h: _save(
+        _photo(w, h), "WEBP", save_all=True, append_images=[_photo(w, h, "L").convert("RGB")]
+    ),
+    "webp animated rgba lossy": lambda w, h: _save(
+        _photo(w, h, "RGBA"), "WEBP", save_all=True, append_images=[_photo(w, h)], quality=80
+    ),
     "jpeg orientation 5": _mirrored_jpeg,
     "jpeg orientation 5 + icc (child)": lambda w, h: _mirrored_jpeg(w, h, icc=True),
     "png rgb orientation 2 (pillow)": _mirrored_png("RGB"),
@@ -217,6 +284,11 @@ SAMPLES = {
     "bmp 8-bit palette": lambda w, h: _save(_photo(w, h, "P"), "BMP"),
     "bmp 1-bit": lambda w, h: _save(_photo(w, h, "L").convert("1"), "BMP"),
     "bmp rgba one row (pieces)": lambda w, h: _bmp_rgba(w * h, 1, _photo(w * h, 1, "RGBA")),
+    "bmp 16-bit 5-6-5": lambda w, h: _bmp16(w, h),
+    "bmp rle8": _rle_bmp,
+    "bmp rle4": lambda w, h: _rle_bmp(w, h, rle4=True),
+    "bmp rle8 runs of one": lambda w, h: _rle_bmp(w, h, single=True),
+    "jpeg mpo orientation 5": _mirrored_mpo,
     "jp2 16-bit gray": _jp2_16,
     "jp2 rgba (pillow flatten)": lambda w, h: _save(_photo(w, h, "RGBA"), "JPEG2000"),
     "jpeg progressive cmyk, cut (check)": _progressive_cmyk_cut,

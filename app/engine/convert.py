@@ -27,6 +27,8 @@ from app.engine.pillow_warnings import counted_warnings
 from app.engine.pricing import _COST
 from app.engine.routes import LOW_MEMORY_ALPHA_ROUTE, _route, _stream_or
 from app.engine.streamed import _indexed_gif, _split_png, _stream, _stream_indexed, still_webp
+from app.engine.webp import first_frame
+from app.engine.webp import layout as webp_layout
 from app.engine.webp import orientation as webp_orientation
 from app.errors import ApiError, ImageTooLarge, InvalidImage, UnsupportedImage
 from app.fdio import write_all
@@ -85,6 +87,11 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
         # no dpi in a WebP for img2pdf to read.
         dpi = (img2pdf.default_dpi, img2pdf.default_dpi)
         return _stream(data, kind, webp_orientation(still.exif), dpi, fd)
+    if kind == "webp" and first_frame(data) is not None:
+        # An animation's first frame in bands (webp.frame_strips), as a still one.
+        dpi = (img2pdf.default_dpi, img2pdf.default_dpi)
+        found = webp_layout(data)
+        return _stream(data, kind, webp_orientation(found.exif if found else None), dpi, fd)
     with _open(data, kind) as im:
         facts = _facts(im, data, kind, shape)
         route = _route(kind, im.mode, facts)
@@ -106,6 +113,7 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             size = embed_jpeg(data, im, facts.orientation, fd)
             if size is not None:
                 return size
+            route = "pillow-jpeg"  # img2pdf would draw it unmirrored
         if route == "bmp":
             layout = bmp.parse(data)
             if layout is not None:

@@ -121,18 +121,49 @@ _JPEG_SPACES = {"L": (b"/DeviceGray", 1), "RGB": (b"/DeviceRGB", 3), "CMYK": (b"
 
 
 def embed_jpeg(data: bytes, im: Image.Image, orientation: int, fd: int) -> int | None:
-    """A mirrored JPEG the worker-side walk did not take (ICC profile, XMP, ...),
-    embedded verbatim from Pillow's header as img2pdf would embed it unmirrored:
-    its colour space, /Decode for Adobe CMYK, its ICC profile and dpi. None for
-    an MPO (img2pdf cuts its first frame out) or a mode img2pdf refuses."""
-    if im.format != "JPEG" or im.mode not in _JPEG_SPACES:
+    """A mirrored JPEG the worker-side walk did not take (ICC profile, XMP, MPO,
+    ...), embedded verbatim from Pillow's header as img2pdf would embed it
+    unmirrored: its colour space, /Decode for Adobe CMYK, its ICC profile and
+    dpi; for an MPO, the bytes img2pdf embeds for its first page (`_embed_mpo`).
+    None for a mode img2pdf refuses."""
+    if im.mode not in _JPEG_SPACES:
+        return None
+    if im.format == "MPO":
+        return _embed_mpo(data, orientation, fd)
+    if im.format != "JPEG":
         return None
     # img2pdf's own reading of the header (colour, ICC profile kept or dropped,
     # dpi), with the orientation left to the matrix.
     colour, ndpi, width, height, _, icc = img2pdf.get_imgmetadata(
         im, _IMG2PDF_FORMAT["jpeg"], img2pdf.default_dpi, None, data, img2pdf.Rotation["0"]
     )
-    space, components = _JPEG_SPACES[im.mode]
+    return _embed(data, im.mode, colour, ndpi, width, height, icc, orientation, fd)
+
+
+# img2pdf's colour spaces of a JPEG -> Pillow's mode of it.
+_JPEG_MODES = {"L": "L", "RGB": "RGB", "CMYK": "CMYK", "CMYK;I": "CMYK"}
+
+
+def _embed_mpo(data: bytes, orientation: int, fd: int) -> int | None:
+    """A mirrored MPO: img2pdf's own reading (`read_images`, first page only, its
+    orientation left to the matrix) gives the bytes it embeds for the first page,
+    the whole file for one main image with its large thumbnails, else the first
+    frame cut out by its MP entry, and that frame's header; they are embedded as
+    they are. Nothing is decoded. None (Pillow's route) for an MPO img2pdf
+    refuses or would not embed as a JPEG."""
+    try:
+        pages = img2pdf.read_images(data, None, first_frame_only=True, rot=img2pdf.Rotation["0"])
+    except Exception:  # MP entries that do not add up, a frame that is no JPEG
+        return None
+    colour, ndpi, kind, part, _, width, height, _, _, _, _, icc = pages[0]
+    mode = _JPEG_MODES.get(colour.name)
+    if kind != img2pdf.ImageFormat.JPEG or mode is None:
+        return None
+    return _embed(part, mode, colour, ndpi, width, height, icc, orientation, fd)
+
+
+def _embed(part, mode: str, colour, ndpi, width: int, height: int, icc, orientation: int, fd: int):
+    space, components = _JPEG_SPACES[mode]
     entries = b"/ColorSpace %s /BitsPerComponent 8 /Filter /DCTDecode" % space
     profile = None
     if icc:
@@ -141,7 +172,7 @@ def embed_jpeg(data: bytes, im: Image.Image, orientation: int, fd: int) -> int |
     if colour == img2pdf.Colorspace["CMYK;I"]:
         entries += b" /Decode [1 0 1 0 1 0 1 0]"
     layout, matrix = _shown_layout(width, height, ndpi, orientation)
-    return write_embedded_pdf([data], width, height, entries, layout, fd, matrix, profile)
+    return write_embedded_pdf([part], width, height, entries, layout, fd, matrix, profile)
 
 
 def _codestream_depths(data: bytes) -> set[int]:

@@ -24,6 +24,7 @@ from app.engine.pricing import _jp2_decoder_bytes, _jpeg_coefficient_bytes, webp
 from app.engine.routes import _route, _stream_or
 from app.engine.streamed import _adam7_png, _indexed_gif, still_webp
 from app.engine.webp import features as webp_features
+from app.engine.webp import first_frame
 from app.errors import ApiError, ImageTooLarge, InvalidImage, UnsupportedImage
 from app.sniff import SNIFF_BYTES, sniff_image_type
 
@@ -60,6 +61,8 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
     shape = _scan(data, kind)  # before any parser: ImageTooComplex
     if kind == "webp" and (still := still_webp(data)) is not None:
         return _inspect_webp(data, still, shape, max_pixels)
+    if kind == "webp" and (frame := first_frame(data)) is not None:
+        return _inspect_webp_frame(frame, shape, max_pixels)
     try:
         with counted_warnings(), _open(data, kind) as im:
             width, height = im.size
@@ -110,6 +113,22 @@ def _inspect_webp(data: bytes, still, shape: structure.Structure, max_pixels: in
         raise ImageTooLarge()
     decoder = webp_decoder_bytes(width, height, still.lossless, alpha)
     mode = "RGBA" if alpha else "RGB"
+    info = ImageInfo("webp", width, height, mode, shape.frames, "stream", decoder)
+    return replace(info, webp_bands=True)
+
+
+def _inspect_webp_frame(frame, shape: structure.Structure, max_pixels: int) -> ImageInfo:
+    """An animated WebP whose first frame app.engine.webp decodes in bands: the
+    canvas's size, libwebp's planes for the frame."""
+    try:
+        webp_features(frame.still)
+    except BadData:
+        raise InvalidImage() from None
+    width, height = frame.canvas_width, frame.canvas_height
+    if width * height > max_pixels:
+        raise ImageTooLarge()
+    decoder = webp_decoder_bytes(frame.width, frame.height, frame.lossless, frame.frame_alpha)
+    mode = "RGBA" if frame.alpha else "RGB"
     info = ImageInfo("webp", width, height, mode, shape.frames, "stream", decoder)
     return replace(info, webp_bands=True)
 

@@ -15,13 +15,16 @@ Python 3.11, x86_64; the child's copy of the source comes on top:
     WebP, still, lossy            stream           69 MB at 40 MP RGB (a 32 MiB band);
                                                    RGBA 115 MB address space (alpha planes)
     WebP, still, lossless         stream           4.26 B/px (libwebp's ARGB frame)
-    WebP, animated (libvips)      stream           9 B/px resident, 27 B/px address space
+    WebP, animated: first frame   stream           78 MB at 40 MP lossy RGB (bands, as still)
     JPEG, EXIF mirrored           embed-jpeg        ~0 at 40 MP (verbatim; was 8.0 B/px)
     BMP 1/8/24/32-bit, alpha      bmp               0.7-1.1 MB at 40 MP (strips)
+    BMP RLE8/RLE4, 16-bit         bmp               1.3-1.5 / 5.9 MB at 40 MP (segments,
+                                                    strips; was 3.0 / 8.0 B/px)
     JPEG 2000 16-bit grey         embed-jp2         2.2 MB at 40 MP (verbatim)
     progressive CMYK JPEG, cut    embed-jpeg        ~0 (a marker walk finds the cut;
                                                     was 8.0 B/px for the decode)
-    MPO JPEG, EXIF mirrored       pillow-jpeg       8.0 B/px (Pillow decodes it)
+    MPO JPEG, EXIF mirrored       embed-jpeg        0.5 x source (img2pdf's cut of the
+                                                    first frame; was 8.0 B/px, Pillow)
     JPEG 2000 8-bit RGBA / LA     pillow-flatten    25-27 / 15-17 B/px (openjpeg: int32
                                                     samples; + _jp2_decoder_bytes)
 

@@ -11,7 +11,8 @@ sends what libvips can decode to "stream". `inspect_image` records the route
     JPEG, EXIF-mirrored: as above          (none) /     direct.passthrough_jpeg /
                                            embed-jpeg   direct.embed_jpeg, the page's
                                                         matrix flips it
-    MPO JPEG, EXIF-mirrored                pillow-jpeg  normalise (Pillow)
+    MPO JPEG, EXIF-mirrored                embed-jpeg   direct.embed_jpeg (img2pdf's
+                                                        first-page bytes), matrix
     JPEG 2000 8-bit, no alpha              embed-jp2    img2pdf_route
     JPEG 2000 > 8-bit grey/RGB, no alpha   embed-jp2    direct.embed_jp2
     PNG 8-bit, no alpha, not interlaced    embed-png    direct (IDAT copy)
@@ -20,13 +21,16 @@ sends what libvips can decode to "stream". `inspect_image` records the route
                                                         pdfwriter writes the PDF
     WebP, still (any orientation)          stream       webp.webp_strips (libwebp, cropped
                                                         bands); inspect/convert skip Pillow
-    TIFF, animated WebP, mirrored          stream       streamed._stream (libvips strips)
-      PNG/TIFF/GIF
+    WebP, animated (first frame)           stream       webp.frame_strips (its frame as a
+                                                        still, in bands); no Pillow
+    TIFF, WebP the frame walk leaves,      stream       streamed._stream (libvips strips)
+      mirrored PNG/TIFF/GIF
     GIF, first frame a palette image       stream       streamed._stream_indexed + gif
       (padded when smaller than the screen)
-    BMP, uncompressed (BI_RGB 1/4/8/24/32, bmp          bmp.strips (rows from the file's
-      standard BI_BITFIELDS)                            bytes); pdfwriter writes the PDF
-    what libvips refuses, BMP RLE/16-bit,  img2pdf-decode / img2pdf-alpha (img2pdf_route),
+    BMP, uncompressed (BI_RGB 1/4/8/16/24/ bmp          bmp.strips (rows from the file's
+      32, standard BI_BITFIELDS, 16-bit                 bytes; bmp_rle: segments of the
+      5-6-5/5-5-5), RLE8/RLE4                           stream); pdfwriter writes the PDF
+    what libvips refuses, other BMPs,      img2pdf-decode / img2pdf-alpha (img2pdf_route),
       JPEG 2000 with alpha, TIFF           pillow / pillow-flatten (normalise; alpha
       at the IFD count cap                 flattened onto white)
 
@@ -95,8 +99,8 @@ def _route(kind: str, mode: str, facts: _Facts) -> str:
     if facts.orientation in _MIRRORED:
         if kind == "jpeg":
             # Embedded as it is and flipped by the page's matrix (direct.embed_jpeg);
-            # an MPO's first frame is cut out and re-encoded by Pillow.
-            return "pillow-jpeg" if facts.mpo else "embed-jpeg"
+            # an MPO as img2pdf embeds its first page (whole, or its first frame cut out).
+            return "embed-jpeg"
         return "pillow-flatten" if alpha else "pillow"
     if kind == "jpeg":
         return "embed-jpeg"

@@ -21,7 +21,7 @@ from app.engine.img2pdf_route import _MAX_PAGE_PT, _layout_at
 from app.engine.pdfwriter import write_pdf
 from app.engine.png_strips import png_filtered_strips
 from app.engine.vips import Header, header, open_image
-from app.engine.webp import Layout, features, layout, webp_strips
+from app.engine.webp import Layout, features, first_frame, frame_strips, layout, webp_strips
 from app.engine.webp import available as webp_available
 from app.errors import InvalidImage, UnsupportedImage
 
@@ -151,6 +151,12 @@ def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int, split=None) 
         icc = still.icc if still.icc and still.icc[16:20] == b"RGB " else None
         head = Header(width, height, 3, alpha, 8, icc)
         strips = webp_strips(data, width, height, alpha, still.lossless)
+    elif kind == "webp" and (frame := first_frame(data)) is not None:
+        image = None
+        found = layout(data)
+        icc = found.icc if found and found.icc and found.icc[16:20] == b"RGB " else None
+        head = Header(frame.canvas_width, frame.canvas_height, 3, frame.alpha, 8, icc)
+        strips = frame_strips(frame)
     else:
         image = open_image(data, kind)
         head = header(image) if image is not None else None

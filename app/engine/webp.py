@@ -301,3 +301,151 @@ def _decode_into(lib, data: bytes, band, top: int) -> int:
     output.u.RGBA.stride = width * bands
     output.u.RGBA.size = band.nbytes
     return lib.WebPDecode(data, len(data), config)
+
+
+@dataclass(frozen=True)
+class FirstFrame:
+    """An animated WebP's first frame, as libvips' webpload composes page 0.
+
+    libvips (libvips/foreign/webp2vips.c, read_header and read_next_frame) paints
+    the first frame onto a canvas cleared to transparent black: inside the frame
+    its decoded RGBA as it is, outside it 0. The canvas keeps an alpha band when
+    the container's VP8X alpha flag is set or any frame has alpha or does not
+    fill the canvas (libvips 8.18 here: a one-frame animation too); else RGB.
+    The frame's ANMF payload (libwebp's src/demux/demux.c, ParseAnimationFrame:
+    24-bit X/2, Y/2, width-1, height-1, duration, a flags byte, then ALPH and
+    VP8 or a VP8L chunk) is wrapped as a still WebP (`still`) for `_decode`.
+    """
+
+    canvas_width: int
+    canvas_height: int
+    left: int
+    top: int
+    width: int
+    height: int
+    alpha: bool  # the canvas has an alpha band
+    lossless: bool
+    frame_alpha: bool  # the frame itself has an ALPH chunk or VP8L alpha
+    still: bytes
+
+
+def _u24(data, at: int) -> int:
+    return int.from_bytes(data[at : at + 3], "little")
+
+
+def _frame_image(data, start: int, end: int):
+    """(lossless, alpha, the frame's image chunks) of an ANMF payload's chunks
+    [start, end), or None when they are not ALPH + VP8 or one VP8L."""
+    chunks = []
+    pos = start
+    while pos + 8 <= end:
+        fourcc, size = struct.unpack_from("<4sI", data, pos)
+        if pos + 8 + size > end:
+            return None
+        chunks.append((fourcc, pos, pos + 8 + size + (size & 1)))
+        pos += 8 + size + (size & 1)
+    kinds = [fourcc for fourcc, _, _ in chunks]
+    if kinds == [b"VP8L"]:
+        _, at, _ = chunks[0]
+        header = data[at + 8 : at + 13]
+        if len(header) < 5 or header[0] != 0x2F:
+            return None
+        alpha = bool(int.from_bytes(header[1:5], "little") >> 28 & 1)
+        return True, alpha, data[chunks[0][1] : min(chunks[0][2], end)]
+    if kinds in ([b"VP8 "], [b"ALPH", b"VP8 "]):
+        return False, len(kinds) == 2, data[chunks[0][1] : min(chunks[-1][2], end)]
+    return None
+
+
+def first_frame(data) -> FirstFrame | None:
+    """The first frame of an animated WebP when it can be decoded in bands: None
+    for a still WebP, a frame past the canvas, frame data this module does not
+    know (libvips then composes it, as before) or without libwebp."""
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:16] != b"WEBPVP8X" or not available():
+        return None
+    flags = data[20]
+    if not flags & _VP8X_ANIMATION:
+        return None
+    canvas_width, canvas_height = _u24(data, 24) + 1, _u24(data, 27) + 1
+    pos, end = 30, len(data)
+    first = None
+    any_alpha = anim = False
+    while pos + 8 <= end:
+        fourcc, size = struct.unpack_from("<4sI", data, pos)
+        start = pos + 8
+        if fourcc in {b"ALPH", b"VP8 ", b"VP8L"}:
+            return None  # image data outside a frame: libwebp's demux refuses it
+        anim = anim or fourcc == b"ANIM"
+        if fourcc == b"ANMF":
+            if size < 16 or start + size > end:
+                return None
+            left, top = 2 * _u24(data, start), 2 * _u24(data, start + 3)
+            width, height = _u24(data, start + 6) + 1, _u24(data, start + 9) + 1
+            image = _frame_image(data, start + 16, start + size)
+            if image is None:
+                return None
+            if left + width > canvas_width or top + height > canvas_height:
+                return None  # demux refuses a frame past the canvas
+            fills = (left, top, width, height) == (0, 0, canvas_width, canvas_height)
+            any_alpha = any_alpha or image[1] or not fills
+            if first is None:
+                first = (left, top, width, height, image)
+        pos = start + size + (size & 1)
+    if first is None or not anim:
+        return None
+    left, top, width, height, (lossless, frame_alpha, chunks) = first
+    alpha = bool(flags & _VP8X_ALPHA) or any_alpha
+    header = struct.pack("<4sIB3x", b"VP8X", 10, _VP8X_ALPHA if frame_alpha else 0)
+    header += (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    body = b"WEBP" + header + bytes(chunks)
+    still = b"RIFF" + struct.pack("<I", len(body)) + body
+    return FirstFrame(
+        canvas_width, canvas_height, left, top, width, height, alpha, lossless, frame_alpha, still
+    )
+
+
+def frame_strips(frame: FirstFrame):
+    """(colour, alpha or None) rows, Up-filtered, of the canvas `frame` describes,
+    top to bottom: transparent black rows and columns around the first frame,
+    which libwebp decodes in bands of `band_rows` rows (as `webp_strips`)."""
+    vips.load()
+    np = vips.np
+    lib = _library()
+    if lib is None:
+        raise BadData("libwebp not available")
+    bands = 4 if frame.alpha else 3
+    width = frame.canvas_width
+    step = max(1, vips.STRIP_BYTES // (width * bands))
+    rows = band_rows(max(width, frame.width), bands, frame.lossless)
+    last = [None, None]
+
+    def strip(block):
+        colour = np.ascontiguousarray(block[:, :, :3]).reshape(block.shape[0], -1)
+        colour_out = _up(colour, last[0])
+        last[0] = colour[-1].copy()
+        alpha_out = None
+        if frame.alpha:
+            mask = np.ascontiguousarray(block[:, :, 3])
+            alpha_out = _up(mask, last[1])
+            last[1] = mask[-1].copy()
+        return colour_out, alpha_out
+
+    def blank(count: int):
+        for y in range(0, count, step):
+            yield strip(np.zeros((min(step, count - y), width, bands), np.uint8))
+
+    yield from blank(frame.top)
+    for y0 in range(0, frame.height, rows):
+        y1 = min(frame.height, y0 + rows)
+        top, bottom = max(0, y0 - _OVERLAP), min(frame.height, y1 + _OVERLAP)
+        band = _decode(lib, frame.still, frame.width, top, bottom, bands, frame.lossless)
+        for a in range(y0 - top, y1 - top, step):
+            b = min(y1 - top, a + step)
+            if frame.width == width:
+                yield strip(band[a:b])
+                continue
+            block = np.zeros((b - a, width, bands), np.uint8)
+            block[:, frame.left : frame.left + frame.width] = band[a:b]
+            yield strip(block)
+        del band
+    yield from blank(frame.canvas_height - frame.top - frame.height)

@@ -156,11 +156,11 @@ def test_cpu_limit_signal_is_a_timeout_answer(sandbox):
 
 
 def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
-    # Pillow decodes an RLE8 BMP whole before img2pdf re-encodes it: 4 MB of
-    # indices and more here; 4 MB cannot do. (An 8-bit alpha PNG, an interlaced
-    # one and an uncompressed BMP now convert in less: split, decoded in bands,
-    # written in strips from the file.)
-    data = images.bmp_rle8(2000, 2000)
+    # libwebp decodes a lossless WebP into a whole ARGB frame: 16 MB here; 4 MB
+    # cannot do. (An 8-bit alpha PNG, an interlaced one and an uncompressed,
+    # 16-bit or RLE BMP now convert in less: split, decoded in bands, written in
+    # strips.)
+    data = images.encode(images.banded_gradient(2000, 2000, "RGBA"), "WEBP", lossless=True)
     with pytest.raises(ConversionTooLarge):
         convert(sandbox, data, reserve=4 * 1024 * 1024)
     assert zygote_children() == []

@@ -245,6 +245,19 @@ def bmp_rgba(w: int = 64, h: int = 48, im: Image.Image | None = None) -> bytes:
     return _bmp_file(w, h, 32, 3, masks, pixels)
 
 
+def bmp16(w: int = 64, h: int = 48) -> bytes:
+    """16-bit 5-6-5 BI_BITFIELDS, bottom-up (Pillow decodes it whole)."""
+    import struct
+
+    import numpy as np
+
+    rgb = np.asarray(_marked(w, h).convert("RGB"), np.uint16)[::-1]
+    packed = (rgb[..., 0] >> 3) << 11 | (rgb[..., 1] >> 2) << 5 | rgb[..., 2] >> 3
+    rows = np.zeros((h, (w * 2 + 3) // 4 * 2), "<u2")
+    rows[:, :w] = packed
+    return _bmp_file(w, h, 16, 3, struct.pack("<3I", 0xF800, 0x7E0, 0x1F), rows.tobytes())
+
+
 def bmp_rle8(w: int = 64, h: int = 48) -> bytes:
     """RLE8 (Pillow decodes it; it cannot write one): runs of up to 255 of one index."""
     palette = bytes(b for i in range(256) for b in (i, 255 - i, (i * 7) % 256, 0))

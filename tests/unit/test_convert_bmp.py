@@ -3,7 +3,7 @@ depth and header the strict parser takes, top-down and bottom-up, rows that
 need 0-3 padding bytes, several strips; the PDF's samples (decoded by pikepdf,
 soft mask included) equal Pillow's decode of the file, and pdfium renders it
 like Pillow's decode on white paper. Hostile headers get a clean 4xx, those the
-parser judges a 422 (InvalidImage). RLE and 16-bit BMPs stay with Pillow."""
+parser judges a 422 (InvalidImage). RLE BMPs are in test_convert_bmp_rle."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from app.engine import bmp, pricing, vips
 from app.engine.convert import convert_to_pdf
 from app.engine.inspect import inspect_image
 from app.errors import ApiError, InvalidImage
+from tests.support import images
 from tests.support.limits import convert_under_address_limit
 
 ALPHA_MASKS = (0xFF0000, 0xFF00, 0xFF, 0xFF000000)
@@ -167,6 +168,36 @@ def test_bitfields_without_alpha(header):
     assert_like_pillow(build(11, 6, 32, header=header, compression=3, masks=masks))
 
 
+# 16-bit: (compression, header, masks); BI_RGB is 5-5-5.
+SIXTEEN = {
+    "BI_RGB": (0, 40, None),
+    "5-6-5": (3, 40, (0xF800, 0x7E0, 0x1F)),
+    "5-5-5": (3, 40, (0x7C00, 0x3E0, 0x1F)),
+    "5-6-5 V5 header": (3, 124, (0xF800, 0x7E0, 0x1F, 0)),
+    "5-5-5 V4 header, alpha mask ignored": (3, 108, (0x7C00, 0x3E0, 0x1F, 0x8000)),
+}
+
+
+@pytest.mark.parametrize("top_down", [False, True])
+@pytest.mark.parametrize("width", [1, 2, 3, 4])  # 2, 0, 2, 0 bytes of row padding
+@pytest.mark.parametrize("name", SIXTEEN)
+def test_16_bit_like_pillow(name, width, top_down):
+    compression, header, masks = SIXTEEN[name]
+    data = build(width, 5, 16, compression=compression, header=header, masks=masks, seed=width)
+    assert_like_pillow(data)
+
+
+@pytest.mark.parametrize("name", ["BI_RGB", "5-6-5"])
+def test_16_bit_every_value_in_several_strips(name):
+    # All 65,536 pixel values (the top bit of 5-5-5 too) three times over in
+    # 2,048-pixel rows: 32 rows a strip, 3 strips.
+    compression, _, masks = SIXTEEN[name]
+    pixels = np.arange(65536, dtype="<u2").tobytes() * 3
+    data = build(2048, 96, 16, compression=compression, masks=masks, pixels=pixels)
+    assert bmp.parse(data).stride * 96 == 3 * vips.STRIP_BYTES
+    assert_like_pillow(data)
+
+
 def test_bitfields_24_bit():
     assert_like_pillow(build(7, 5, 24, compression=3, masks=(0xFF0000, 0xFF00, 0xFF)))
 
@@ -197,8 +228,7 @@ def test_page_size_from_pixels_per_metre():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: build(8, 8, 8, compression=1),  # RLE8
-        lambda: build(8, 8, 16),  # 16-bit
+        lambda: build(8, 8, 16, header=56),  # 16-bit, BITMAPV3INFOHEADER
         lambda: build(8, 8, 32, header=124, compression=3, masks=(0xFF000000, 0xFF0000, 0xFF00, 0)),
         lambda: build(8, 8, 24, header=56),  # BITMAPV3INFOHEADER
         # The offset 8 bytes past the header: a 4-entry palette runs into the pixels.
@@ -260,6 +290,7 @@ WIDE = {
     "24-bit": dict(width=50_001, depth=24),
     "32-bit": dict(width=40_000, depth=32),
     "32-bit alpha": dict(width=32_769, depth=32, header=124, compression=3, masks=ALPHA_MASKS),
+    "16-bit 5-6-5": dict(width=65_537, depth=16, compression=3, masks=(0xF800, 0x7E0, 0x1F)),
     "8-bit": dict(width=140_001, depth=8),
     "4-bit": dict(width=262_145, depth=4),
     "1-bit": dict(width=1_048_577, depth=1),
@@ -277,7 +308,7 @@ def test_rows_longer_than_a_strip(name, top_down):
     pillow = Image.open(io.BytesIO(data))
     rgb, soft = pdf_samples(pdf)
     assert np.array_equal(rgb, np.asarray(pillow.convert("RGB")))
-    if "masks" in params:
+    if "masks" in params and depth == 32:
         assert np.array_equal(soft, np.asarray(pillow.getchannel("A")))
     else:
         assert soft is None
@@ -330,3 +361,15 @@ def test_grey_looking_palettes_are_read_at_the_file_depth(depth, entries):
     table = np.frombuffer(layout.palette, np.uint8).reshape(-1, 3)
     assert soft is None
     assert np.array_equal(rgb, table[indices(data, layout)])
+
+
+def test_a_16_bit_bmp_at_the_source_cap_converts_within_its_estimate():
+    # 10 MP of 5-6-5 (20 MB, the most MAX_SOURCE_BYTES lets in): Pillow decoded it
+    # whole (16 B/px priced, 160 MB); in a child capped at the new estimate it converts.
+    data = images.bmp16(3650, 2740)
+    info = inspect_image(data, 40_000_000)
+    assert info.route == "bmp"
+    limit = pricing.estimate_peak_bytes(info, len(data))
+    assert limit < 60 * 1024 * 1024
+    status = convert_under_address_limit(data, info, limit)
+    assert status.startswith(b"ok "), status

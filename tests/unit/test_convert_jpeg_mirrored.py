@@ -17,17 +17,23 @@ import pypdfium2 as pdfium
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
+from app.engine import pricing
 from app.engine.convert import convert_to_pdf
 from app.engine.direct import passthrough_jpeg
-from app.engine.inspect import inspect_image
+from app.engine.img2pdf_route import _img2pdf
+from app.engine.inspect import _facts, _open, _scan, inspect_image
+from app.engine.normalise import _normalise
 from app.pages import visible_size
 from tests.support import images
+from tests.support.limits import convert_under_address_limit
 
 W, H = 96, 48  # not square, so a swapped page is caught
 
 
-def make(orientation: int, *, dpi=(72, 72), mode: str = "RGB", icc: bool = False) -> bytes:
-    im = images.photo(W, H, seed=orientation)
+def make(
+    orientation: int, *, dpi=(72, 72), mode: str = "RGB", icc: bool = False, size=(W, H)
+) -> bytes:
+    im = images.photo(*size, seed=orientation)
     im.paste((250, 20, 20), (0, 0, 16, 16))  # a red mark at the stored top-left
     if mode != "RGB":
         im = im.convert(mode)
@@ -132,14 +138,98 @@ def test_page_is_the_shown_image_at_its_axes_dpi(orientation, icc):
     assert page_size(pdf) == pytest.approx(want, abs=1e-3)
 
 
-def test_an_mpo_keeps_the_pillow_route():
-    first = make(5)
-    im = Image.open(io.BytesIO(first))
+def mpo(orientation: int, *, dpi=(72, 72), thumbnail: bool = False, size=(W, H)) -> bytes:
+    """A two-frame MPO as Pillow writes it (its first frame `make`'s, the second
+    another photo), or with its MP entries marked one main image and its large
+    thumbnail (img2pdf then embeds the whole file)."""
+    im = Image.open(io.BytesIO(make(orientation, dpi=dpi, size=size)))
     buf = io.BytesIO()
-    im.save(buf, "MPO", save_all=True, append_images=[im.copy()], exif=im.info["exif"])
+    other = images.photo(*size, seed=99)
+    im.save(buf, "MPO", save_all=True, append_images=[other], exif=im.info["exif"], dpi=dpi)
     data = buf.getvalue()
+    if thumbnail:
+        sizes = [entry["Size"] for entry in Image.open(io.BytesIO(data)).mpinfo[0xB002]]
+        order = "<" if data[data.find(b"MPF\0") + 4 : data.find(b"MPF\0") + 6] == b"II" else ">"
+        for attribute, size, marked in zip((0x030000, 0), sizes, (0xA0030000, 0x40010001)):
+            was = struct.pack(order + "LL", attribute, size)
+            assert data.count(was) == 1
+            data = data.replace(was, struct.pack(order + "LL", marked, size))
+    return data
+
+
+def first_frame(data: bytes) -> bytes:
+    im = Image.open(io.BytesIO(data))
+    offset, size = im._MpoImageFile__mpoffsets[0], im.mpinfo[0xB002][0]["Size"]
+    return data[offset : offset + size]
+
+
+def before(data: bytes) -> bytes:
+    """The PDF the Pillow route wrote for a mirrored MPO: decoded, transposed, JPEG q95."""
+    with _open(data, "jpeg") as im:
+        facts = _facts(im, data, "jpeg", _scan(data, "jpeg"))
+    normalised, rotation, dpi = _normalise(data, "jpeg", facts)
+    return _img2pdf(normalised, rotation, dpi)
+
+
+@pytest.mark.parametrize("thumbnail", [False, True])
+@pytest.mark.parametrize("orientation", [2, 4, 5, 7])
+def test_a_mirrored_mpo_embeds_what_img2pdf_embeds_flipped_by_the_matrix(orientation, thumbnail):
+    data = mpo(orientation, thumbnail=thumbnail)
+    assert Image.open(io.BytesIO(data)).format == "MPO"
     info = inspect_image(data, 10**9)
-    assert info.route == "pillow-jpeg"
-    got = rendered(convert_to_pdf(data, info))
-    assert got.shape == shown(first).shape  # turned (96x48 stored, 48x96 shown)
-    assert got[4, 4, 0] > 200 and got[4, 4, 1] < 80  # the mark: transposed, still top-left
+    assert info.route == "embed-jpeg"
+    pdf = convert_to_pdf(data, info)
+    # img2pdf's bytes for the first page: the whole file for a main image and its
+    # thumbnail, else the first frame cut out; nothing decoded or re-encoded.
+    assert image_stream(pdf) == (data if thumbnail else first_frame(data))
+    old = before(data)
+    # The first frame as shown; the second frame (another photo) would differ by ~50.
+    assert_renders_as_shown(pdf, first_frame(data))
+    # As the Pillow route drew it, less that route's re-encoding at q95.
+    got, want = rendered(pdf).astype(int), rendered(old).astype(int)
+    assert got.shape == want.shape
+    assert np.abs(got - want).mean() < 3
+    row, col = {2: (0, 1), 4: (1, 0), 5: (0, 0), 7: (1, 1)}[orientation]
+    y, x = (4 if row == 0 else got.shape[0] - 5), (4 if col == 0 else got.shape[1] - 5)
+    assert got[y, x, 0] > 200 and got[y, x, 1] < 80  # the mark where exif_transpose puts it
+
+
+@pytest.mark.parametrize("thumbnail", [False, True])
+@pytest.mark.parametrize("orientation", [2, 5])
+def test_a_mirrored_mpo_page_is_the_pillow_routes(orientation, thumbnail):
+    data = mpo(orientation, dpi=(100, 200), thumbnail=thumbnail)
+    pdf = convert_to_pdf(data, inspect_image(data, 10**9))
+    want = (H * 72 / 200, W * 72 / 100) if orientation >= 5 else (W * 72 / 100, H * 72 / 200)
+    assert page_size(pdf) == pytest.approx(want, abs=1e-3)
+    assert page_size(pdf) == pytest.approx(page_size(before(data)), abs=1e-3)
+
+
+def test_an_mpo_img2pdf_cannot_read_keeps_the_pillow_route():
+    # A first MP entry 10 bytes long: img2pdf's cut is no JPEG and it raises; the
+    # embed gives up and the Pillow route (which reads the frame from its offset)
+    # draws it, mirrored, exactly as before.
+    data = mpo(5)
+    size = Image.open(io.BytesIO(data)).mpinfo[0xB002][0]["Size"]
+    order = "<" if b"MPF\0II" in data else ">"
+    was = struct.pack(order + "LL", 0x030000, size)
+    assert data.count(was) == 1
+    data = data.replace(was, struct.pack(order + "LL", 0x030000, 10))
+    info = inspect_image(data, 10**9)
+    pdf = convert_to_pdf(data, info)
+    got = rendered(pdf)
+    assert got.shape == (W, H, 3)  # turned: 96 x 48 stored, 48 x 96 shown
+    assert np.abs(got.astype(int) - rendered(before(data)).astype(int)).max() == 0
+    assert got[4, 4, 0] > 200 and got[4, 4, 1] < 80
+
+
+def test_a_mirrored_mpo_converts_within_a_bare_jpegs_estimate():
+    # 12 MP: the Pillow route needed ~100 MB (8 B/px); embedded, the child needs
+    # little more than img2pdf's cut of the first frame, under embed-jpeg's price.
+    data = mpo(5, size=(4000, 3000))
+    info = inspect_image(data, 40_000_000)
+    assert info.route == "embed-jpeg"
+    limit = pricing.estimate_peak_bytes(info, len(data))
+    status = convert_under_address_limit(data, info, limit)
+    assert status.startswith(b"ok "), status
+    status = convert_under_address_limit(data, info, 3 * len(data))
+    assert status.startswith(b"ok "), status  # the decode needed 8 B/px: 96 MB
