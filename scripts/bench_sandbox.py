@@ -44,18 +44,17 @@ def my_children() -> set[int]:
 
 
 def image(kind: str) -> bytes:
+    """tiny: an 8x8 RGBA PNG; alpha: scripts/bench_cpu.py's 2 MP RGBA PNG."""
     from PIL import Image
 
     if kind == "tiny":
-        im = Image.new("RGBA", (8, 8), (200, 30, 30, 128))
-    else:  # the bench's 2 MP alpha PNG: noise in two channels
-        w, h = 1732, 1155
-        noise = Image.effect_noise((w, h), 20).convert("L")
-        grad = Image.linear_gradient("L").resize((w, h))
-        im = Image.merge("RGBA", (noise, grad, grad.transpose(Image.Transpose.ROTATE_180), grad))
-    buf = io.BytesIO()
-    im.save(buf, "PNG", compress_level=1)
-    return buf.getvalue()
+        buf = io.BytesIO()
+        Image.new("RGBA", (8, 8), (200, 30, 30, 128)).save(buf, "PNG")
+        return buf.getvalue()
+    from tests.support.images import encode, noisy_gradient
+
+    w = int((2e6 * 4 / 3) ** 0.5)
+    return encode(noisy_gradient(w, int(w * 3 / 4), "RGBA"), "PNG", compress_level=6)
 
 
 def main() -> None:
@@ -67,6 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(args.source).resolve() if args.source else Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.support
     os.chdir(root)
 
     from app.engine.pricing import estimate_peak_bytes
