@@ -87,6 +87,7 @@ class _Zygote:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
+        self._lost = False  # it stopped answering: replace it at the next launch
 
     @property
     def pid(self) -> int | None:
@@ -97,10 +98,10 @@ class _Zygote:
             self._ensure_running()
 
     def _ensure_running(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            return
-        if self._sock is not None:
-            self._sock.close()
+        if self._proc is not None:
+            if self._proc.poll() is None and not self._lost:
+                return
+            self._end(kill=True)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             self._proc = subprocess.Popen(
@@ -116,19 +117,32 @@ class _Zygote:
                 pass_fds=(theirs.fileno(),),
             )
         self._sock = ours
+        self._lost = False
 
     def launch(self, fds: list[int], size: int, limits: Limits) -> tuple[int, int]:
-        """Fork a child with `fds` (its socket, source, output): (pid, status fd)."""
+        """Fork a child with `fds` (its socket, source, output): (pid, status fd).
+        OSError when none could be started."""
         status, status_w = os.pipe()
+        message = LAUNCH.pack(size, limits.timeout_s, limits.max_memory)
         try:
             with self._lock:
-                self._ensure_running()
-                message = LAUNCH.pack(size, limits.timeout_s, limits.max_memory)
-                socket.send_fds(self._sock, [message], [*fds, status_w])
+                for retry in (False, True):
+                    self._ensure_running()
+                    try:
+                        socket.send_fds(self._sock, [message], [*fds, status_w])
+                        break
+                    except OSError:  # it died since it was last seen: start another, once
+                        self._lost = True
+                        if retry:
+                            raise
+                proc = self._proc
             os.close(status_w)
             status_w = -1
             pid = _read_status(status, None)
-            if pid is None:  # the zygote could not fork, or died meanwhile
+            if pid is None:  # the zygote died with the message unanswered
+                with self._lock:
+                    self._lost = self._lost or self._proc is proc
+            if not pid:  # None, or 0: the fork failed (TasksMax, memory)
                 raise OSError("no conversion process could be started")
             return pid, status
         except BaseException:
@@ -137,18 +151,23 @@ class _Zygote:
                 os.close(status_w)
             raise
 
+    def _end(self, kill: bool) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            if kill:
+                self._proc.kill()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
     def stop(self) -> None:
         """At exit: the zygote ends when its socket closes."""
         with self._lock:
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
-            if self._proc is not None:
-                try:
-                    self._proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
+            self._end(kill=False)
 
 
 _zygote = _Zygote()
@@ -197,6 +216,8 @@ class _Child:
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL)
             code = UNKNOWN_EXIT
+        else:  # the zygote closes the pipe once it has sent the code: nothing is left open
+            _read_status(self._status, None)
         self.exitcode = code
         return True
 

@@ -118,7 +118,9 @@ def _fork(message: bytes, fds: list[int], ours: tuple[int, ...], children: dict)
     size, timeout_s, max_memory = LAUNCH.unpack(message)
     try:
         pid = os.fork()
-    except OSError:  # TasksMax, no memory: the parent reads the pipe's end
+    except OSError:  # TasksMax, no memory: the parent reads pid 0
+        with contextlib.suppress(OSError):
+            os.write(status_w, STATUS.pack(0))
         for fd in fds:
             os.close(fd)
         return

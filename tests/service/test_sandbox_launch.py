@@ -195,6 +195,9 @@ def test_the_zygote_is_single_threaded_and_goes_with_its_parent(tmp_path):
         "job = box.job(images.png(64, 48))\n"
         "job.inspect(10**6)\n"
         "os.kill(job.pid, signal.SIGSTOP)\n"
+        "stat = f'/proc/{job.pid}/stat'\n"
+        "while open(stat).read().rsplit(')', 1)[1].split()[0] != 'T':\n"
+        "    pass\n"
         "print(zygote_pid(), job.pid, flush=True)\n"
         "sys.stdin.read()\n"
     )
