@@ -10,8 +10,9 @@ in its own process, forked from a pre-started, single-threaded zygote
   goes straight to the job (no pickled process object, no re-import of the
   parent's `__main__`);
 - the zygote reaps its children and reports each one's pid, then its exit code,
-  through a pipe the parent holds (the parent kills a child only while no exit
-  code has arrived: the pid is then still the child's);
+  through a pipe the parent holds, and closes that pipe; the parent sends a
+  kill only while no exit code has arrived, and the job returns only once the
+  pipe has closed (the child reaped, nothing of it left open in the zygote);
 - the source reaches the child through a memfd, which the child maps read-only
   (its pages are shared, not copied: a copy cost ~1,000 page faults, ~2.5 ms, per
   4 MB); only routes that hand the bytes to img2pdf or Pillow whole get a copy,
