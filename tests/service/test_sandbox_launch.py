@@ -169,6 +169,28 @@ def test_two_hundred_jobs_leave_no_descriptor_and_no_process_behind(box):
     assert children(zygote) == []
 
 
+def test_concurrent_launches_each_get_their_own_child(box):
+    """Eight threads launching at once (a worker's conversion threads): every
+    job converts its own image, and nothing is left behind."""
+    import concurrent.futures
+
+    convert(box, images.png(64, 48))
+    zygote = zygote_pid()
+    ours, theirs = fds(), fds(zygote)
+    sizes = [(40 + i, 30 + i) for i in range(40)]
+
+    def one(size: tuple[int, int]) -> bytes:
+        return convert(box, images.png(*size))
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        pdfs = list(pool.map(one, sizes))
+    for (w, h), pdf in zip(sizes, pdfs, strict=True):
+        assert f"/Width {w}".encode() in pdf and f"/Height {h}".encode() in pdf
+    assert fds() == ours
+    assert fds(zygote) == theirs
+    assert children(zygote) == []
+
+
 def test_an_allocation_past_the_address_space_limit_is_413(box):
     """A 2000x2000 RLE8 BMP decodes whole (4 MB of indices and more): with a
     reservation of 4 MiB the child's RLIMIT_AS stops it, and the answer is
