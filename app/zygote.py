@@ -109,7 +109,8 @@ def _wake(_signum, _frame) -> None:
 
 
 def _fork(message: bytes, fds: list[int], ours: tuple[int, ...], children: dict) -> None:
-    """Start one child; the parent learns its pid, or reads the end of the pipe."""
+    """Start one child: the parent reads its pid (0: the fork failed) on the status
+    pipe; a malformed launch only closes the descriptors (the parent reads the end)."""
     if len(fds) != 4 or len(message) != LAUNCH.size:
         for fd in fds:
             os.close(fd)
