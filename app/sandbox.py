@@ -2,15 +2,23 @@
 
 A decoder that loops, crashes or overshoots its memory estimate must not take
 the web worker with it, and a thread cannot be stopped. So every conversion runs
-in its own process, forked from a pre-started, single-threaded zygote (the
-`multiprocessing` forkserver, with the conversion modules imported once):
+in its own process, forked from a pre-started, single-threaded zygote
+(app.zygote: a fresh interpreter with the conversion modules imported once):
 
+- a launch is one message on the zygote's socket: the job's size and limits,
+  and its descriptors passed with SCM_RIGHTS; the zygote forks and the child
+  goes straight to the job (no pickled process object, no re-import of the
+  parent's `__main__`);
+- the zygote reaps its children and reports each one's pid, then its exit code,
+  through a pipe the parent holds, and closes that pipe; the parent sends a
+  kill only while no exit code has arrived, and the job returns only once the
+  pipe has closed (the child reaped, nothing of it left open in the zygote);
 - the source reaches the child through a memfd, which the child maps read-only
   (its pages are shared, not copied: a copy cost ~1,000 page faults, ~2.5 ms, per
   4 MB); only routes that hand the bytes to img2pdf or Pillow whole get a copy,
   made before the conversion's limit is set. The PDF comes back through another
-  memfd; a pipe carries only small messages;
-- the child keeps stdin/stdout/stderr on /dev/null, its pipe and the two memfds,
+  memfd; a socket carries only small messages;
+- the child keeps stdin/stdout/stderr on /dev/null, its socket and the two memfds,
   and closes every other file descriptor before it reads a byte of the image;
 - it is forked only once the job holds `inspect_reservation` in the work pool,
   inspects the image under RLIMIT_AS = its own measured size at start + that
@@ -22,34 +30,37 @@ in its own process, forked from a pre-started, single-threaded zygote (the
 
 Failures become clean API errors: ConversionTimeout (422), ConversionTooLarge
 (413, the memory limit), ConversionCrashed (422, a signal or an abnormal exit).
-Decoder warnings are counted in the child and logged as one line by the parent.
+A child that cannot be started (the zygote is gone, fork fails) raises OSError,
+which the request path answers with 503 Busy. Decoder warnings are counted in
+the child and logged as one line by the parent.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
-import io
 import logging
 import math
 import mmap
-import multiprocessing
-import multiprocessing.connection
 import os
 import resource
+import select
 import signal
+import socket
+import struct
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import warnings
 from dataclasses import dataclass
-from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
-from multiprocessing.context import set_spawning_popen
+from multiprocessing.connection import Connection
+from pathlib import Path
 
 from app import errors
 from app.errors import ApiError, ConversionCrashed, ConversionTimeout, ConversionTooLarge
 
-# Modules the zygote imports once, so a fork starts with them loaded.
-PRELOAD = ["app.engine.convert", "app.sandbox", "app.zygote"]
 # Address space the inspection step may use besides its copy of the source:
 # header parsers keep at most what the file holds (APP segments, ICC profiles,
 # Exif: the byte-level caps in app.engine.structure bound their number), so twice the
@@ -58,41 +69,168 @@ INSPECT_MEMORY = 16 * 1024 * 1024
 # Room between the estimate and the kernel limit for the interpreter itself
 # (pickling a message, a traceback).
 LIMIT_SLACK = 4 * 1024 * 1024
+# A launch: the source's size, the timeout (s), the largest reservation.
+LAUNCH = struct.Struct("=qdq")
+# What the zygote writes to a child's status pipe: its pid, then its exit code
+# (negative: the signal that ended it).
+STATUS = struct.Struct("=i")
+# The exit code reported for a child whose zygote died before it could tell.
+UNKNOWN_EXIT = 255
 
 log = logging.getLogger("img2pdf.sandbox")
-_ctx = multiprocessing.get_context("forkserver")
+_ROOT = str(Path(__file__).resolve().parents[1])  # the directory holding `app`
 
 
-class _Popen(popen_forkserver.Popen):
-    """The forkserver launch, minus re-running the parent's `__main__` in each child.
+class _Zygote:
+    """The zygote process of this worker (one per process, shared by Sandboxes)."""
 
-    multiprocessing re-imports the parent's main script in every child (here that
-    would be gunicorn's or a benchmark's); a conversion needs only PRELOAD.
-    """
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+        self._lost = False  # it stopped answering: replace it at the next launch
 
-    def _launch(self, process_obj):
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        prep_data.pop("init_main_from_path", None)
-        prep_data.pop("init_main_from_name", None)
-        buf = io.BytesIO()
-        set_spawning_popen(self)
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def ensure_running(self) -> None:
+        with self._lock:
+            self._ensure_running()
+
+    def _ensure_running(self) -> None:
+        if self._proc is not None:
+            if self._proc.poll() is None and not self._lost:
+                return
+            self._end(kill=True)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; sys.path.insert(0, sys.argv[1]); "
+                    "from app.zygote import serve; serve(int(sys.argv[2]))",
+                    _ROOT,
+                    str(theirs.fileno()),
+                ],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+            )
+        self._sock = ours
+        self._lost = False
+
+    def launch(self, fds: list[int], size: int, limits: Limits) -> tuple[int, int]:
+        """Fork a child with `fds` (its socket, source, output): (pid, status fd).
+        OSError when none could be started."""
+        status, status_w = os.pipe()
+        message = LAUNCH.pack(size, limits.timeout_s, limits.max_memory)
         try:
-            reduction.dump(prep_data, buf)
-            reduction.dump(process_obj, buf)
-        finally:
-            set_spawning_popen(None)
-        self.sentinel, w = forkserver.connect_to_new_process(self._fds)
-        _parent_w = os.dup(w)  # the child's sign that its parent lives
-        self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
-        with open(w, "wb", closefd=True) as f:
-            f.write(buf.getbuffer())
-        self.pid = forkserver.read_signed(self.sentinel)
+            with self._lock:
+                for retry in (False, True):
+                    self._ensure_running()
+                    try:
+                        socket.send_fds(self._sock, [message], [*fds, status_w])
+                        break
+                    except OSError:  # it died since it was last seen: start another, once
+                        self._lost = True
+                        if retry:
+                            raise
+                proc = self._proc
+            os.close(status_w)
+            status_w = -1
+            pid = _read_status(status, None)
+            if pid is None:  # the zygote died with the message unanswered
+                with self._lock:
+                    self._lost = self._lost or self._proc is proc
+            if not pid:  # None, or 0: the fork failed (TasksMax, memory)
+                raise OSError("no conversion process could be started")
+            return pid, status
+        except BaseException:
+            os.close(status)
+            if status_w >= 0:
+                os.close(status_w)
+            raise
+
+    def _end(self, kill: bool) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            if kill:
+                self._proc.kill()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+    def stop(self) -> None:
+        """At exit: the zygote ends when its socket closes."""
+        with self._lock:
+            self._end(kill=False)
 
 
-class _Process(_ctx.Process):
-    @staticmethod
-    def _Popen(process_obj):
-        return _Popen(process_obj)
+_zygote = _Zygote()
+atexit.register(_zygote.stop)
+
+
+def zygote_pid() -> int | None:
+    """The pid of this process's conversion zygote (None before it starts)."""
+    return _zygote.pid
+
+
+def _read_status(fd: int, timeout: float | None) -> int | None:
+    """The next number on a status pipe; None at its end. Waits up to `timeout`
+    (None: for ever); raises TimeoutError."""
+    if timeout is not None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(max(0, math.ceil(timeout * 1000))):
+            raise TimeoutError
+    data = b""
+    while len(data) < STATUS.size:
+        chunk = os.read(fd, STATUS.size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return STATUS.unpack(data)[0]
+
+
+class _Child:
+    """A conversion child as its parent sees it: pid, exit code, kill."""
+
+    def __init__(self, pid: int, status: int):
+        self.pid = pid
+        self._status = status
+        self.exitcode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether the child has ended (waits up to `timeout`; None: until it has)."""
+        if self.exitcode is not None:
+            return True
+        try:
+            code = _read_status(self._status, timeout)
+        except TimeoutError:
+            return False
+        if code is None:  # the zygote died first: make sure the child does too
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+            code = UNKNOWN_EXIT
+        else:  # the zygote closes the pipe once it has sent the code: nothing is left open
+            _read_status(self._status, None)
+        self.exitcode = code
+        return True
+
+    def kill(self) -> None:
+        if not self.wait(0):  # not reaped yet: the pid is still the child's
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        if self._status >= 0:
+            os.close(self._status)
+            self._status = -1
 
 
 @dataclass(frozen=True)
@@ -112,16 +250,10 @@ class Sandbox:
 
     def __init__(self, limits: Limits):
         self.limits = limits
-        self._lock = threading.Lock()
-        self._started = False
 
     def start(self) -> None:
         """Start the zygote now (at worker start) rather than on the first request."""
-        with self._lock:
-            if not self._started:
-                _ctx.set_forkserver_preload(PRELOAD)
-                forkserver.ensure_running()
-                self._started = True
+        _zygote.ensure_running()
 
     def job(self, data: bytes) -> Job:
         self.start()
@@ -135,20 +267,6 @@ def _memfd(name: str) -> int:
         fd, path = tempfile.mkstemp(prefix=name)
         os.unlink(path)
         return fd
-
-
-class _Fd:
-    """A file descriptor that travels to the forkserver child (SCM_RIGHTS)."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def __reduce__(self):
-        return _rebuild_fd, (reduction.DupFd(self.fd),)
-
-
-def _rebuild_fd(dup) -> int:
-    return dup.detach()
 
 
 class Job:
@@ -170,18 +288,14 @@ class Job:
             _write_all(src, data)
             # The child gets the source read-only: it maps it and keeps the descriptor.
             readonly = os.open(f"/proc/self/fd/{src}", os.O_RDONLY | os.O_CLOEXEC)
-            parent, child = _ctx.Pipe(duplex=True)
-            self._conn = parent
-            self._proc = _Process(
-                target=_child_main,
-                args=(child, _Fd(readonly), _Fd(self._out), len(data), limits),
-                daemon=True,
-            )
-            try:
-                self._proc.start()
-            finally:
-                child.close()
-            self._pid = self._proc.pid
+            parent, child = socket.socketpair()
+            with parent, child:
+                pid, status = _zygote.launch(
+                    [child.fileno(), readonly, self._out], len(data), limits
+                )
+                self._conn = Connection(parent.detach())
+            self._proc = _Child(pid, status)
+            self._pid = pid
         except BaseException:
             os.close(self._out)
             raise
@@ -224,11 +338,9 @@ class Job:
         self._closed = True
         with contextlib.suppress(Exception):
             self._conn.close()
-        if self._proc.is_alive():
-            self._proc.kill()
-        self._proc.join()
-        with contextlib.suppress(ValueError):
-            self._proc.close()
+        self._proc.kill()
+        self._proc.wait()
+        self._proc.close()
         with contextlib.suppress(OSError):
             os.close(self._out)
 
@@ -248,7 +360,7 @@ class Job:
             self._remaining -= time.monotonic() - started
         if not ready:
             self._proc.kill()
-            self._proc.join()
+            self._proc.wait()
             log.warning("conversion process killed after %.1f s", self.limits.timeout_s)
             raise ConversionTimeout()
         try:
@@ -275,10 +387,9 @@ class Job:
 
     def _died(self) -> ApiError:
         """The child ended without an answer: say what stopped it."""
-        self._proc.join(self._remaining if self._remaining > 0 else 0)
-        if self._proc.is_alive():  # closed its pipe but runs on
+        if not self._proc.wait(max(self._remaining, 0.0)):  # closed its socket but runs on
             self._proc.kill()
-            self._proc.join()
+            self._proc.wait()
             return ConversionCrashed()
         code = self._proc.exitcode
         log.warning("conversion process ended without an answer (exit code %s)", code)

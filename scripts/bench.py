@@ -181,7 +181,7 @@ def request_path_profile(images: dict[str, bytes], repeats: int) -> None:
     timed(pipeline, "store_pdf", "store")
     timed(pipeline, "store_passthrough", "plain jpeg: convert + store")
     timed_sync(sandbox, "_write_all", "  source -> memfd")
-    timed_sync(sandbox._Process, "start", "  fork (forkserver)")
+    timed_sync(sandbox._zygote, "launch", "  fork (zygote)")
     timed_sync(sandbox.Job, "inspect", "  inspect round trip")
     timed_sync(sandbox.Job, "convert_size", "  convert round trip")
     timed_sync(sandbox.Job, "close", "  kill + reap")

@@ -59,7 +59,7 @@ def tree_cpu(root: int) -> dict[str, float]:
         except OSError:
             continue
         own, reaped = (int(st[11]) + int(st[12])) / TICK, (int(st[13]) + int(st[14])) / TICK
-        if b"forkserver" in cmd:
+        if b"forkserver" in cmd or b"app.zygote" in cmd:  # before and after the own zygote
             out["zygote"] += own
             out["children"] += reaped
         elif b"resource_tracker" not in cmd:

@@ -1,4 +1,4 @@
-"""app.sandbox: the child process a conversion runs in, with the real forkserver.
+"""app.sandbox: the child process a conversion runs in, with the real zygote.
 
 Signals stand in for a decoder that hangs (SIGSTOP) or crashes (SIGSEGV), so the
 outcomes do not depend on timing; memory limits are exercised by real images.
@@ -10,7 +10,6 @@ import math
 import os
 import signal
 import time
-from multiprocessing import forkserver
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from app.errors import (
     ConversionTooLarge,
     InvalidImage,
 )
-from app.sandbox import Limits, Sandbox, inspect_reservation
+from app.sandbox import Limits, Sandbox, inspect_reservation, zygote_pid
 from tests.support import hostile, images
 
 MAX_PIXELS = 40_000_000
@@ -45,7 +44,7 @@ def quick():
 
 
 def zygote_children() -> list[int]:
-    pid = forkserver._forkserver._forkserver_pid
+    pid = zygote_pid()
     assert pid is not None
     children: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -398,13 +397,13 @@ def test_truncated_progressive_cmyk_jpeg_is_invalid_not_out_of_memory(sandbox):
 
 
 def test_a_dead_zygote_is_started_again_for_the_next_job(sandbox):
-    pid = forkserver._forkserver._forkserver_pid
+    pid = zygote_pid()
     os.kill(pid, signal.SIGKILL)
     stat = Path(f"/proc/{pid}/stat")
     while stat.read_text().split(")")[-1].split()[0] != "Z":  # dead, not yet reaped
         time.sleep(0.01)
     assert convert(sandbox, images.jpeg(64, 48)).startswith(b"%PDF-")
-    assert forkserver._forkserver._forkserver_pid != pid
+    assert zygote_pid() != pid
     assert zygote_children() == []
 
 

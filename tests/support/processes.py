@@ -67,10 +67,10 @@ def peak_rss(pid: int) -> int:
 
 
 def conversion_children(root: int) -> list[int]:
-    """Processes forked by a conversion zygote (forkserver): running conversions."""
+    """Processes forked by a conversion zygote (app.zygote): running conversions."""
     out = []
     for pid in tree(root):
-        if "forkserver" in cmdline(pid):
+        if "app.zygote" in cmdline(pid):
             out += children(pid)
     return out
 
