@@ -192,10 +192,10 @@ def test_concurrent_launches_each_get_their_own_child(box):
 
 
 def test_an_allocation_past_the_address_space_limit_is_413(box):
-    """A 2000x2000 RLE8 BMP decodes whole (4 MB of indices and more): with a
-    reservation of 4 MiB the child's RLIMIT_AS stops it, and the answer is
+    """libwebp decodes a 2000x2000 lossless WebP into a whole ARGB frame (16 MB):
+    with a reservation of 4 MiB the child's RLIMIT_AS stops it, and the answer is
     ConversionTooLarge (413), not a crash."""
-    data = images.bmp_rle8(2000, 2000)
+    data = images.encode(images.banded_gradient(2000, 2000, "RGBA"), "WEBP", lossless=True)
     with box.job(data) as job:
         info = job.inspect(MAX_PIXELS)
         with pytest.raises(ConversionTooLarge) as err:
