@@ -218,7 +218,11 @@ SAMPLES = {
     "bmp 1-bit": lambda w, h: _save(_photo(w, h, "L").convert("1"), "BMP"),
     "bmp rgba one row (pieces)": lambda w, h: _bmp_rgba(w * h, 1, _photo(w * h, 1, "RGBA")),
     "jp2 16-bit gray": _jp2_16,
-    "jp2 rgba (pillow flatten)": lambda w, h: _save(_photo(w, h, "RGBA"), "JPEG2000"),
+    "jp2 rgba (bands)": lambda w, h: _save(_photo(w, h, "RGBA"), "JPEG2000"),
+    "jp2 la (bands)": lambda w, h: _save(_photo(w, h, "LA"), "JPEG2000"),
+    "jp2 rgba tiled (bands)": lambda w, h: _save(
+        _photo(w, h, "RGBA"), "JPEG2000", tile_size=(1000, 1000)
+    ),
     "jpeg progressive cmyk, cut (check)": _progressive_cmyk_cut,
 }
 

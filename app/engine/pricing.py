@@ -35,6 +35,7 @@ WebP gets its own per-pixel floor: its decoder dominates every route.
 from __future__ import annotations
 
 from app.engine.facts import ImageInfo
+from app.engine.jp2_bands import BAND_BYTES as JP2_BAND_BYTES
 from app.engine.webp import LOSSLESS_BAND_BYTES, LOSSY_BAND_BYTES
 
 # route -> (bytes per pixel, bytes per source byte): worst measured + ~25%.
@@ -51,6 +52,10 @@ _COST: dict[str, tuple[float, float]] = {
     "stream": (1.5, 1.25),
     # app.engine.bmp: strips straight from the file's bytes.
     "bmp": (0.25, 1.25),
+    # app.engine.jp2_bands: openjpeg's band window is in decoder_bytes
+    # (jp2_bands_decoder_bytes); per source byte, the child's copy and the
+    # tile data openjpeg keeps.
+    "jp2-bands": (0.5, 2.5),
 }
 # The streaming route holds a strip, not the image, except where libvips' loader
 # keeps a whole frame: interlaced PNG (all of it), GIF (an RGBA frame), WebP (the
@@ -79,6 +84,8 @@ _WEBP_BANDS_COST = (0.25, 1.25)
 _WEBP_LOSSLESS_FRAME = 4.25
 _WEBP_ALPHA_PLANE = 2.25
 _FIXED_OVERHEAD = 8 * 1024 * 1024  # pikepdf/img2pdf bookkeeping, buffers
+# openjpeg's memory for a decoded band, in multiples of the band's own samples.
+_JP2_BAND_FACTOR = 4.0
 
 
 def _jpeg_coefficient_bytes(width: int, height: int, components: int) -> int:
@@ -101,6 +108,15 @@ def _jp2_decoder_bytes(width: int, height: int, bands: int) -> int:
     (int32), before Pillow's own copy; + 25% (RGBA measured 25-27 B/px all told
     on pillow-flatten, whose 10.5 B/px did not cover it)."""
     return 5 * width * height * max(bands, 1)
+
+
+def jp2_bands_decoder_bytes(width: int, components: int) -> int:
+    """What openjpeg holds while app.engine.jp2_bands decodes one band: the
+    band's int32 samples (BAND_BYTES, or fewer rows' worth when narrow... at
+    least one row) and its window buffers around them."""
+    row = max(width, 1) * max(components, 1) * 4
+    band = max(JP2_BAND_BYTES // row, 1) * row
+    return int(_JP2_BAND_FACTOR * band)
 
 
 def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:
