@@ -341,6 +341,9 @@ class _Source:
         if self.stream:
             self.lib.opj_stream_destroy(self.stream)
             self.stream = None
+        # Let go of the source's buffer now (a mapping cannot close while a
+        # view of it lives) and of the callbacks, which refer back to this object.
+        self.view = self.read = self.skip = self.seek = None
 
 
 class _Decoder:
