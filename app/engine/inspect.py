@@ -82,7 +82,7 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
             if kind == "jp2" and route in {"pillow", "pillow-flatten"}:
                 decoder = _jp2_decoder_bytes(width, height, len(im.getbands()))
             if kind == "jp2" and route == "jp2-bands":
-                decoder = jp2_bands_decoder_bytes(width, len(im.getbands()))
+                decoder = jp2_bands_decoder_bytes(width, height, len(im.getbands()))
             interlaced = kind == "png" and facts.png_interlaced
             adam7 = interlaced and route == "stream" and _adam7_png(im, facts)
             indexed = route == "stream" and _indexed_gif(kind, im)

@@ -52,8 +52,16 @@ from app.engine.png_strips import BadData, _up
 
 # int32 samples of a decoded band, all components (openjpeg's own window);
 # rows come in multiples of 64 (a code-block's height) when the band allows.
-BAND_BYTES = 8 * 1024 * 1024
+# Measured at 40 MP RGBA (20 MB lossy source): 4 MB bands 117 MB peak / 11.6 s,
+# 6 MB 120 MB / 9.4 s, 8 MB 126 MB / 7.9 s (see docs/performance.md).
+BAND_BYTES = 6 * 1024 * 1024
 _ROW_ALIGN = 64
+# A single-tile codec is reused for this many bands, then read afresh: a reused
+# one grows (40 MP: 66 MB in use after the first band, 110 MB by the last),
+# a fresh one re-reads the tile's packets (~50 ms for an 8 MB source, ~1.4 s
+# for 75 MB). 8: 111 MB / 5.8 s where reuse throughout took 129 MB / 6.1 s
+# and a fresh codec per band 101 MB / 10.1 s (8 MB bands, 8 MB source).
+REUSE_BANDS = 8
 _STREAM_CHUNK = 1024 * 1024  # opj_stream_create's buffer (OPJ_J2K_STREAM_CHUNK_SIZE)
 _KNOWN_VERSION = b"2.5."
 _CODEC_J2K, _CODEC_JP2 = 0, 2  # OPJ_CODEC_FORMAT
@@ -408,10 +416,10 @@ def _header(data, codec_format: int):
         decoder.close()
 
 
-def band_rows(plan: Plan) -> int:
+def band_rows(width: int, components: int) -> int:
     """Rows per decoded band: BAND_BYTES of int32 samples, in multiples of
     _ROW_ALIGN when that many fit."""
-    rows = max(1, BAND_BYTES // max(1, plan.width * plan.components * 4))
+    rows = max(1, BAND_BYTES // max(1, width * components * 4))
     return rows // _ROW_ALIGN * _ROW_ALIGN if rows >= _ROW_ALIGN else rows
 
 
@@ -419,7 +427,7 @@ def bands(plan: Plan) -> list[tuple[int, int]]:
     """[top, bottom) of each band. Of several tiles, whole rows of tiles go
     together when one fits in a band: a band that cuts a tile decodes that tile
     again for the next band (its header and packets are read again)."""
-    rows = band_rows(plan)
+    rows = band_rows(plan.width, plan.components)
     if plan.single_tile or not 0 < plan.tile_height <= rows:
         edges = list(range(0, plan.height, rows))
     else:
@@ -441,8 +449,8 @@ def flattened_strips(data, plan: Plan):
     last = None
     decoder = None
     try:
-        for top, bottom in bands(plan):
-            if decoder is None or not plan.single_tile:
+        for index, (top, bottom) in enumerate(bands(plan)):
+            if decoder is None or not plan.single_tile or index % REUSE_BANDS == 0:
                 # A single tile is re-decoded from the data the codec kept; of
                 # several tiles, each band needs the header read afresh.
                 if decoder is not None:

@@ -35,7 +35,7 @@ WebP gets its own per-pixel floor: its decoder dominates every route.
 from __future__ import annotations
 
 from app.engine.facts import ImageInfo
-from app.engine.jp2_bands import BAND_BYTES as JP2_BAND_BYTES
+from app.engine.jp2_bands import band_rows
 from app.engine.webp import LOSSLESS_BAND_BYTES, LOSSY_BAND_BYTES
 
 # route -> (bytes per pixel, bytes per source byte): worst measured + ~25%.
@@ -84,8 +84,11 @@ _WEBP_BANDS_COST = (0.25, 1.25)
 _WEBP_LOSSLESS_FRAME = 4.25
 _WEBP_ALPHA_PLANE = 2.25
 _FIXED_OVERHEAD = 8 * 1024 * 1024  # pikepdf/img2pdf bookkeeping, buffers
-# openjpeg's memory for a decoded band, in multiples of the band's own samples.
-_JP2_BAND_FACTOR = 4.0
+# What a band of app.engine.jp2_bands costs, in multiples of its int32
+# samples: openjpeg's output window, its tile-component window, the
+# code-blocks decoded around the window (kept while a band still needs them),
+# what a reused codec accumulates between fresh ones, the flattening's strips.
+_JP2_BAND_FACTOR = 8.0
 
 
 def _jpeg_coefficient_bytes(width: int, height: int, components: int) -> int:
@@ -110,13 +113,11 @@ def _jp2_decoder_bytes(width: int, height: int, bands: int) -> int:
     return 5 * width * height * max(bands, 1)
 
 
-def jp2_bands_decoder_bytes(width: int, components: int) -> int:
-    """What openjpeg holds while app.engine.jp2_bands decodes one band: the
-    band's int32 samples (BAND_BYTES, or fewer rows' worth when narrow... at
-    least one row) and its window buffers around them."""
-    row = max(width, 1) * max(components, 1) * 4
-    band = max(JP2_BAND_BYTES // row, 1) * row
-    return int(_JP2_BAND_FACTOR * band)
+def jp2_bands_decoder_bytes(width: int, height: int, components: int) -> int:
+    """What one band of app.engine.jp2_bands costs: its int32 samples (band_rows
+    rows, at most the image's) times _JP2_BAND_FACTOR."""
+    rows = min(max(height, 1), band_rows(max(width, 1), max(components, 1)))
+    return int(_JP2_BAND_FACTOR * rows * max(width, 1) * max(components, 1) * 4)
 
 
 def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:

@@ -24,8 +24,9 @@ from PIL import Image
 from app.engine import jp2_bands
 from app.engine.convert import convert_to_pdf
 from app.engine.inspect import inspect_image
-from app.engine.pricing import estimate_peak_bytes
+from app.engine.pricing import _jp2_decoder_bytes, estimate_peak_bytes, jp2_bands_decoder_bytes
 from app.errors import InvalidImage
+from app.settings import Settings
 from tests.support import images
 from tests.unit.test_convert_stream import streams
 
@@ -349,18 +350,20 @@ def test_a_truncated_file_behaves_as_before(keep):
 # --- pricing ------------------------------------------------------------------
 
 
-def test_a_40mp_rgba_file_is_priced_under_the_goal():
-    width, height = 7303, 5477  # 40 MP, 4:3
-    info = jp2_bands.Plan(width, height, 4, 2, True)
-    estimate = estimate_peak_bytes(
-        replace(
-            inspect_image(pillow_file(61, 83, "RGBA"), 10**9),
-            width=info.width,
-            height=info.height,
-            decoder_bytes=__import__("app.engine.pricing", fromlist=["x"]).jp2_bands_decoder_bytes(
-                width, 4
-            ),
-        ),
-        20 * 1024 * 1024,
-    )
-    assert estimate <= 200 * 1024 * 1024
+def test_the_price_is_a_band_not_the_image():
+    data = pillow_file(61, 83, "RGBA")
+    info = inspect_image(data, 10**9)
+    assert info.decoder_bytes == jp2_bands_decoder_bytes(61, 83, 4)
+    # 40 MP RGBA from a 20 MiB source: Pillow's decode was priced over 1 GB
+    # (413 on the default 224 MiB work pool); the bands fit it.
+    w, h, source = 7303, 5477, 20 * 1024 * 1024
+    big = replace(info, width=w, height=h, decoder_bytes=jp2_bands_decoder_bytes(w, h, 4))
+    old = replace(big, route="pillow-flatten", decoder_bytes=_jp2_decoder_bytes(w, h, 4))
+    budget = Settings.from_env({}).worker_memory_budget
+    assert estimate_peak_bytes(big, source) <= budget < estimate_peak_bytes(old, source)
+
+
+def test_a_short_image_is_priced_for_its_own_rows():
+    # One band holds the whole image: no more rows than it has.
+    assert jp2_bands_decoder_bytes(7303, 3, 4) == int(8.0 * 3 * 7303 * 4 * 4)
+    assert jp2_bands_decoder_bytes(7303, 3, 4) < jp2_bands_decoder_bytes(7303, 5477, 4)
