@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import mmap
+import sys
 import warnings
 from dataclasses import replace
 
@@ -18,6 +19,7 @@ from PIL import Image
 
 from app.engine import structure
 from app.engine.facts import _ORIENTATION_TAG, ImageInfo, _Facts, _png_exif
+from app.engine.jp2_bands import plan as jp2_plan
 from app.engine.pillow_warnings import counted_warnings
 from app.engine.png_strips import BadData
 from app.engine.pricing import (
@@ -82,7 +84,8 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
             if kind == "jp2" and route in {"pillow", "pillow-flatten"}:
                 decoder = _jp2_decoder_bytes(width, height, len(im.getbands()))
             if kind == "jp2" and route == "jp2-bands":
-                decoder = jp2_bands_decoder_bytes(width, height, len(im.getbands()))
+                plan = jp2_plan(data)  # the route's own: not None
+                decoder = jp2_bands_decoder_bytes(plan) if plan else sys.maxsize
             interlaced = kind == "png" and facts.png_interlaced
             adam7 = interlaced and route == "stream" and _adam7_png(im, facts)
             indexed = route == "stream" and _indexed_gif(kind, im)

@@ -62,6 +62,12 @@ _ROW_ALIGN = 64
 # for 75 MB). 8: 111 MB / 5.8 s where reuse throughout took 129 MB / 6.1 s
 # and a fresh codec per band 101 MB / 10.1 s (8 MB bands, 8 MB source).
 REUSE_BANDS = 8
+# A file of several tiles is decoded a tile at a time (each tile's own int32
+# samples at most TILE_BYTES) into a row of tiles held flattened (at most
+# ROW_BYTES): bands across tiles re-read and re-decode each tile they cut
+# (40 MP in 1000x1000 tiles: 53.6 s in 53-row bands).
+TILE_BYTES = 16 * 1024 * 1024
+ROW_BYTES = 24 * 1024 * 1024
 _STREAM_CHUNK = 1024 * 1024  # opj_stream_create's buffer (OPJ_J2K_STREAM_CHUNK_SIZE)
 _KNOWN_VERSION = b"2.5."
 _CODEC_J2K, _CODEC_JP2 = 0, 2  # OPJ_CODEC_FORMAT
@@ -204,18 +210,45 @@ class Plan:
     components: int  # 4 (RGBA) or 2 (grey + alpha)
     codec: int  # _CODEC_J2K or _CODEC_JP2
     single_tile: bool
-    # The tile grid's rows, in image rows: the first tile row's end (the grid
-    # starts at or above the image) and the tile height.
+    # The tile grid in image rows and columns: where the first tile row and
+    # column end (the grid starts at or above/left of the image), and the
+    # tiles' height and width.
     first_tile_rows: int = 0
     tile_height: int = 0
+    first_tile_columns: int = 0
+    tile_width: int = 0
+
+    @property
+    def by_tile(self) -> bool:
+        """Decoded a tile at a time, a row of tiles held flattened (`tile_strips`):
+        several tiles, each within TILE_BYTES and a row of them within ROW_BYTES."""
+        if self.single_tile or not self.tile_width or not self.tile_height:
+            return False
+        tile = min(self.tile_width, self.width) * min(self.tile_height, self.height)
+        rows = min(self.tile_height, self.height) * self.width * self.colours
+        return tile * self.components * 4 <= TILE_BYTES and rows <= ROW_BYTES
 
     @property
     def colours(self) -> int:
         return self.components - 1
 
 
+# The last plan, with the very object it was made for (held, so its id cannot
+# be reused): inspection, the route and the writer ask for the same bytes.
+_last_plan: tuple[object, Plan | None] | None = None
+
+
 def plan(data) -> Plan | None:
     """The band route's plan for `data`, or None when the file keeps Pillow."""
+    global _last_plan
+    if _last_plan is not None and _last_plan[0] is data:
+        return _last_plan[1]
+    found = _plan(data)
+    _last_plan = (data, found)
+    return found
+
+
+def _plan(data) -> Plan | None:
     if len(data) < 12 or _library() is None:
         return None
     raw = bytes(data[:4])
@@ -231,7 +264,7 @@ def plan(data) -> Plan | None:
     components = len(siz.depths)
     if components not in (2, 4) or set(siz.depths) != {7}:  # 8-bit unsigned only
         return None
-    tiles, first_tile_rows, tile_height = _tile_grid(data, start)
+    tiles, grid = _tile_grid(data, start)
     found = _header(data, codec)
     if found is None:
         return None
@@ -242,8 +275,7 @@ def plan(data) -> Plan | None:
         return None
     if any(c != (1, 1, 8, 0) for c in comps):  # dx, dy, prec, sgnd
         return None
-    single = tiles == 1
-    return Plan(siz.width, siz.height, components, codec, single, first_tile_rows, tile_height)
+    return Plan(siz.width, siz.height, components, codec, tiles == 1, *grid)
 
 
 def _jp2_sound(data) -> tuple[int, structure._Siz]:
@@ -292,12 +324,13 @@ def _plain_cdef(nc: int) -> bytes:
     return struct.pack(">H", nc) + b"".join(struct.pack(">HHH", *e) for e in entries)
 
 
-def _tile_grid(data, start: int) -> tuple[int, int, int]:
-    """(tiles, image rows in the first tile row, tile height) from SIZ (sound:
-    YTOsiz <= YOsiz < YTOsiz + YTsiz)."""
-    xsiz, ysiz, _, yo, xt, yt, xto, yto = struct.unpack_from(">IIIIIIII", data, start + 8)
+def _tile_grid(data, start: int) -> tuple[int, tuple[int, int, int, int]]:
+    """(tiles, (image rows in the first tile row, tile height, image columns in
+    the first tile column, tile width)) from SIZ (sound: XTOsiz <= XOsiz <
+    XTOsiz + XTsiz, the same for Y)."""
+    xsiz, ysiz, xo, yo, xt, yt, xto, yto = struct.unpack_from(">IIIIIIII", data, start + 8)
     tiles = -(-(xsiz - xto) // xt) * -(-(ysiz - yto) // yt)
-    return tiles, yto + yt - yo, yt
+    return tiles, (yto + yt - yo, yt, xto + xt - xo, xt)
 
 
 class _Source:
@@ -438,12 +471,16 @@ def bands(plan: Plan) -> list[tuple[int, int]]:
 
 def flattened_strips(data, plan: Plan):
     """(colour, None) rows, Up-filtered, of the image flattened onto white:
-    openjpeg decodes `band_rows` rows at a time, handed on in strips of
-    vips.STRIP_BYTES. BadData when openjpeg fails on any band."""
+    openjpeg decodes `band_rows` rows at a time (or a tile at a time:
+    `tile_strips`), handed on in strips of vips.STRIP_BYTES. BadData when
+    openjpeg fails on any band."""
     vips.load()
     lib = _library()
     if lib is None:
         raise BadData("libopenjp2 not available")
+    if plan.by_tile:
+        yield from tile_strips(lib, data, plan)
+        return
     width = plan.width
     step = max(1, vips.STRIP_BYTES // (width * 4))
     last = None
@@ -468,16 +505,51 @@ def flattened_strips(data, plan: Plan):
             decoder.close()
 
 
-def _decode_band(decoder: _Decoder, plan: Plan, top: int, bottom: int):
-    """Rows [top, bottom) of each component: (rows, width) int32 views of
-    openjpeg's own buffers (valid until the next decode or close)."""
+def _edges(first: int, step: int, size: int) -> list[tuple[int, int]]:
+    """[start, end) of each tile along one axis of `size` pixels."""
+    edges = [0, *range(min(first, size), size, step)]
+    return list(zip(edges, [*edges[1:], size], strict=True))
+
+
+def tile_strips(lib, data, plan: Plan):
+    """`flattened_strips` for `plan.by_tile`: each row of tiles is decoded a
+    tile at a time (a fresh codec each: after a decode, openjpeg sets a new area
+    only on a single-tile image) into a flattened row of tiles."""
+    step = max(1, vips.STRIP_BYTES // (plan.width * 4))
+    columns = _edges(plan.first_tile_columns, plan.tile_width, plan.width)
+    last = None
+    for top, bottom in _edges(plan.first_tile_rows, plan.tile_height, plan.height):
+        row = vips.np.empty((bottom - top, plan.width * plan.colours), vips.np.uint8)
+        for left, right in columns:
+            decoder = _Decoder(lib, data, plan.codec)
+            try:
+                planes = _decode_band(decoder, plan, top, bottom, left, right)
+                for a in range(0, bottom - top, step):
+                    b = min(bottom - top, a + step)
+                    flat = _flatten(planes, plan, a, b, right - left)
+                    row[a:b, left * plan.colours : right * plan.colours] = flat
+                del planes
+            finally:
+                decoder.close()
+        for a in range(0, bottom - top, step):
+            colour = row[a : a + step]
+            yield _up(colour, last), None
+            last = colour[-1].copy()
+        del row
+
+
+def _decode_band(decoder: _Decoder, plan: Plan, top: int, bottom: int, left=0, right=None):
+    """Rows [top, bottom), columns [left, right) (all by default) of each
+    component: (rows, columns) int32 views of openjpeg's own buffers (valid
+    until the next decode or close)."""
+    right = plan.width if right is None else right
     x0, y0 = decoder.origin
-    decoder.decode(x0, y0 + top, x0 + plan.width, y0 + bottom)
+    decoder.decode(x0 + left, y0 + top, x0 + right, y0 + bottom)
     image = decoder.image.contents
     planes = []
     for i in range(plan.components):
         comp = image.comps[i]
-        if (comp.w, comp.h) != (plan.width, bottom - top) or not comp.data:
+        if (comp.w, comp.h) != (right - left, bottom - top) or not comp.data:
             raise BadData("JPEG 2000 band of an unexpected size")
         buffer = (ctypes.c_int32 * (comp.w * comp.h)).from_address(
             ctypes.addressof(comp.data.contents)
@@ -486,10 +558,11 @@ def _decode_band(decoder: _Decoder, plan: Plan, top: int, bottom: int):
     return planes
 
 
-def _flatten(planes, plan: Plan, a: int, b: int):
-    """Rows [a, b) of the band flattened onto white as the pillow-flatten route
-    does it (normalise._flatten): (rows, width * colours) uint8."""
-    n, width = b - a, plan.width
+def _flatten(planes, plan: Plan, a: int, b: int, width: int | None = None):
+    """Rows [a, b) of the band (`width` columns, the image's by default)
+    flattened onto white as the pillow-flatten route does it
+    (normalise._flatten): (rows, width * colours) uint8."""
+    n, width = b - a, plan.width if width is None else width
     size = (width, n)
     if plan.components == 4:
         rgba = vips.np.empty((n, width, 4), vips.np.uint8)

@@ -35,7 +35,7 @@ WebP gets its own per-pixel floor: its decoder dominates every route.
 from __future__ import annotations
 
 from app.engine.facts import ImageInfo
-from app.engine.jp2_bands import band_rows
+from app.engine.jp2_bands import Plan, band_rows
 from app.engine.webp import LOSSLESS_BAND_BYTES, LOSSY_BAND_BYTES
 
 # route -> (bytes per pixel, bytes per source byte): worst measured + ~25%.
@@ -89,6 +89,7 @@ _FIXED_OVERHEAD = 8 * 1024 * 1024  # pikepdf/img2pdf bookkeeping, buffers
 # code-blocks decoded around the window (kept while a band still needs them),
 # what a reused codec accumulates between fresh ones, the flattening's strips.
 _JP2_BAND_FACTOR = 8.0
+_JP2_TILE_FACTOR = 4.0
 
 
 def _jpeg_coefficient_bytes(width: int, height: int, components: int) -> int:
@@ -113,11 +114,18 @@ def _jp2_decoder_bytes(width: int, height: int, bands: int) -> int:
     return 5 * width * height * max(bands, 1)
 
 
-def jp2_bands_decoder_bytes(width: int, height: int, components: int) -> int:
-    """What one band of app.engine.jp2_bands costs: its int32 samples (band_rows
-    rows, at most the image's) times _JP2_BAND_FACTOR."""
-    rows = min(max(height, 1), band_rows(max(width, 1), max(components, 1)))
-    return int(_JP2_BAND_FACTOR * rows * max(width, 1) * max(components, 1) * 4)
+def jp2_bands_decoder_bytes(plan: Plan) -> int:
+    """What app.engine.jp2_bands holds besides the tile data: one band's int32
+    samples (band_rows rows, at most the image's) times _JP2_BAND_FACTOR; or,
+    decoding a tile at a time, one tile's times _JP2_TILE_FACTOR and a row of
+    tiles flattened."""
+    width, height, components = plan.width, plan.height, plan.components
+    if plan.by_tile:
+        tile = min(plan.tile_width, width) * min(plan.tile_height, height) * components * 4
+        row = min(plan.tile_height, height) * width * plan.colours
+        return int(_JP2_TILE_FACTOR * tile + row)
+    rows = min(height, band_rows(width, components))
+    return int(_JP2_BAND_FACTOR * rows * width * components * 4)
 
 
 def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:

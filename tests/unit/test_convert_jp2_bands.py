@@ -106,10 +106,18 @@ PILLOW_OPTIONS = {
 }
 
 
+@pytest.mark.parametrize("by_tile", [True, False], ids=["by tile", "in bands"])
 @pytest.mark.parametrize("mode", ["RGBA", "LA"])
 @pytest.mark.parametrize("name", sorted(PILLOW_OPTIONS))
-def test_bands_hold_the_pillow_flatten_pixels(small_bands, name, mode):
-    assert_same_page(pillow_file(61, 83, mode, **PILLOW_OPTIONS[name]))
+def test_bands_hold_the_pillow_flatten_pixels(small_bands, monkeypatch, name, mode, by_tile):
+    # Files of several tiles: a tile at a time, or (tiles over TILE_BYTES)
+    # in bands across them.
+    if not by_tile:
+        monkeypatch.setattr(jp2_bands, "TILE_BYTES", 0)
+    data = pillow_file(61, 83, mode, **PILLOW_OPTIONS[name])
+    plan = jp2_bands.plan(data)
+    assert plan is not None and plan.by_tile == (by_tile and not plan.single_tile)
+    assert_same_page(data)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (1, 37), (53, 1), (64, 64), (97, 131), (61, 5), (61, 6)])
@@ -143,6 +151,7 @@ def test_one_band_is_the_whole_image_at_the_default_size():
 
 
 def test_bands_follow_whole_tile_rows_when_they_fit(monkeypatch):
+    monkeypatch.setattr(jp2_bands, "TILE_BYTES", 0)
     data = pillow_file(61, 83, "RGBA", tile_size=(32, 20), tile_offset=(0, 0), offset=(0, 7))
     plan = jp2_bands.plan(data)
     assert plan is not None and (plan.first_tile_rows, plan.tile_height) == (13, 20)
@@ -152,6 +161,20 @@ def test_bands_follow_whole_tile_rows_when_they_fit(monkeypatch):
     monkeypatch.setattr(jp2_bands, "BAND_BYTES", 61 * 4 * 4 * 19)  # under a tile row
     assert jp2_bands.bands(plan)[:3] == [(0, 19), (19, 38), (38, 57)]
     assert_same_page(data)
+
+
+def test_tiles_too_large_for_a_row_go_in_bands(monkeypatch):
+    data = pillow_file(61, 83, "RGBA", tile_size=(32, 40))
+    plan = jp2_bands.plan(data)
+    assert plan is not None and plan.by_tile
+    assert (plan.first_tile_columns, plan.tile_width) == (32, 32)
+    monkeypatch.setattr(jp2_bands, "ROW_BYTES", 40 * 61 * 3 - 1)  # a row of tiles: 1 byte over
+    assert not plan.by_tile
+    monkeypatch.setattr(jp2_bands, "ROW_BYTES", 40 * 61 * 3)
+    monkeypatch.setattr(jp2_bands, "TILE_BYTES", 32 * 40 * 16 - 1)  # a tile: 1 byte over
+    assert not plan.by_tile
+    monkeypatch.setattr(jp2_bands, "TILE_BYTES", 32 * 40 * 16)
+    assert plan.by_tile
 
 
 def test_a_mapped_source_is_read_in_place(small_bands, tmp_path):
@@ -353,17 +376,25 @@ def test_a_truncated_file_behaves_as_before(keep):
 def test_the_price_is_a_band_not_the_image():
     data = pillow_file(61, 83, "RGBA")
     info = inspect_image(data, 10**9)
-    assert info.decoder_bytes == jp2_bands_decoder_bytes(61, 83, 4)
+    assert info.decoder_bytes == jp2_bands_decoder_bytes(jp2_bands.plan(data))
     # 40 MP RGBA from a 20 MiB source: Pillow's decode was priced over 1 GB
     # (413 on the default 224 MiB work pool); the bands fit it.
     w, h, source = 7303, 5477, 20 * 1024 * 1024
-    big = replace(info, width=w, height=h, decoder_bytes=jp2_bands_decoder_bytes(w, h, 4))
+    plan = jp2_bands.Plan(w, h, 4, 2, True)
+    big = replace(info, width=w, height=h, decoder_bytes=jp2_bands_decoder_bytes(plan))
     old = replace(big, route="pillow-flatten", decoder_bytes=_jp2_decoder_bytes(w, h, 4))
     budget = Settings.from_env({}).worker_memory_budget
     assert estimate_peak_bytes(big, source) <= budget < estimate_peak_bytes(old, source)
+    # In 1000x1000 tiles: one tile's samples and a row of tiles.
+    tiled = replace(plan, single_tile=False, tile_width=1000, tile_height=1000)
+    assert tiled.by_tile
+    assert jp2_bands_decoder_bytes(tiled) == 4 * 1000 * 1000 * 16 + 1000 * w * 3
+    tiled = replace(big, decoder_bytes=jp2_bands_decoder_bytes(tiled))
+    assert estimate_peak_bytes(tiled, source) <= budget
 
 
 def test_a_short_image_is_priced_for_its_own_rows():
     # One band holds the whole image: no more rows than it has.
-    assert jp2_bands_decoder_bytes(7303, 3, 4) == int(8.0 * 3 * 7303 * 4 * 4)
-    assert jp2_bands_decoder_bytes(7303, 3, 4) < jp2_bands_decoder_bytes(7303, 5477, 4)
+    short, tall = jp2_bands.Plan(7303, 3, 4, 2, True), jp2_bands.Plan(7303, 5477, 4, 2, True)
+    assert jp2_bands_decoder_bytes(short) == int(8.0 * 3 * 7303 * 4 * 4)
+    assert jp2_bands_decoder_bytes(short) < jp2_bands_decoder_bytes(tall)
