@@ -56,12 +56,15 @@ from app.engine.png_strips import BadData, _up
 # 6 MB 120 MB / 9.4 s, 8 MB 126 MB / 7.9 s (see docs/performance.md).
 BAND_BYTES = 6 * 1024 * 1024
 _ROW_ALIGN = 64
-# A single-tile codec is reused for this many bands, then read afresh: a reused
-# one grows (40 MP: 66 MB in use after the first band, 110 MB by the last),
-# a fresh one re-reads the tile's packets (~50 ms for an 8 MB source, ~1.4 s
-# for 75 MB). 8: 111 MB / 5.8 s where reuse throughout took 129 MB / 6.1 s
-# and a fresh codec per band 101 MB / 10.1 s (8 MB bands, 8 MB source).
+# A single-tile codec is reused for this many bands (one more per
+# REUSE_SOURCE_BYTES of source past 16 MiB), then read afresh: a reused one
+# grows (40 MP: 66 MB in use after the first band, 110 MB by the last), a fresh
+# one re-reads and parses the tile's packets (~50 ms for an 8 MB source, ~1.4 s
+# for 75 MB). 8: 111 MB / 5.8 s where reuse throughout took 129 MB / 6.1 s and
+# a fresh codec per band 101 MB / 10.1 s (8 MB bands, 8 MB source); a 75 MB
+# source took 21.8 s at 8, 14.2 s at 32.
 REUSE_BANDS = 8
+REUSE_SOURCE_BYTES = 2 * 1024 * 1024
 # A file of several tiles is decoded a tile at a time (each tile's own int32
 # samples at most TILE_BYTES) into a row of tiles held flattened (at most
 # ROW_BYTES): bands across tiles re-read and re-decode each tile they cut
@@ -485,9 +488,10 @@ def flattened_strips(data, plan: Plan):
     step = max(1, vips.STRIP_BYTES // (width * 4))
     last = None
     decoder = None
+    reuse = max(REUSE_BANDS, len(data) // REUSE_SOURCE_BYTES)
     try:
         for index, (top, bottom) in enumerate(bands(plan)):
-            if decoder is None or not plan.single_tile or index % REUSE_BANDS == 0:
+            if decoder is None or not plan.single_tile or index % reuse == 0:
                 # A single tile is re-decoded from the data the codec kept; of
                 # several tiles, each band needs the header read afresh.
                 if decoder is not None:

@@ -143,6 +143,13 @@ def test_files_from_another_encoder(small_bands, params):
     assert_same_page(openjpeg.encode(photo(61, 83, "RGBA"), **params))
 
 
+@pytest.mark.parametrize("reuse", [1, 3, 1000])
+def test_a_codec_read_afresh_or_reused_decodes_the_same(small_bands, monkeypatch, reuse):
+    # A single tile: the codec is reused for `reuse` bands (17 bands here).
+    monkeypatch.setattr(jp2_bands, "REUSE_BANDS", reuse)
+    assert_same_page(pillow_file(61, 83, "RGBA", irreversible=True))
+
+
 def test_one_band_is_the_whole_image_at_the_default_size():
     data = pillow_file(97, 131, "RGBA")
     plan = jp2_bands.plan(data)
