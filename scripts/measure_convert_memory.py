@@ -220,6 +220,9 @@ SAMPLES = {
     "jp2 16-bit gray": _jp2_16,
     "jp2 rgba (bands)": lambda w, h: _save(_photo(w, h, "RGBA"), "JPEG2000"),
     "jp2 la (bands)": lambda w, h: _save(_photo(w, h, "LA"), "JPEG2000"),
+    "jp2 rgba 9/7 1:8 (bands)": lambda w, h: _save(
+        _photo(w, h, "RGBA"), "JPEG2000", irreversible=True, quality_layers=[8]
+    ),
     "jp2 rgba tiled (bands)": lambda w, h: _save(
         _photo(w, h, "RGBA"), "JPEG2000", tile_size=(1000, 1000)
     ),

@@ -52,9 +52,10 @@ from app.engine.png_strips import BadData, _up
 
 # int32 samples of a decoded band, all components (openjpeg's own window);
 # rows come in multiples of 64 (a code-block's height) when the band allows.
-# Measured at 40 MP RGBA (20 MB lossy source): 4 MB bands 117 MB peak / 11.6 s,
-# 6 MB 120 MB / 9.4 s, 8 MB 126 MB / 7.9 s (see docs/performance.md).
-BAND_BYTES = 6 * 1024 * 1024
+# Measured at 40 MP RGBA (20 MB lossy source, scripts/measure_convert_memory.py):
+# 5 MiB bands 119.3 MB peak / 7.1 s, 6 MiB 121.3 MB / 6.8 s; one-off runs:
+# 4 MiB 117 MB / 11.6 s, 8 MiB 126 MB / 7.9 s (see docs/performance.md).
+BAND_BYTES = 5 * 1024 * 1024
 _ROW_ALIGN = 64
 # A single-tile codec is reused for this many bands (one more per
 # REUSE_SOURCE_BYTES of source past 16 MiB), then read afresh: a reused one

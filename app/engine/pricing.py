@@ -24,6 +24,9 @@ Python 3.11, x86_64; the child's copy of the source comes on top:
     MPO JPEG, EXIF mirrored       pillow-jpeg       8.0 B/px (Pillow decodes it)
     JPEG 2000 8-bit RGBA / LA     pillow-flatten    25-27 / 15-17 B/px (openjpeg: int32
                                                     samples; + _jp2_decoder_bytes)
+    JPEG 2000 8-bit RGBA / LA     jp2-bands         40 MP RGBA: 119 MB (20 MB source),
+                                                    195 MB (75 MB); in 1000x1000
+                                                    tiles 71 MB; LA 107 MB (38 MB)
 
 `_COST` is the worst sample per route plus ~25%; the route is predicted from the
 header by `inspect_image`, and when it is unknown the dearest route is assumed.
@@ -52,10 +55,11 @@ _COST: dict[str, tuple[float, float]] = {
     "stream": (1.5, 1.25),
     # app.engine.bmp: strips straight from the file's bytes.
     "bmp": (0.25, 1.25),
-    # app.engine.jp2_bands: openjpeg's band window is in decoder_bytes
-    # (jp2_bands_decoder_bytes); per source byte, the child's copy and the
-    # tile data openjpeg keeps.
-    "jp2-bands": (0.5, 2.5),
+    # app.engine.jp2_bands: per pixel, openjpeg's code-block structures for
+    # the whole tile (~1 B/px RGBA: 40 MB at 40 MP); per source byte, the
+    # child's copy and the tile data openjpeg copies; the band or tile itself
+    # is in decoder_bytes (jp2_bands_decoder_bytes).
+    "jp2-bands": (1.25, 2.5),
 }
 # The streaming route holds a strip, not the image, except where libvips' loader
 # keeps a whole frame: interlaced PNG (all of it), GIF (an RGBA frame), WebP (the

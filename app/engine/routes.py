@@ -112,9 +112,10 @@ def _route(kind: str, mode: str, facts: _Facts) -> str:
         return "embed-jpeg"
     if kind == "jp2":
         # Embedded as they are: img2pdf takes 8-bit files, direct.embed_jp2 deeper
-        # grey and RGB ones. Ones with alpha are decoded (openjpeg keeps 4 bytes
-        # per sample) and flattened: img2pdf embeds an 8-bit one with its alpha
-        # ignored, and pdfium draws /SMaskInData up to 63 levels off.
+        # grey and RGB ones. Ones with alpha are decoded and flattened (in bands
+        # by app.engine.jp2_bands where _stream_or says so, else Pillow, whose
+        # openjpeg keeps 4 bytes per sample): img2pdf embeds an 8-bit one with
+        # its alpha ignored, and pdfium draws /SMaskInData up to 63 levels off.
         # A file whose boxes or codestream structure are broken is decoded:
         # Pillow refuses it (422) or draws what a reader would not.
         if not facts.jp2_sound:
