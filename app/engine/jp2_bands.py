@@ -181,11 +181,17 @@ def _library():
 
     wheel_libs = os.path.join(os.path.dirname(PIL.__file__), os.pardir, "pillow.libs")
     found = sorted(glob.glob(os.path.join(wheel_libs, "libopenjp2-*")))
-    candidates = [path for path in found if ".so" in path]
-    system = ctypes.util.find_library("openjp2")
-    if system:
-        candidates.append(system)
-    for path in candidates:
+
+    def candidates():
+        yield from (path for path in found if ".so" in path)
+        # Reached only when the wheel's copy fails: find_library runs
+        # `ldconfig -p` in a subprocess, and the first call may come in the
+        # conversion process.
+        name = ctypes.util.find_library("openjp2")
+        if name:
+            yield name
+
+    for path in candidates():
         try:
             lib = ctypes.CDLL(path)
             lib.opj_version.restype = ctypes.c_char_p
