@@ -14,9 +14,12 @@ Reading openjpeg 2.5.4's j2k.c:
 - `opj_j2k_set_decode_area` accepts a new area after a decode only for a
   single-tile image whose tile data it kept (`m_cp.tcps[0].m_data`), and
   `opj_j2k_decode_tiles` keeps that data when the area is not the whole image
-  ("Keep current tcp data"). So a single-tile image is read once and every band
-  re-decodes from the kept tile data; an image of several tiles gets a fresh
-  codec per band (its header re-read; tiles outside the band are skipped).
+  ("Keep current tcp data"), and t1.c reuses the decoded code-blocks the next
+  window still needs. So a single-tile image is read once per REUSE_BANDS
+  bands and each band re-decodes from the kept tile data. For several tiles a
+  new area needs a fresh codec (its header re-read, tiles outside the area
+  skipped): they are decoded a tile at a time (`tile_strips`), or in bands
+  when a tile or a row of them is too large.
 - The decoder starts threads only when asked (`opj_codec_set_threads`) or when
   the environment says so (`OPJ_NUM_THREADS`, read by
   `opj_j2k_create_decompress`): the codec is pinned to 0 threads, so it runs in
