@@ -72,7 +72,11 @@ def assert_same_page(data: bytes) -> None:
     assert want_alpha is None and got_alpha is None
     assert got_colour.shape == want_colour.shape
     assert np.array_equal(got_colour, want_colour)
-    assert page(got) == page(want)
+    (got_box, got_unit), (want_box, want_unit) = page(got), page(want)
+    assert got_unit == want_unit
+    # Both at img2pdf's reading of the file's resolution; this writer keeps
+    # 4 decimals, img2pdf 5.
+    assert got_box == pytest.approx(want_box, abs=1e-4)
 
 
 @pytest.fixture
@@ -272,6 +276,21 @@ KEPT = {
     "codestream cut": lambda: pillow_file(61, 83, "RGBA")[:-700],
     "jp2 colour space 0": lambda: openjpeg.encode(photo(61, 83, "RGBA"), codec_format=1),
 }
+
+
+@pytest.mark.parametrize(
+    "resc", [(3, 1, 15, 10), (1, 200, 1, 160)], ids=["~118x59 dpi", "/UserUnit"]
+)
+def test_the_page_is_the_old_routes_at_the_files_resolution(resc):
+    # A resc box, read as img2pdf reads it (num / den * 3937 dpi): the page is
+    # the pixels at that dpi; under ~0.3 dpi a 61 px side is over 14,400 pt,
+    # and the page gets a /UserUnit.
+    box = _box(b"resc", struct.pack(">HHHHbb", *resc, 0, 0))
+    data = with_header_boxes(pillow_file(61, 83, "RGBA"), lambda kids: [*kids, (b"res ", box)])
+    assert_same_page(data)
+    media, unit = page(banded(data))
+    assert (unit > 1) == (resc[0] / resc[1] < 0.01)
+    assert media != page(banded(pillow_file(61, 83, "RGBA")))[0]  # not the default 96 dpi
 
 
 @pytest.mark.parametrize("name", sorted(KEPT))
