@@ -290,7 +290,14 @@ SAMPLES = {
     "bmp rle8 runs of one": lambda w, h: _rle_bmp(w, h, single=True),
     "jpeg mpo orientation 5": _mirrored_mpo,
     "jp2 16-bit gray": _jp2_16,
-    "jp2 rgba (pillow flatten)": lambda w, h: _save(_photo(w, h, "RGBA"), "JPEG2000"),
+    "jp2 rgba (bands)": lambda w, h: _save(_photo(w, h, "RGBA"), "JPEG2000"),
+    "jp2 la (bands)": lambda w, h: _save(_photo(w, h, "LA"), "JPEG2000"),
+    "jp2 rgba 9/7 1:8 (bands)": lambda w, h: _save(
+        _photo(w, h, "RGBA"), "JPEG2000", irreversible=True, quality_layers=[8]
+    ),
+    "jp2 rgba tiled (bands)": lambda w, h: _save(
+        _photo(w, h, "RGBA"), "JPEG2000", tile_size=(1000, 1000)
+    ),
     "jpeg progressive cmyk, cut (check)": _progressive_cmyk_cut,
 }
 

@@ -26,7 +26,14 @@ from app.engine.normalise import _normalise
 from app.engine.pillow_warnings import counted_warnings
 from app.engine.pricing import _COST
 from app.engine.routes import LOW_MEMORY_ALPHA_ROUTE, _route, _stream_or
-from app.engine.streamed import _indexed_gif, _split_png, _stream, _stream_indexed, still_webp
+from app.engine.streamed import (
+    _indexed_gif,
+    _split_png,
+    _stream,
+    _stream_indexed,
+    _stream_jp2,
+    still_webp,
+)
 from app.engine.webp import first_frame
 from app.engine.webp import layout as webp_layout
 from app.engine.webp import orientation as webp_orientation
@@ -95,7 +102,9 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
     with _open(data, kind) as im:
         facts = _facts(im, data, kind, shape)
         route = _route(kind, im.mode, facts)
-        if info.route in {"stream", "bmp"} or (info.route not in _COST and route != "embed-png"):
+        if info.route in {"stream", "bmp", "jp2-bands"} or (
+            info.route not in _COST and route != "embed-png"
+        ):
             route = _stream_or(route, data, kind, facts, shape)
         dpi = _tiff_dpi(im, facts) if kind == "tiff" else None
         if route == "stream":
@@ -131,6 +140,8 @@ def _convert(data: bytes, info: ImageInfo, fd: int) -> int:
             return _stream_indexed(im, raw_dpi, fd)
     if route == "stream":
         return _stream(data, kind, orientation, raw_dpi, fd, split)
+    if route == "jp2-bands":
+        return _stream_jp2(data, fd)
     if kind == "png" and route == "embed-png":
         # Only the copying route needs this; decoding routes fail on truncation.
         _check_png(data, facts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import mmap
+import sys
 import warnings
 from dataclasses import replace
 
@@ -18,9 +19,15 @@ from PIL import Image
 
 from app.engine import structure
 from app.engine.facts import _ORIENTATION_TAG, ImageInfo, _Facts, _png_exif
+from app.engine.jp2_bands import plan as jp2_plan
 from app.engine.pillow_warnings import counted_warnings
 from app.engine.png_strips import BadData
-from app.engine.pricing import _jp2_decoder_bytes, _jpeg_coefficient_bytes, webp_decoder_bytes
+from app.engine.pricing import (
+    _jp2_decoder_bytes,
+    _jpeg_coefficient_bytes,
+    jp2_bands_decoder_bytes,
+    webp_decoder_bytes,
+)
 from app.engine.routes import _route, _stream_or
 from app.engine.streamed import _adam7_png, _indexed_gif, still_webp
 from app.engine.webp import features as webp_features
@@ -79,6 +86,9 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
                 decoder = _jpeg_coefficient_bytes(width, height, shape.components)
             if kind == "jp2" and route in {"pillow", "pillow-flatten"}:
                 decoder = _jp2_decoder_bytes(width, height, len(im.getbands()))
+            if kind == "jp2" and route == "jp2-bands":
+                plan = jp2_plan(data)  # the route's own: not None
+                decoder = jp2_bands_decoder_bytes(plan) if plan else sys.maxsize
             interlaced = kind == "png" and facts.png_interlaced
             adam7 = interlaced and route == "stream" and _adam7_png(im, facts)
             indexed = route == "stream" and _indexed_gif(kind, im)

@@ -27,6 +27,9 @@ Python 3.11, x86_64; the child's copy of the source comes on top:
                                                     first frame; was 8.0 B/px, Pillow)
     JPEG 2000 8-bit RGBA / LA     pillow-flatten    25-27 / 15-17 B/px (openjpeg: int32
                                                     samples; + _jp2_decoder_bytes)
+    JPEG 2000 8-bit RGBA / LA     jp2-bands         40 MP RGBA: 119 MB (20 MB source),
+                                                    195 MB (75 MB); in 1000x1000
+                                                    tiles 71 MB; LA 107 MB (38 MB)
 
 `_COST` is the worst sample per route plus ~25%; the route is predicted from the
 header by `inspect_image`, and when it is unknown the dearest route is assumed.
@@ -38,6 +41,7 @@ WebP gets its own per-pixel floor: its decoder dominates every route.
 from __future__ import annotations
 
 from app.engine.facts import ImageInfo
+from app.engine.jp2_bands import Plan, band_rows
 from app.engine.webp import LOSSLESS_BAND_BYTES, LOSSY_BAND_BYTES
 
 # route -> (bytes per pixel, bytes per source byte): worst measured + ~25%.
@@ -54,6 +58,12 @@ _COST: dict[str, tuple[float, float]] = {
     "stream": (1.5, 1.25),
     # app.engine.bmp: strips straight from the file's bytes.
     "bmp": (0.25, 1.25),
+    # app.engine.jp2_bands: per pixel, openjpeg's code-block structures for
+    # the whole tile (~1 B/px RGBA: 40 MB at 40 MP); per source byte, the
+    # child's copy and the tile data openjpeg copies; the band or tile itself
+    # is in decoder_bytes (jp2_bands_decoder_bytes). With it, the estimate is
+    # 15-19 % over the measured address space + source at 40 MP RGBA.
+    "jp2-bands": (1.5, 2.5),
 }
 # The streaming route holds a strip, not the image, except where libvips' loader
 # keeps a whole frame: interlaced PNG (all of it), GIF (an RGBA frame), WebP (the
@@ -82,6 +92,12 @@ _WEBP_BANDS_COST = (0.25, 1.25)
 _WEBP_LOSSLESS_FRAME = 4.25
 _WEBP_ALPHA_PLANE = 2.25
 _FIXED_OVERHEAD = 8 * 1024 * 1024  # pikepdf/img2pdf bookkeeping, buffers
+# What a band of app.engine.jp2_bands costs, in multiples of its int32
+# samples: openjpeg's output window, its tile-component window, the
+# code-blocks decoded around the window (kept while a band still needs them),
+# what a reused codec accumulates between fresh ones, the flattening's strips.
+_JP2_BAND_FACTOR = 10.0
+_JP2_TILE_FACTOR = 4.0
 
 
 def _jpeg_coefficient_bytes(width: int, height: int, components: int) -> int:
@@ -104,6 +120,20 @@ def _jp2_decoder_bytes(width: int, height: int, bands: int) -> int:
     (int32), before Pillow's own copy; + 25% (RGBA measured 25-27 B/px all told
     on pillow-flatten, whose 10.5 B/px did not cover it)."""
     return 5 * width * height * max(bands, 1)
+
+
+def jp2_bands_decoder_bytes(plan: Plan) -> int:
+    """What app.engine.jp2_bands holds besides the tile data: one band's int32
+    samples (band_rows rows, at most the image's) times _JP2_BAND_FACTOR; or,
+    decoding a tile at a time, one tile's times _JP2_TILE_FACTOR and a row of
+    tiles flattened."""
+    width, height, components = plan.width, plan.height, plan.components
+    if plan.by_tile:
+        tile = min(plan.tile_width, width) * min(plan.tile_height, height) * components * 4
+        row = min(plan.tile_height, height) * width * plan.colours
+        return int(_JP2_TILE_FACTOR * tile + row)
+    rows = min(height, band_rows(width, components))
+    return int(_JP2_BAND_FACTOR * rows * width * components * 4)
 
 
 def estimate_peak_bytes(info: ImageInfo, source_len: int) -> int:

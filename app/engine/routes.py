@@ -15,6 +15,8 @@ sends what libvips can decode to "stream". `inspect_image` records the route
                                                         first-page bytes), matrix
     JPEG 2000 8-bit, no alpha              embed-jp2    img2pdf_route
     JPEG 2000 > 8-bit grey/RGB, no alpha   embed-jp2    direct.embed_jp2
+    JPEG 2000 8-bit RGBA / LA, plain       jp2-bands    jp2_bands (openjpeg's decode area,
+      (jp2_bands.plan takes it)                         bands flattened as pillow-flatten)
     PNG 8-bit, no alpha, not interlaced    embed-png    direct (IDAT copy)
     PNG 16-bit, alpha, interlaced (any     stream       streamed._split_png + png_strips,
       depth), palette + tRNS                            or adam7, or libvips strips;
@@ -42,7 +44,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from app.engine import bmp, structure
+from app.engine import bmp, jp2_bands, structure
 from app.engine.facts import _ALPHA_MODES, _MIRRORED, ImageInfo, _Facts
 from app.engine.vips import header, open_image
 
@@ -50,6 +52,9 @@ from app.engine.vips import header, open_image
 # the page looks the same (PDF pages are white), only the PDF's own transparency
 # is lost. Used when the soft-mask path would not fit the memory budget.
 LOW_MEMORY_ALPHA_ROUTE = "pillow-flatten"
+# A JPEG 2000 with alpha decoded in bands of rows (app.engine.jp2_bands): the
+# pillow-flatten route's pixels without openjpeg's whole int32 image.
+JP2_BANDS_ROUTE = "jp2-bands"
 # Pillow's modes of the > 8-bit JPEG 2000 files direct.embed_jp2 embeds.
 _DEEP_JP2_MODES = frozenset({"L", "I;16", "I;16B", "RGB"})
 
@@ -66,7 +71,8 @@ def _stream_or(
 ) -> str:
     """The "stream" route when libvips (app.engine.streamed) can decode this image,
     "bmp" for a BMP app.engine.bmp writes in strips (InvalidImage for a header
-    its file cannot back), else `route`.
+    its file cannot back), "jp2-bands" for a JPEG 2000 with alpha that
+    app.engine.jp2_bands decodes in bands, else `route`.
 
     Plain 8-bit PNGs keep img2pdf's IDAT copy; JPEG, JPEG 2000 and other BMPs
     stay on their routes (libvips here has no JPEG 2000 or BMP loader). A TIFF whose IFD
@@ -75,6 +81,10 @@ def _stream_or(
     """
     if kind == "bmp":
         return "bmp" if bmp.parse(data) is not None else route
+    if kind == "jp2":
+        if route == LOW_MEMORY_ALPHA_ROUTE and jp2_bands.plan(data) is not None:
+            return JP2_BANDS_ROUTE
+        return route
     if route == "embed-png" and facts.png_depth <= 8:
         return route
     if kind == "tiff" and shape.frames >= structure.FRAMES_COUNTED:
@@ -106,9 +116,10 @@ def _route(kind: str, mode: str, facts: _Facts) -> str:
         return "embed-jpeg"
     if kind == "jp2":
         # Embedded as they are: img2pdf takes 8-bit files, direct.embed_jp2 deeper
-        # grey and RGB ones. Ones with alpha are decoded (openjpeg keeps 4 bytes
-        # per sample) and flattened: img2pdf embeds an 8-bit one with its alpha
-        # ignored, and pdfium draws /SMaskInData up to 63 levels off.
+        # grey and RGB ones. Ones with alpha are decoded and flattened (in bands
+        # by app.engine.jp2_bands where _stream_or says so, else Pillow, whose
+        # openjpeg keeps 4 bytes per sample): img2pdf embeds an 8-bit one with
+        # its alpha ignored, and pdfium draws /SMaskInData up to 63 levels off.
         # A file whose boxes or codestream structure are broken is decoded:
         # Pillow refuses it (422) or draws what a reader would not.
         if not facts.jp2_sound:

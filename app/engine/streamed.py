@@ -14,10 +14,11 @@ import struct
 import img2pdf
 from PIL import Image
 
+from app.engine import jp2_bands
 from app.engine.adam7 import adam7_strips
 from app.engine.facts import _Facts, _png_chunks
 from app.engine.gif import indexed_strips
-from app.engine.img2pdf_route import _MAX_PAGE_PT, _layout_at
+from app.engine.img2pdf_route import _MAX_PAGE_PT, _jp2_dpi, _layout_at
 from app.engine.pdfwriter import write_pdf
 from app.engine.png_strips import png_filtered_strips
 from app.engine.vips import Header, header, open_image
@@ -163,6 +164,18 @@ def _stream(data: bytes, kind: str, orientation: int, dpi, fd: int, split=None) 
     if head is None:
         raise UnsupportedImage()
     return _write_streamed(image, head, orientation, dpi, fd, strips)
+
+
+def _stream_jp2(data: bytes, fd: int) -> int:
+    """The jp2-bands route: a JPEG 2000 with alpha flattened onto white band by
+    band (app.engine.jp2_bands), on the page img2pdf gives the pillow-flatten
+    route's PNG (the file's resolution box, else img2pdf's default dpi)."""
+    found = jp2_bands.plan(data)
+    if found is None:  # inspection chose the route from the same bytes
+        raise UnsupportedImage()
+    head = Header(found.width, found.height, found.colours, False, 8, None)
+    strips = jp2_bands.flattened_strips(data, found)
+    return _write_streamed(None, head, 1, _jp2_dpi(data), fd, strips)
 
 
 def _write_streamed(image, head, orientation: int, dpi, fd: int, strips) -> int:

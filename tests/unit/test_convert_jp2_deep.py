@@ -143,10 +143,11 @@ def with_alpha(mode: str, codestream: bool) -> bytes:
 def test_8bit_jpeg2000_with_alpha_renders_its_transparency(mode, codestream):
     # img2pdf embedded the .jp2 with its alpha ignored (clear areas in their
     # stored colour, 255 levels off) and refused the bare codestream (422);
-    # pdfium draws /SMaskInData 1 up to 63 levels off. Flattened onto white.
+    # pdfium draws /SMaskInData 1 up to 63 levels off. Flattened onto white,
+    # in bands (app.engine.jp2_bands).
     data = with_alpha(mode, codestream)
     info = inspect_image(data, 10**9)
-    assert (info.mode, info.route) == (mode, "pillow-flatten")
+    assert (info.mode, info.route) == (mode, "jp2-bands")
     pdf = convert_to_pdf(data, info)
     pillow = Image.open(io.BytesIO(data)).convert("RGBA")
     paper = Image.new("RGBA", pillow.size, "white")
