@@ -43,6 +43,7 @@ def _samples() -> list[bytes]:
         (rgb, "WEBP", {"lossless": True}),
         (rgba, "WEBP", {"lossless": True}),
         (rgb, "JPEG2000", {}),
+        (rgba, "JPEG2000", {}),  # the banded route: binds libopenjp2 here, not per child
     ):
         buf = io.BytesIO()
         im.save(buf, fmt, **params)
