@@ -12,8 +12,11 @@ connection, any OOM kill, or cgroups left behind. Asserts nothing about speed.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.support import cgroups
@@ -81,3 +84,41 @@ def test_short_load_run_under_e2_micro_limits(tmp_path):
 
     assert report["violations"] == []
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def _groups_of(pid: int) -> list[Path]:
+    return [p for p in _leftover_groups() if str(pid) in p.name.split("-")]
+
+
+def test_a_terminated_run_removes_its_service_and_cgroups(tmp_path):
+    """SIGTERM (a `kill`, `timeout`) mid-run: the harness stops the confined
+    service and removes its cgroups, as at the end of a run."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "loadtest.py"), "--mode", "short",
+         "--workdir", str(tmp_path / "work")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+    )  # fmt: skip
+    service: set[int] = set()
+    try:
+        deadline = time.monotonic() + 90
+        while len(service) < 5 and time.monotonic() < deadline:  # master, 2 workers, 2 zygotes
+            time.sleep(0.5)
+            for group in _groups_of(proc.pid):
+                if not group.name.startswith("img2pdf-load-"):
+                    continue  # the client's own group (img2pdf-loadclient-<pid>)
+                with open(group / "cgroup.procs") as procs:
+                    service |= {int(line) for line in procs if line.strip()}
+        assert len(service) >= 5, "the confined service did not start"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _groups_of(proc.pid) == []
+    # A zygote still warming up sees its socket's end once it starts serving.
+    deadline = time.monotonic() + 15
+    alive = service
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in alive if os.path.exists(f"/proc/{pid}")]
+    assert alive == [], alive

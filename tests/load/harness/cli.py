@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("root is needed to create cgroups", file=sys.stderr)
         return 2
+    # A `kill` or `timeout` unwinds like ^C: the service stops and its cgroups go
+    # (SIGTERM's default ended the process at once and left both behind).
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         workdir.mkdir(parents=True, exist_ok=True)
@@ -47,3 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     for v in report["violations"]:
         print(f"VIOLATION: {v}")
     return 1 if report["violations"] else 0
+
+
+def _exit_on_signal(signum: int, _frame) -> None:
+    raise SystemExit(128 + signum)

@@ -36,7 +36,7 @@ def plans_for(mode: str) -> list[Plan]:
         ]
     knee = [4, 6, 8, 12]
     return [
-        Plan(DEFAULTS, [1, 2, 4, 6, 7, 8, 10, 12, 16, 24], 20),
+        Plan(DEFAULTS, [1, 2, 4, 6, 7, 8, 10, 12, 16, 24, 32, 48], 20),
         Plan(DEFAULTS, [1, 3], 20, WORST_MIX, "worst-memory"),
         Plan(Variant("workers=1", {"WEB_CONCURRENCY": "1"}), knee, 20),
         Plan(Variant("workers=3", {"WEB_CONCURRENCY": "3"}), knee, 20),
