@@ -312,9 +312,9 @@ class Job:
         self._closed = False
         self._remaining = limits.timeout_s
         self._out = _memfd("img2pdf-out")
-        src = _memfd("img2pdf-src")
-        readonly = -1
+        src = readonly = -1
         try:
+            src = _memfd("img2pdf-src")  # EMFILE here: the output memfd is closed below
             _write_all(src, data)
             # The child gets the source read-only: it maps it and keeps the descriptor.
             readonly = os.open(f"/proc/self/fd/{src}", os.O_RDONLY | os.O_CLOEXEC)
@@ -330,7 +330,8 @@ class Job:
             os.close(self._out)
             raise
         finally:
-            os.close(src)
+            if src >= 0:
+                os.close(src)
             if readonly >= 0:
                 os.close(readonly)
 

@@ -324,3 +324,30 @@ def test_a_zygote_stopped_while_its_child_converts_does_not_hang_the_job():
     assert state(pid) in (None, "Z")
     assert convert(box, images.png(64, 48)).startswith(b"%PDF-")
     assert zygote_pid() != pid
+
+
+def test_emfile_at_the_jobs_second_memfd_leaks_nothing(box):
+    """The worker out of descriptors (EMFILE) with exactly one left: the job's
+    output memfd takes it, its source memfd fails: an OSError (503 busy), and the
+    output memfd is closed, not leaked into an already exhausted table."""
+    import resource
+
+    convert(box, images.png(64, 48))
+    fillers = []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        # Fill the holes below the highest descriptor, so the next is the last.
+        top = max(fds())
+        while (fd := os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)) < top:
+            fillers.append(fd)
+        fillers.append(fd)
+        last = fd + 1
+        resource.setrlimit(resource.RLIMIT_NOFILE, (last + 1, hard))
+        with pytest.raises(OSError):
+            box.job(images.png(64, 48))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for fd in fillers:
+            os.close(fd)
+    assert last not in fds()
+    assert convert(box, images.png(64, 48)).startswith(b"%PDF-")
