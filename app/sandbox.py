@@ -76,6 +76,11 @@ LAUNCH = struct.Struct("=qdq")
 STATUS = struct.Struct("=i")
 # The exit code reported for a child whose zygote died before it could tell.
 UNKNOWN_EXIT = 255
+# How long a zygote may take to report a child's exit once the child is known to
+# be ending (killed, or it has answered), and to take a launch message: a zygote
+# silent that long is stuck (stopped, frozen) and is killed, so no worker thread
+# waits on it for ever. A launch waits at most the job's timeout for the pid.
+REPORT_TIMEOUT_S = 10.0
 
 log = logging.getLogger("img2pdf.sandbox")
 _ROOT = str(Path(__file__).resolve().parents[1])  # the directory holding `app`
@@ -104,6 +109,8 @@ class _Zygote:
                 return
             self._end(kill=True)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # A stuck zygote's full socket must not block a launch (holding the lock).
+        ours.settimeout(REPORT_TIMEOUT_S)
         with theirs:
             self._proc = subprocess.Popen(
                 [
@@ -120,9 +127,10 @@ class _Zygote:
         self._sock = ours
         self._lost = False
 
-    def launch(self, fds: list[int], size: int, limits: Limits) -> tuple[int, int]:
-        """Fork a child with `fds` (its socket, source, output): (pid, status fd).
-        OSError when none could be started."""
+    def launch(self, fds: list[int], size: int, limits: Limits) -> tuple[int, int, object]:
+        """Fork a child with `fds` (its socket, source, output): (pid, status fd,
+        the zygote's Popen). OSError when none could be started, or when the
+        zygote sends no pid within the job's timeout (it is then killed)."""
         status, status_w = os.pipe()
         message = LAUNCH.pack(size, limits.timeout_s, limits.max_memory)
         try:
@@ -139,18 +147,33 @@ class _Zygote:
                 proc = self._proc
             os.close(status_w)
             status_w = -1
-            pid = _read_status(status, None)
+            try:
+                pid = _read_status(status, max(limits.timeout_s, 0.0))
+            except TimeoutError:
+                self.abandon(proc)
+                raise OSError("the conversion zygote did not answer") from None
             if pid is None:  # the zygote died with the message unanswered
                 with self._lock:
                     self._lost = self._lost or self._proc is proc
             if not pid:  # None, or 0: the fork failed (TasksMax, memory)
                 raise OSError("no conversion process could be started")
-            return pid, status
+            return pid, status, proc
         except BaseException:
             os.close(status)
             if status_w >= 0:
                 os.close(status_w)
             raise
+
+    def abandon(self, proc) -> None:
+        """Kill a zygote that stopped answering (its children's status pipes then
+        close, so whoever waits on them sees the end); the next launch starts another."""
+        with self._lock:
+            if proc is self._proc:
+                self._end(kill=True)
+                return
+        if proc is not None:
+            proc.kill()
+            proc.wait()
 
     def _end(self, kill: bool) -> None:
         if self._sock is not None:
@@ -200,19 +223,26 @@ def _read_status(fd: int, timeout: float | None) -> int | None:
 class _Child:
     """A conversion child as its parent sees it: pid, exit code, kill."""
 
-    def __init__(self, pid: int, status: int):
+    def __init__(self, pid: int, status: int, zygote=None):
         self.pid = pid
         self._status = status
+        self._zygote = zygote  # the Popen of the zygote that forked it
         self.exitcode: int | None = None
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Whether the child has ended (waits up to `timeout`; None: until it has)."""
+        """Whether the child has ended (waits up to `timeout`; None: until it has,
+        which, the child being killed or done, takes its zygote at most
+        REPORT_TIMEOUT_S: a zygote silent longer is killed and the child with it)."""
         if self.exitcode is not None:
             return True
         try:
-            code = _read_status(self._status, timeout)
+            code = _read_status(self._status, REPORT_TIMEOUT_S if timeout is None else timeout)
         except TimeoutError:
-            return False
+            if timeout is not None:
+                return False
+            log.warning("conversion zygote stopped answering: replaced")
+            _zygote.abandon(self._zygote)
+            code = _read_status(self._status, None)  # its end: the zygote is gone
         if code is None:  # the zygote died first: make sure the child does too
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL)
@@ -282,25 +312,26 @@ class Job:
         self._closed = False
         self._remaining = limits.timeout_s
         self._out = _memfd("img2pdf-out")
-        src = _memfd("img2pdf-src")
-        readonly = -1
+        src = readonly = -1
         try:
+            src = _memfd("img2pdf-src")  # EMFILE here: the output memfd is closed below
             _write_all(src, data)
             # The child gets the source read-only: it maps it and keeps the descriptor.
             readonly = os.open(f"/proc/self/fd/{src}", os.O_RDONLY | os.O_CLOEXEC)
             parent, child = socket.socketpair()
             with parent, child:
-                pid, status = _zygote.launch(
+                pid, status, zygote = _zygote.launch(
                     [child.fileno(), readonly, self._out], len(data), limits
                 )
                 self._conn = Connection(parent.detach())
-            self._proc = _Child(pid, status)
+            self._proc = _Child(pid, status, zygote)
             self._pid = pid
         except BaseException:
             os.close(self._out)
             raise
         finally:
-            os.close(src)
+            if src >= 0:
+                os.close(src)
             if readonly >= 0:
                 os.close(readonly)
 

@@ -75,6 +75,16 @@ REUSE_SOURCE_BYTES = 2 * 1024 * 1024
 # (40 MP in 1000x1000 tiles: 53.6 s in 53-row bands).
 TILE_BYTES = 16 * 1024 * 1024
 ROW_BYTES = 24 * 1024 * 1024
+# Every fresh codec parses the headers of all the file's tiles (their SOT
+# markers, a tile-coding structure each) and a band decodes every tile it cuts:
+# work grows as codecs x tiles. 4096 tiles of 8x8 a tile at a time (16.7 M)
+# took 22 s against Pillow's 0.07 s for the whole file (one decode); 1024 of
+# 16x16 (1 M) 1.4 s. A band's tiles are decoded (in part), not only parsed:
+# they count BAND_TILE_WEIGHT each (30 bands x 4096 tiles of 2x1200, 8192x1200
+# px: 5.5 s; 123 bands x 1024 tiles of 32x1200, 32768x1200 px: 10.6 s). Past
+# MAX_CODEC_TILES a file keeps Pillow, which decodes it once, as before this route.
+MAX_CODEC_TILES = 1024 * 1024
+BAND_TILE_WEIGHT = 8
 _STREAM_CHUNK = 1024 * 1024  # opj_stream_create's buffer (OPJ_J2K_STREAM_CHUNK_SIZE)
 _KNOWN_VERSION = b"2.5."
 _CODEC_J2K, _CODEC_JP2 = 0, 2  # OPJ_CODEC_FORMAT
@@ -242,6 +252,23 @@ class Plan:
         return tile * self.components * 4 <= TILE_BYTES and rows <= ROW_BYTES
 
     @property
+    def tiles(self) -> int:
+        if self.single_tile or not self.tile_width or not self.tile_height:
+            return 1
+        columns = len(_edges(self.first_tile_columns, self.tile_width, self.width))
+        return columns * len(_edges(self.first_tile_rows, self.tile_height, self.height))
+
+    @property
+    def codec_tiles(self) -> int:
+        """Codecs the decode reads afresh times the tiles each one parses (a
+        band's weighted: it decodes them)."""
+        if self.single_tile:
+            return 0
+        if self.by_tile:
+            return self.tiles * self.tiles
+        return len(bands(self)) * self.tiles * BAND_TILE_WEIGHT
+
+    @property
     def colours(self) -> int:
         return self.components - 1
 
@@ -288,7 +315,8 @@ def _plan(data) -> Plan | None:
         return None
     if any(c != (1, 1, 8, 0) for c in comps):  # dx, dy, prec, sgnd
         return None
-    return Plan(siz.width, siz.height, components, codec, tiles == 1, *grid)
+    found = Plan(siz.width, siz.height, components, codec, tiles == 1, *grid)
+    return found if found.codec_tiles <= MAX_CODEC_TILES else None
 
 
 def _jp2_sound(data) -> tuple[int, structure._Siz]:

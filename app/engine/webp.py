@@ -75,7 +75,7 @@ def layout(data: bytes) -> Layout | None:
     while pos + 8 <= end:
         fourcc, size = struct.unpack_from("<4sI", data, pos)
         start = pos + 8
-        if fourcc == b"VP8X" and size >= 10:
+        if fourcc == b"VP8X" and size >= 10 and start < end:  # its flags byte is there
             animated = bool(data[start] & _VP8X_ANIMATION)
         elif fourcc == b"ICCP" and icc is None:
             icc = data[start : start + size]

@@ -238,3 +238,116 @@ def test_the_zygote_is_single_threaded_and_goes_with_its_parent(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def stopped_zygote_outcome(run, limits: Limits) -> tuple[BaseException | object, bool]:
+    """Runs `run(box)` in a thread with the zygote stopped (SIGSTOP) and never
+    resumed: (what `run` returned or raised, whether the stopped zygote is gone).
+    The thread is given far longer than the launch's bound to end."""
+    box = Sandbox(limits)
+    box.start()
+    convert(box, images.png(64, 48))
+    pid = zygote_pid()
+    assert pid is not None
+    outcome: list = []
+
+    def target() -> None:
+        try:
+            outcome.append(run(box))
+        except BaseException as exc:  # the outcome under test
+            outcome.append(exc)
+
+    os.kill(pid, signal.SIGSTOP)
+    thread = threading.Thread(target=target, daemon=True)
+    try:
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive(), "the worker waits for a stopped zygote for ever"
+    finally:
+        if state(pid) not in (None, "Z"):
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
+        thread.join()
+    gone = state(pid) in (None, "Z")
+    # The service recovers: the next job gets a new zygote.
+    assert convert(box, images.png(64, 48)).startswith(b"%PDF-")
+    assert zygote_pid() != pid
+    return outcome[0], gone
+
+
+def test_a_stopped_zygote_fails_the_launch_and_is_replaced():
+    """A zygote that stops answering (SIGSTOP, a frozen cgroup) mid-launch: the
+    launch waits at most its job's timeout for the child's pid, then is an
+    OSError (503 busy), and the stuck zygote is killed, not waited on."""
+    before = fds()
+    outcome, gone = stopped_zygote_outcome(
+        lambda box: box.job(images.png(64, 48)), Limits(timeout_s=1.0, max_memory=BUDGET)
+    )
+    assert isinstance(outcome, OSError), outcome
+    assert gone
+    assert fds() == before
+
+
+def test_a_zygote_stopped_while_its_child_converts_does_not_hang_the_job():
+    """The child answers but its zygote, stopped, never reports its exit code:
+    closing the job does not wait for ever; the stuck zygote is replaced."""
+
+    def run(box: Sandbox) -> bytes:
+        with box.job(images.png(64, 48)) as job:
+            info = job.inspect(MAX_PIXELS)
+            os.kill(zygote_pid(), signal.SIGSTOP)
+            return job.convert(info, estimate_peak_bytes(info, 10**6))
+
+    box = Sandbox(Limits(timeout_s=1.0, max_memory=BUDGET))
+    box.start()
+    convert(box, images.png(64, 48))
+    pid = zygote_pid()
+    outcome: list = []
+
+    def target() -> None:
+        try:
+            outcome.append(run(box))
+        except BaseException as exc:  # the outcome under test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    try:
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive(), "closing the job waits for a stopped zygote for ever"
+    finally:
+        if state(pid) not in (None, "Z"):
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
+        thread.join()
+    assert isinstance(outcome[0], bytes) and outcome[0].startswith(b"%PDF-"), outcome
+    assert state(pid) in (None, "Z")
+    assert convert(box, images.png(64, 48)).startswith(b"%PDF-")
+    assert zygote_pid() != pid
+
+
+def test_emfile_at_the_jobs_second_memfd_leaks_nothing(box):
+    """The worker out of descriptors (EMFILE) with exactly one left: the job's
+    output memfd takes it, its source memfd fails: an OSError (503 busy), and the
+    output memfd is closed, not leaked into an already exhausted table."""
+    import resource
+
+    convert(box, images.png(64, 48))
+    fillers = []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        # Fill the holes below the highest descriptor, so the next is the last.
+        top = max(fds())
+        while (fd := os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)) < top:
+            fillers.append(fd)
+        fillers.append(fd)
+        last = fd + 1
+        resource.setrlimit(resource.RLIMIT_NOFILE, (last + 1, hard))
+        with pytest.raises(OSError):
+            box.job(images.png(64, 48))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for fd in fillers:
+            os.close(fd)
+    assert last not in fds()
+    assert convert(box, images.png(64, 48)).startswith(b"%PDF-")

@@ -188,3 +188,15 @@ def test_a_12_mp_animation_converts_within_its_banded_estimate():
     assert limit < 120 * 1024 * 1024
     status = convert_under_address_limit(data, info, limit)
     assert status.startswith(b"ok "), status
+
+
+@pytest.mark.parametrize("name", ["lossy opaque", "lossless alpha, frame inside"])
+def test_every_cut_through_the_vp8x_chunk_is_a_client_error(name):
+    """Cut at every byte of the first 48 (20: the VP8X chunk's header whole, its
+    payload gone): the RIFF walks never index past the end; the answer is a 4xx."""
+    whole = SAMPLES[name](64, 48)
+    for cut in range(12, 49):
+        data = whole[:cut]
+        with pytest.raises(ApiError) as err:
+            convert_to_pdf(data, inspect_image(data, 10**9))
+        assert 400 <= err.value.status < 500, cut
