@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import math
 import mmap
@@ -54,11 +55,12 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from app import errors
+from app.engine.facts import ImageInfo
 from app.errors import ApiError, ConversionCrashed, ConversionTimeout, ConversionTooLarge
 
 # Address space the inspection step may use besides its copy of the source:
@@ -395,11 +397,12 @@ class Job:
             log.warning("conversion process killed after %.1f s", self.limits.timeout_s)
             raise ConversionTimeout()
         try:
-            message = self._conn.recv()
+            raw = self._conn.recv_bytes(MAX_REPLY_BYTES)
         except (OSError, EOFError):
-            message = None
-        if message is None:
+            raw = None
+        if raw is None:
             raise self._died()
+        message = _decode_reply(raw)
         self.warnings += message[-1]
         tag = message[0]
         if tag == expected:
@@ -409,7 +412,12 @@ class Job:
         if tag == "api":
             _, name, detail, _count = message
             cls = getattr(errors, name, None)
-            if isinstance(cls, type) and issubclass(cls, ApiError):
+            # An image's error; never a Retryable one (the child has no say in retries).
+            if (
+                isinstance(cls, type)
+                and issubclass(cls, ApiError)
+                and not issubclass(cls, errors.Retryable)
+            ):
                 return _raise(cls(detail))
             raise ConversionCrashed()
         if tag == "memory":
@@ -434,6 +442,67 @@ class Job:
 
 def _raise(exc: ApiError):
     raise exc
+
+
+# --- the child's replies: plain JSON, checked field by field -----------------
+# The child decodes untrusted bytes with C libraries: if one is ever turned into
+# code execution, what the child says must not become code in the worker, so
+# replies are not pickles. The worker -> child direction stays pickled (the
+# worker is trusted).
+MAX_REPLY_BYTES = 64 * 1024
+MAX_DETAIL_CHARS = 300
+# ImageInfo's fields and their types (its annotations are strings); a field of
+# another type fails here, at import, rather than in a reply.
+_INFO_TYPES = {f.name: {"str": str, "int": int, "bool": bool}[f.type] for f in fields(ImageInfo)}
+
+
+def _encode_reply(reply: tuple) -> bytes:
+    if reply[0] == "info":
+        reply = ("info", asdict(reply[1]), reply[2])
+    return json.dumps(reply).encode()
+
+
+def _decode_reply(raw: bytes) -> tuple:
+    """The child's reply as the worker uses it; anything off the schema is a
+    crash of the child (ConversionCrashed), never an object the child chose."""
+    try:
+        message = json.loads(raw)
+        tag, *rest = message
+        *values, count = rest
+        if not _count(count):
+            raise ValueError
+        if tag == "info" and len(values) == 1:
+            return ("info", _image_info(values[0]), count)
+        if tag == "pdf" and len(values) == 2 and all(_count(v) for v in values):
+            return ("pdf", values[0], values[1], count)
+        if tag == "api" and len(values) == 2:
+            name, detail = values
+            if isinstance(name, str) and name.isidentifier() and _detail(detail):
+                return ("api", name, detail, count)
+        if tag == "memory" and not values:
+            return ("memory", count)
+    except (ValueError, TypeError):
+        pass
+    raise ConversionCrashed()
+
+
+def _count(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _detail(value) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_DETAIL_CHARS and value.isprintable()
+
+
+def _image_info(value) -> ImageInfo:
+    if not isinstance(value, dict) or set(value) != set(_INFO_TYPES):
+        raise ValueError
+    for name, expected in _INFO_TYPES.items():
+        if type(value[name]) is not expected:  # bool is not an int here, nor the reverse
+            raise ValueError
+        if expected is int and value[name] < 0:
+            raise ValueError
+    return ImageInfo(**value)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -578,6 +647,6 @@ def _serve(conn, data, out_fd: int, baseline: int, counter: _WarningCounter) -> 
             reply = ("api", type(exc).__name__, exc.detail, warned())
         except MemoryError:
             reply = ("memory", warned())
-        conn.send(reply)
+        conn.send_bytes(_encode_reply(reply))
         if reply[0] != "info":
             return

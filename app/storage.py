@@ -143,9 +143,9 @@ class LocalStorage:
         named = None
         try:
             if _FILENAME_RE.fullmatch(filename):
-                named = f"{path}.filename"
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-                fd = os.open(named, flags, 0o644)
+                fd = os.open(f"{path}.filename", flags, 0o644)
+                named = f"{path}.filename"  # ours to remove only once we made it
                 try:
                     os.fchmod(fd, 0o644)  # whatever the umask
                     if os.write(fd, filename.encode()) != len(filename):  # <= 88 bytes

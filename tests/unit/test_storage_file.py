@@ -128,3 +128,16 @@ def test_a_pdf_being_written_is_not_a_pdf_to_a_sweep_of_stored_ones(tmp_path):
     os.close(fd)
     assert Path(tmp).parent == tmp_path and Path(tmp).name.startswith(".upload-")
     assert list(tmp_path.glob("*.pdf")) == []
+
+
+def test_a_second_store_of_a_name_fails_and_leaves_the_first_whole(tmp_path):
+    """Names are fresh uuids, so this is a bug elsewhere if it happens: the second
+    store must fail without taking the first one's download name with it."""
+    store = LocalStorage(tmp_path, "http://127.0.0.1:1")
+    name = new_pdf_name()
+    store.save_pdf_written(written(b"%PDF-1.5 first"), name, "first.pdf")
+    with pytest.raises(FileExistsError):
+        store.save_pdf_written(written(b"%PDF-1.5 second"), name, "second.pdf")
+    assert (tmp_path / name).read_bytes() == b"%PDF-1.5 first"
+    assert store.filename_for(name) == "first.pdf"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name, f"{name}.filename"]
