@@ -42,15 +42,12 @@ openjpeg.h (sizes checked by tests/unit/test_convert_jp2_bands.py).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import glob
-import os
 import struct
 from dataclasses import dataclass
 
 from PIL import Image
 
-from app.engine import structure, vips
+from app.engine import clib, structure, vips
 from app.engine.png_strips import BadData, _up
 
 # int32 samples of a decoded band, all components (openjpeg's own window);
@@ -188,36 +185,17 @@ def _bind(lib) -> None:
 def _library():
     """libopenjp2 2.5.x, loaded once: the Pillow wheel's copy, else the system's."""
     global _lib
-    if _lib is not None:
-        return _lib or None
-    import PIL
+    if _lib is None:
+        _lib = clib.load("openjp2", "openjp2", _accept) or False
+    return _lib or None
 
-    wheel_libs = os.path.join(os.path.dirname(PIL.__file__), os.pardir, "pillow.libs")
-    found = sorted(glob.glob(os.path.join(wheel_libs, "libopenjp2-*")))
 
-    def candidates():
-        yield from (path for path in found if ".so" in path)
-        # Reached only when the wheel's copy fails: find_library runs
-        # `ldconfig -p` in a subprocess, and the first call may come in the
-        # conversion process.
-        name = ctypes.util.find_library("openjp2")
-        if name:
-            yield name
-
-    for path in candidates():
-        try:
-            lib = ctypes.CDLL(path)
-            lib.opj_version.restype = ctypes.c_char_p
-            version = lib.opj_version() or b""
-        except (OSError, AttributeError):
-            continue
-        if not version.startswith(_KNOWN_VERSION):
-            continue  # structures of another version are not known here
-        _bind(lib)
-        _lib = lib
-        return lib
-    _lib = False
-    return None
+def _accept(lib) -> bool:
+    lib.opj_version.restype = ctypes.c_char_p
+    if not (lib.opj_version() or b"").startswith(_KNOWN_VERSION):
+        return False  # structures of another version are not known here
+    _bind(lib)
+    return True
 
 
 def available() -> bool:

@@ -25,15 +25,12 @@ whole-frame decode reads its neighbours. The library is Pillow's own libwebp
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import glob
-import os
 import struct
 from dataclasses import dataclass
 
 from PIL import Image
 
-from app.engine import vips
+from app.engine import clib, vips
 from app.engine.png_strips import BadData, _up
 
 # Decoded bytes per band: lossy bands re-decode from the top, so they are tall
@@ -174,37 +171,24 @@ _lib = None
 def _library():
     """libwebp, loaded once: the copy in the Pillow wheel, else the system's."""
     global _lib
-    if _lib is not None:
-        return _lib or None
-    import PIL
+    if _lib is None:
+        _lib = clib.load("webp", "webp", _accept) or False
+    return _lib or None
 
-    wheel_libs = os.path.join(os.path.dirname(PIL.__file__), os.pardir, "pillow.libs")
-    found = sorted(glob.glob(os.path.join(wheel_libs, "libwebp-*")))
-    candidates = [path for path in found if ".so" in path]
-    system = ctypes.util.find_library("webp")
-    if system:
-        candidates.append(system)
-    for path in candidates:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        if lib.WebPGetDecoderVersion() < 0x010000:
-            continue
-        lib.WebPInitDecoderConfigInternal.argtypes = [ctypes.POINTER(_Config), ctypes.c_int]
-        lib.WebPGetFeaturesInternal.argtypes = [
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-            ctypes.POINTER(_Features),
-            ctypes.c_int,
-        ]
-        lib.WebPDecode.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(_Config)]
-        if not lib.WebPInitDecoderConfigInternal(_Config(), _ABI):
-            continue  # another ABI major: these structures are not its own
-        _lib = lib
-        return lib
-    _lib = False
-    return None
+
+def _accept(lib) -> bool:
+    if lib.WebPGetDecoderVersion() < 0x010000:
+        return False
+    lib.WebPInitDecoderConfigInternal.argtypes = [ctypes.POINTER(_Config), ctypes.c_int]
+    lib.WebPGetFeaturesInternal.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.POINTER(_Features),
+        ctypes.c_int,
+    ]
+    lib.WebPDecode.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(_Config)]
+    # Another ABI major refuses to initialise: these structures are not its own.
+    return bool(lib.WebPInitDecoderConfigInternal(_Config(), _ABI))
 
 
 def available() -> bool:
