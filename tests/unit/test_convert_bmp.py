@@ -22,6 +22,7 @@ from app.engine.inspect import inspect_image
 from app.errors import ApiError, InvalidImage
 from tests.support import images
 from tests.support.limits import convert_under_address_limit
+from tests.support.pdfs import image_samples, rendered_at_width
 
 ALPHA_MASKS = (0xFF0000, 0xFF00, 0xFF, 0xFF000000)
 
@@ -95,33 +96,13 @@ def build(
     return file_header + body + pixels
 
 
-def pdf_samples(pdf: bytes) -> tuple[np.ndarray, np.ndarray | None]:
-    with pikepdf.open(io.BytesIO(pdf)) as doc:
-        image = doc.pages[0].Resources.XObject.Im0
-        rgb = np.asarray(pikepdf.PdfImage(image).as_pil_image().convert("RGB"))
-        alpha = None
-        if "/SMask" in image:
-            alpha = np.asarray(pikepdf.PdfImage(image.SMask).as_pil_image())
-    return rgb, alpha
-
-
-def rendered(pdf: bytes, width: int) -> np.ndarray:
-    """The page at one device pixel per image pixel (pages under 3 pt are scaled up)."""
-    doc = pdfium.PdfDocument(pdf)
-    try:
-        page = doc[0]
-        return np.asarray(page.render(scale=width / page.get_width()).to_pil().convert("RGB"))
-    finally:
-        doc.close()
-
-
 def assert_like_pillow(data: bytes, *, alpha: bool = False) -> None:
     info = inspect_image(data, 10**9)
     assert info.route == "bmp"
     pdf = convert_to_pdf(data, info)
     pillow = Image.open(io.BytesIO(data))
     pillow.load()
-    rgb, soft = pdf_samples(pdf)
+    rgb, soft = image_samples(pdf)
     assert np.array_equal(rgb, np.asarray(pillow.convert("RGB")))
     if alpha:
         assert soft is not None
@@ -131,7 +112,7 @@ def assert_like_pillow(data: bytes, *, alpha: bool = False) -> None:
     else:
         assert soft is None
         want = np.asarray(pillow.convert("RGB"))
-    got = rendered(pdf, pillow.width).astype(int)
+    got = rendered_at_width(pdf, pillow.width).astype(int)
     assert got.shape == want.shape
     assert np.abs(got - want.astype(int)).max() <= 1  # compositing rounding only
 
@@ -306,7 +287,7 @@ def test_rows_longer_than_a_strip(name, top_down):
     assert bmp.parse(data).stride > vips.STRIP_BYTES
     pdf = convert_to_pdf(data, inspect_image(data, 10**9))
     pillow = Image.open(io.BytesIO(data))
-    rgb, soft = pdf_samples(pdf)
+    rgb, soft = image_samples(pdf)
     assert np.array_equal(rgb, np.asarray(pillow.convert("RGB")))
     if "masks" in params and depth == 32:
         assert np.array_equal(soft, np.asarray(pillow.getchannel("A")))
@@ -357,7 +338,7 @@ def test_grey_looking_palettes_are_read_at_the_file_depth(depth, entries):
     data = grey_palette(depth, entries)
     layout = bmp.parse(data)
     assert inspect_image(data, 10**9).route == "bmp"
-    rgb, soft = pdf_samples(convert_to_pdf(data, inspect_image(data, 10**9)))
+    rgb, soft = image_samples(convert_to_pdf(data, inspect_image(data, 10**9)))
     table = np.frombuffer(layout.palette, np.uint8).reshape(-1, 3)
     assert soft is None
     assert np.array_equal(rgb, table[indices(data, layout)])

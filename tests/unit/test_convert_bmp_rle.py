@@ -12,7 +12,6 @@ import struct
 
 import numpy as np
 import pikepdf
-import pypdfium2 as pdfium
 import pytest
 from PIL import Image
 
@@ -22,6 +21,7 @@ from app.engine.img2pdf_route import _img2pdf
 from app.engine.inspect import inspect_image
 from app.errors import ApiError, InvalidImage
 from tests.support.limits import convert_under_address_limit
+from tests.support.pdfs import rendered_at_width
 
 RLE8, RLE4 = 1, 2
 
@@ -73,15 +73,6 @@ def pdf_indices(pdf: bytes) -> tuple[np.ndarray, bytes]:
         return samples.reshape(int(image.Height), int(image.Width)), bytes(space[3])
 
 
-def rendered(pdf: bytes, width: int) -> np.ndarray:
-    doc = pdfium.PdfDocument(pdf)
-    try:
-        page = doc[0]
-        return np.asarray(page.render(scale=width / page.get_width()).to_pil().convert("RGB"))
-    finally:
-        doc.close()
-
-
 def assert_like_before(data: bytes, *, short_palette: bool = False) -> None:
     """The route is "bmp"; indices equal Pillow's; the page renders as the PDF the
     img2pdf route (Pillow's decode) wrote before, pixel for pixel. With indices
@@ -95,11 +86,11 @@ def assert_like_before(data: bytes, *, short_palette: bool = False) -> None:
     assert pillow.mode == "P"
     indices, _ = pdf_indices(pdf)
     assert np.array_equal(indices, np.asarray(pillow))
-    page = rendered(pdf, pillow.width)
+    page = rendered_at_width(pdf, pillow.width)
     if short_palette:
         assert np.array_equal(page, np.asarray(pillow.convert("RGB")))
     else:
-        assert np.array_equal(page, rendered(_img2pdf(data, 0), pillow.width))
+        assert np.array_equal(page, rendered_at_width(_img2pdf(data, 0), pillow.width))
 
 
 def encoded(*runs: tuple[int, int]) -> bytes:

@@ -8,11 +8,9 @@ path does not take goes to libvips as before, with the same answer."""
 
 from __future__ import annotations
 
-import io
 import struct
 
 import numpy as np
-import pikepdf
 import pypdfium2 as pdfium
 import pytest
 
@@ -24,6 +22,7 @@ from app.engine.inspect import inspect_image
 from app.errors import ApiError
 from tests.support import images
 from tests.support.limits import convert_under_address_limit
+from tests.support.pdfs import image_samples
 
 
 def animated(first, second, **params) -> bytes:
@@ -46,16 +45,6 @@ SAMPLES = {
         images._half_transparent(w, h), images.cutout(w, h, 2), lossless=True
     ),
 }
-
-
-def samples(pdf: bytes) -> tuple[np.ndarray, np.ndarray | None]:
-    with pikepdf.open(io.BytesIO(pdf)) as doc:
-        image = doc.pages[0].Resources.XObject.Im0
-        colour = np.asarray(pikepdf.PdfImage(image).as_pil_image().convert("RGB"))
-        alpha = None
-        if "/SMask" in image:
-            alpha = np.asarray(pikepdf.PdfImage(image.SMask).as_pil_image())
-    return colour, alpha
 
 
 def rendered(pdf: bytes) -> np.ndarray:
@@ -83,7 +72,7 @@ def assert_as_before(data: bytes) -> None:
     assert not old_info.webp_bands
     # (The mode: Pillow's reading of the VP8X flag before, libvips' choice now.)
     assert (info.width, info.height) == (old_info.width, old_info.height)
-    (colour, alpha), (old_colour, old_alpha) = samples(pdf), samples(old)
+    (colour, alpha), (old_colour, old_alpha) = image_samples(pdf), image_samples(old)
     assert np.array_equal(colour, old_colour)
     assert (alpha is None) == (old_alpha is None)
     if alpha is not None:
