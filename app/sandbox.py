@@ -62,6 +62,7 @@ from pathlib import Path
 from app import errors
 from app.engine.facts import ImageInfo
 from app.errors import ApiError, ConversionCrashed, ConversionTimeout, ConversionTooLarge
+from app.fdio import write_all
 
 # Address space the inspection step may use besides its copy of the source:
 # header parsers keep at most what the file holds (APP segments, ICC profiles,
@@ -317,7 +318,7 @@ class Job:
         src = readonly = -1
         try:
             src = _memfd("img2pdf-src")  # EMFILE here: the output memfd is closed below
-            _write_all(src, data)
+            write_all(src, data)
             # The child gets the source read-only: it maps it and keeps the descriptor.
             readonly = os.open(f"/proc/self/fd/{src}", os.O_RDONLY | os.O_CLOEXEC)
             parent, child = socket.socketpair()
@@ -503,14 +504,6 @@ def _image_info(value) -> ImageInfo:
         if expected is int and value[name] < 0:
             raise ValueError
     return ImageInfo(**value)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-    view.release()
 
 
 # --- the child -------------------------------------------------------------
