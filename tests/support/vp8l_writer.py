@@ -98,8 +98,9 @@ class Code:
     `wide` an 8-bit first symbol, default when it is over 1).
     Normal form: `tokens` the code-length symbols as written ((symbol, extra
     bits) pairs, 16/17/18 the repeat codes; default: made from `lengths` with
-    repeats), `max_symbol` writes the max_symbol field (True: the count of
-    tokens), `length_lengths` the code-length code's own lengths (default:
+    repeats), `max_symbol` writes the max_symbol field (the count of tokens
+    read; True: the tokens up to the last used symbol, and their count),
+    `length_lengths` the code-length code's own lengths (default:
     balanced over the tokens used).
     """
 
@@ -172,9 +173,9 @@ class Code:
 
     def _tokens(self, alphabet: int) -> list[tuple[int, int]]:
         """The code lengths as code-length symbols: 17/18 for runs of zeros, 16
-        for a run of the previous length; with max_symbol, up to the last used."""
+        for a run of the previous length; with max_symbol=True, up to the last used."""
         lengths = [self.lengths.get(s, 0) for s in range(alphabet)]
-        if self.max_symbol is not None and self.max_symbol is not False:
+        if self.max_symbol is True:
             last = max(s for s, n in self.lengths.items() if n)
             lengths = lengths[: last + 1]
         tokens: list[tuple[int, int]] = []
@@ -492,7 +493,8 @@ def _write_pixels(
     alphabets += (NUM_LITERALS, NUM_LITERALS, NUM_LITERALS, NUM_DISTANCES)
     groups = []
     for g in range(count):
-        given = pixels.codes[g] if pixels.codes and g < len(pixels.codes) else [None] * 5
+        given = pixels.codes[g] if pixels.codes and g < len(pixels.codes) else []
+        given = [*given, *[None] * (5 - len(given))]
         codes = []
         for j in range(5):
             code = given[j]
