@@ -133,10 +133,12 @@ class Code:
             code += 1
         return out
 
+    def table(self) -> dict[int, tuple[int, int]]:
+        """symbol -> (bits, count) as written: the code's first bit (its highest) first."""
+        return {s: (int(f"{c:0{n}b}"[::-1] or "0", 2), n) for s, (c, n) in self.codes().items()}
+
     def write_symbol(self, bits: Bits, symbol: int, table=None) -> None:
-        code, n = (table or self.codes())[symbol]
-        for i in range(n - 1, -1, -1):  # the code's first bit is its highest
-            bits.put((code >> i) & 1, 1)
+        bits.put(*(table or self.table())[symbol])
 
     def write(self, bits: Bits, alphabet: int) -> None:
         if self.simple:
@@ -165,7 +167,7 @@ class Code:
             bits.put((nbits - 2) // 2, 3)
             bits.put(value - 2, nbits)
         length_code = Code(lengths)
-        table = length_code.codes()
+        table = length_code.table()
         for symbol, extra in tokens:
             length_code.write_symbol(bits, symbol, table)
             if symbol >= 16:
@@ -255,6 +257,7 @@ class Pixels:
     meta: tuple[int, Pixels] | None = None
     codes: list[list[Code | None]] | None = None
     groups: int | None = None  # groups written (default: as `codes` or those used)
+    cache_flag: bool = False  # the cache's flag even with cache_bits 0 (a bad stream)
 
     @classmethod
     def of_argb(cls, values, **options) -> Pixels:
@@ -435,14 +438,25 @@ def _green_symbol(s) -> int:
     return NUM_LITERALS + prefix(s.length)[0]
 
 
-def _group_at(pixels: Pixels, xsize: int, pos: int) -> int:
+def _group_at(pixels: Pixels, groups: list[int], xsize: int, pos: int) -> int:
     if pixels.meta is None:
         return 0
-    bits, image = pixels.meta
-    tiles = _sub_size(xsize, bits)
+    bits = pixels.meta[0]
     y, x = divmod(pos, xsize)
-    s = image.symbols[(y >> bits) * tiles + (x >> bits)]
-    return (s.r << 8) | s.g
+    at = (y >> bits) * _sub_size(xsize, bits) + (x >> bits)
+    return groups[at] if at < len(groups) else 0
+
+
+def _groups(pixels: Pixels, xsize: int, ysize: int) -> list[int]:
+    """The group numbers of the entropy image (its literals where it does not decode)."""
+    if pixels.meta is None:
+        return []
+    bits, image = pixels.meta
+    try:
+        values = decode_symbols(image, _sub_size(xsize, bits), _sub_size(ysize, bits))
+    except ValueError:
+        values = [(s.r << 16) | (s.g << 8) for s in image.symbols if isinstance(s, Lit)]
+    return [v >> 8 & 0xFFFF for v in values]
 
 
 def _advance(s) -> int:
@@ -452,7 +466,7 @@ def _advance(s) -> int:
 def _write_pixels(
     bits: Bits, pixels: Pixels, xsize: int, level0: bool, ysize: int | None = None
 ) -> None:
-    if pixels.cache_bits:
+    if pixels.cache_bits or pixels.cache_flag:
         bits.put(1, 1)
         bits.put(pixels.cache_bits, 4)
     else:
@@ -467,16 +481,17 @@ def _write_pixels(
             tiles = _sub_size(xsize, precision), _sub_size(ysize or 1, precision)
             _write_pixels(bits, image, tiles[0], False, tiles[1])
     # Which group each symbol is written with, and the symbols each code needs.
+    groups = _groups(pixels, xsize, ysize or 1)
     placed, pos = [], 0
     for s in pixels.symbols:
         if not level0 and ysize is not None and pos >= xsize * ysize:
             raise ValueError("more symbols than the sub-image has pixels")
-        placed.append((_group_at(pixels, xsize, pos), s))
+        placed.append((_group_at(pixels, groups, xsize, pos), s))
         pos += _advance(s)
     count = pixels.groups
-    if count is None:
-        used = max((g for g, _ in placed), default=0) + 1
-        count = max(used, len(pixels.codes or ()))
+    if count is None:  # as the decoder counts them: the largest in the entropy image
+        count = max([0, *groups]) + 1
+        count = max(count, len(pixels.codes or ()))
     used_symbols = [[set() for _ in range(5)] for _ in range(count)]
     for g, s in placed:
         if g >= count:
@@ -491,7 +506,7 @@ def _write_pixels(
             need[DIST].add(prefix(s.code)[0])
     alphabets = (NUM_LITERALS + NUM_LENGTHS + (1 << pixels.cache_bits if pixels.cache_bits else 0),)
     alphabets += (NUM_LITERALS, NUM_LITERALS, NUM_LITERALS, NUM_DISTANCES)
-    groups = []
+    written = []
     for g in range(count):
         given = pixels.codes[g] if pixels.codes and g < len(pixels.codes) else []
         given = [*given, *[None] * (5 - len(given))]
@@ -501,10 +516,10 @@ def _write_pixels(
             if code is None:
                 code = _default_code(used_symbols[g][j])
             code.write(bits, alphabets[j])
-            codes.append((code, code.codes()))
-        groups.append(codes)
+            codes.append((code, code.table()))
+        written.append(codes)
     for g, s in placed:
-        codes = groups[g]
+        codes = written[g]
 
         def put(j, symbol, codes=codes):
             code, table = codes[j]

@@ -158,6 +158,20 @@ def test_meta_prefix_codes():
         assert decodes_as_stated(Image(width, height, Pixels(pixels, meta=(precision, image))))
 
 
+def test_meta_groups_no_symbol_uses_still_have_codes():
+    # The decoder reads codes for every group up to the largest in the entropy
+    # image, whether or not a symbol is written with it.
+    width, height = 61, 35
+    symbols = [*map(Lit.argb, _random(width * 3, 2)), Copy(width * (height - 3), 1)]
+    for groups in ([0, 0, 1, 0], [0, 0, 0, 3]):
+        pixels = Pixels(symbols, meta=(5, w.group_image(groups)))
+        assert decodes_as_stated(Image(width, height, pixels))
+    # the entropy image itself with a cache and a copy
+    image = Pixels([Lit(0, 0, 2, 0), Lit(0, 0, 1, 0), Hit(w.cache_key(0x200, 2)), Copy(1, 1)])
+    image.cache_bits = 2
+    assert decodes_as_stated(Image(width, height, Pixels(symbols, meta=(5, image))))
+
+
 def test_prefix_code_forms():
     # codes: green, red, blue, alpha (distance: unused)
     pixels = [Lit(255, 7, 1, 9), Lit(255, 7, 0, 9), Lit(255, 7, 1, 9)]
