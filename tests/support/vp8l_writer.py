@@ -334,6 +334,8 @@ def bundle(indices: list[list[int]], colours: int) -> list[list[int]]:
         for x in range(0, len(row), per):
             value = 0
             for i, index in enumerate(row[x : x + per]):
+                if index >= 1 << width:
+                    raise ValueError(f"index {index} does not fit in {width} bits")
                 value |= index << (i * width)
             packed.append(value)
         out.append(packed)
