@@ -444,8 +444,11 @@ def test_the_largest_raw_distance(start):
         filled += step
     symbols.append(Copy.raw(4096, w.MAX_DISTANCE))
     symbols += _fill(width * height - filled - 4096, 1)
-    pixels = Pixels(symbols)
-    assert decoded(Image(width, height, pixels)) is (start == w.MAX_DISTANCE)
+    im = Image(width, height, Pixels(symbols))
+    assert decoded(im) is (start == w.MAX_DISTANCE)
+    if start == w.MAX_DISTANCE:  # the window, read out 7 rows at a time
+        expected = np.frombuffer(im.rgba(), np.uint8).reshape(height, width, 4)
+        assert np.array_equal(_rows(im.riff(), 4, 7), expected)
 
 
 def test_the_largest_plane_distance_on_the_widest_image():
@@ -454,7 +457,10 @@ def test_the_largest_plane_distance_on_the_widest_image():
     filled = 200 + 28 * 4096
     symbols.append(Copy(16, 120))  # 7 rows and 8 pixels back
     symbols += _fill(width * height - filled - 16, 1)
-    assert decoded(Image(width, height, Pixels(symbols)))
+    im = Image(width, height, Pixels(symbols))
+    assert decoded(im)
+    expected = np.frombuffer(im.rgba(), np.uint8).reshape(height, width, 4)[:, :, :3]
+    assert np.array_equal(_rows(im.riff(), 3, 1), expected)
 
 
 def test_symbols_ending_before_the_image_does():
