@@ -451,6 +451,31 @@ def test_the_largest_raw_distance(start):
         assert np.array_equal(_rows(im.riff(), 4, 7), expected)
 
 
+def test_the_largest_raw_distance_when_the_window_has_moved():
+    # Past twice the window the decoder drops what no copy can reach: every
+    # copy from there on reaches back the farthest, right after each move too.
+    # Rows not yet handed out stay even when a batch is longer than the window
+    # (2,441 rows: the first move comes 2.1 M pixels into the second batch).
+    width, height = 1024, 4700
+    rng = random.Random(5)
+    symbols, filled = [], 0
+    while filled < w.MAX_DISTANCE:
+        symbols += _lits(_random(64, filled))
+        filled += 64
+        step = min(4096, w.MAX_DISTANCE - filled)
+        symbols.append(Copy.raw(step, rng.randrange(1, filled + 1)))
+        filled += step
+    symbols += [Copy.raw(4096, w.MAX_DISTANCE)] * ((width * height - filled) // 4096)
+    filled += (width * height - filled) // 4096 * 4096
+    symbols.append(Copy.raw(width * height - filled, w.MAX_DISTANCE))
+    data = Image(width, height, Pixels(symbols)).riff()
+    width, height, rgba = same(data)
+    expected = np.frombuffer(rgba, np.uint8).reshape(height, width, 4)
+    assert np.array_equal(_rows(data, 4, 7), expected)
+    assert np.array_equal(_rows(data, 4, 1, max_rows=1), expected)
+    assert np.array_equal(_rows(data, 3, 2441), expected[:, :, :3])
+
+
 def test_the_largest_plane_distance_on_the_widest_image():
     width, height = 16384, 9
     symbols = _lits(_random(200, 1)) + _fill(28 * 4096)
@@ -511,10 +536,11 @@ def test_zero_bits_past_a_truncated_stream():
 # --------------------------------------------------------------------------- rows
 
 
-def _rows(data: bytes, bands: int, count: int) -> np.ndarray:
+def _rows(data: bytes, bands: int, count: int, max_rows: int | None = None) -> np.ndarray:
+    """The image read through Decoder.rows(count), checking each call's row count."""
     width, height, _ = w.libwebp_rgba(data)
     out = []
-    with vp8l.Decoder(vp8l.stream(data), width, height, bands) as decoder:
+    with vp8l.Decoder(vp8l.stream(data), width, height, bands, max_rows or count) as decoder:
         while sum(len(rows) for rows in out) < height:
             rows = decoder.rows(count)
             assert rows.shape == (min(count, height - sum(len(r) for r in out)), width, bands)
@@ -535,13 +561,14 @@ def test_rows_in_every_band_size(bands, count):
     width, height, rgba = w.libwebp_rgba(data)
     expected = np.frombuffer(rgba, np.uint8).reshape(height, width, 4)[:, :, :bands]
     assert np.array_equal(_rows(data, bands, count), expected)
+    assert np.array_equal(_rows(data, bands, count, max_rows=23), expected)
 
 
 def test_rows_of_a_truncated_stream_fail():
     data = _small_stream().riff()
     cut = w.riff(bytes(vp8l.stream(data))[:40])
     assert same(cut) is None
-    with pytest.raises(BadData), vp8l.Decoder(vp8l.stream(cut), 12, 7, 4) as decoder:
+    with pytest.raises(BadData), vp8l.Decoder(vp8l.stream(cut), 12, 7, 4, 1) as decoder:
         for _ in range(7):
             decoder.rows(1)
 
