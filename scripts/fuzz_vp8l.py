@@ -1,13 +1,16 @@
 """Differential fuzz of the streaming VP8L decoder (app/engine/vp8l.py) against
 libwebp's WebPDecode, in process, on the same bytes.
 
-The corpus: Pillow's lossless output (photo, screenshot, palette and alpha
-images, methods 0-6) and streams of the VP8L writer (tests/support/vp8l_writer.py:
-each transform, the colour cache, meta prefix codes, copies). Each case is a
-corpus file with 1-4 mutations (mostly one): bit flips and byte changes (mostly in the
-stream's first bytes, where the header, transforms and codes are), insertions
-and deletions, a cut file, a cut stream re-wrapped with right sizes, an edited
-chunk or RIFF size, bytes appended. Each case ends as:
+Six cases in ten mutate a corpus file: Pillow's lossless output (photo,
+screenshot, palette and alpha images, 1-3 px wide ones too, methods 0-6) and
+streams of the VP8L writer (tests/support/vp8l_writer.py: each transform, the
+colour cache, meta prefix codes, copies), with 1-4 mutations (mostly one): bit
+flips and byte changes (mostly in the stream's first bytes, where the header,
+transforms and codes are), insertions and deletions, a cut file, a cut stream
+re-wrapped with right sizes, an edited chunk or RIFF size, bytes appended. The
+other four are streams the writer generates at random (`generated`: transforms
+in a random order, caches, meta codes, copies at their boundaries), three in
+ten of them mutated too. Each case ends as:
 
     same       both decode, the same pixels (a fifth also read through
                Decoder.rows in bands of a random height, RGB or RGBA)
@@ -53,6 +56,9 @@ def _pillow_corpus() -> list[bytes]:
         images.screenshot(33, 17, 4).quantize(2).convert("RGB"),
         images.cutout(50, 40, 5),
         images.noisy_gradient(70, 20, "RGBA"),
+        images.photo(1, 40, 6),  # narrow: plane codes whose distance is under 1
+        images.screenshot(60, 30, 7).crop((20, 0, 22, 30)).quantize(3).convert("RGB"),
+        images.cutout(3, 25, 8),
     ]
     out = []
     for i, im in enumerate(sources):
@@ -100,6 +106,67 @@ def _writer_corpus() -> list[bytes]:
     for im in variants:
         out.append(im.riff(vp8x=len(out) % 2 == 1))
     return out
+
+
+def generated(rng: random.Random) -> bytes:
+    """A random stream of the writer: transforms in a random order, a cache,
+    meta codes, and symbols whose copies are often at a boundary (a distance of
+    the pixels so far or one more, a length to the last pixel or one past)."""
+    width, height = rng.choice([1, 2, 3, rng.randint(1, 40)]), rng.randint(1, 24)
+    transforms, xsize = [], width
+    for kind in rng.sample(range(4), rng.randint(0, 4)):
+        bits = rng.randint(2, 4)
+        tiles = w._sub_size(xsize, bits) * w._sub_size(height, bits)
+        if kind == 0:
+            transforms.append(w.Predictor.of(bits, [rng.randrange(16) for _ in range(tiles)]))
+        elif kind == 1:
+            multipliers = [tuple(rng.randrange(256) for _ in range(3)) for _ in range(tiles)]
+            transforms.append(w.CrossColour.of(bits, multipliers))
+        elif kind == 2:
+            transforms.append(w.SubtractGreen())
+        else:
+            colours = rng.choice([1, 2, 3, 4, 5, 16, 17, rng.randint(1, 256)])
+            transforms.append(w.ColourIndexing(_random_argb(colours, rng)))
+            xsize = w._sub_size(xsize, w.bundle_bits(colours))
+    cache_bits = rng.choice([0, 0, 1, 2, rng.randint(1, 11)])
+    colours = _random_argb(rng.randint(1, 6), rng)
+    total, pos, symbols = xsize * height, 0, []
+    while pos < total:
+        roll = rng.random()
+        if roll < 0.5 or pos == 0:
+            symbols.append(
+                w.Lit.argb(rng.choice(colours) ^ rng.choice([0, 0, 1 << rng.randrange(32)]))
+            )
+            pos += 1
+        elif roll < 0.6 and cache_bits:
+            symbols.append(w.Hit(rng.randrange(1 << cache_bits)))
+            pos += 1
+        else:
+            left = total - pos
+            length = rng.choice([1, 2, rng.randint(1, min(left, 4096)), min(left, 4096)])
+            if left <= 4096 and rng.random() < 0.05:
+                length = left + 1  # one past the last pixel
+            if rng.random() < 0.5:
+                symbols.append(w.Copy(length, rng.randint(1, 120)))
+            else:
+                dist = rng.choice([pos, pos, pos + 1, rng.randint(1, pos)])
+                symbols.append(w.Copy.raw(length, min(dist, w.MAX_DISTANCE)))
+            pos += length
+    meta = None
+    if rng.random() < 0.3:
+        bits = rng.randint(2, 4)
+        tiles = w._sub_size(xsize, bits) * w._sub_size(height, bits)
+        meta = (bits, w.group_image([rng.randrange(rng.randint(1, 4)) for _ in range(tiles)]))
+    pixels = w.Pixels(symbols, cache_bits=cache_bits, meta=meta)
+    if meta is None and rng.random() < 0.2:  # a max_symbol field, past the alphabet at times
+        alphabet = w.NUM_LITERALS + w.NUM_LENGTHS + (1 << cache_bits if cache_bits else 0)
+        field = rng.choice([True, alphabet, alphabet + 1, rng.randint(2, alphabet + 2)])
+        green = {w._green_symbol(s) for s in symbols}
+        pixels.codes = [[w.Code.of(green, max_symbol=field)]]
+    if rng.random() < 0.03:  # a colour cache of 0 or over 11 bits
+        pixels.cache_bits, pixels.cache_flag = rng.choice([0, 12, 15]), True
+    im = w.Image(width, height, pixels, transforms, alpha=rng.random() < 0.5)
+    return im.riff(vp8x=rng.random() < 0.3)
 
 
 def corpus() -> list[bytes]:
@@ -250,19 +317,25 @@ def main() -> None:
             print(f"  corpus {i}: {result}")
     counts: Counter[str] = Counter()
     for case in range(cases):
-        data = mutate(rng.choice(files), rng)
+        kind = "generated" if rng.random() < 0.4 else "mutated"
+        if kind == "generated":
+            data = generated(rng)
+            if rng.random() < 0.3:
+                kind, data = "generated+mutated", mutate(data, rng)
+        else:
+            data = mutate(rng.choice(files), rng)
         result = outcome(data, rng)
-        counts[result.split(" ")[0]] += 1
+        counts[f"{kind} {result.split(' ')[0]}"] += 1
         if result.split(" ")[0] not in ("same", "refused", "large"):
             path = f"/tmp/fuzz-vp8l-{seed}-{case}.webp"
             with open(path, "wb") as f:
                 f.write(data)
             print(f"  case {case}: {result} -> {path}", flush=True)
     os.unlink(CURRENT)
-    print(
-        f"corpus {len(files)}  cases {cases}  seed {seed}  "
-        + "  ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-    )
+    print(f"corpus {len(files)}  cases {cases}  seed {seed}")
+    for kind in ("mutated", "generated", "generated+mutated"):
+        found = {k.split(" ")[1]: v for k, v in counts.items() if k.split(" ")[0] == kind}
+        print(f"  {kind:18} " + "  ".join(f"{k} {v}" for k, v in sorted(found.items())))
 
 
 if __name__ == "__main__":
