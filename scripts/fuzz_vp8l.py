@@ -21,7 +21,7 @@ ten of them mutated too. Each case ends as:
     ERROR      our decoder raised something else than BadData
 
 Every mismatch is saved as /tmp/fuzz-vp8l-<seed>-<case>.webp; the case being
-decoded is kept in /tmp/fuzz-vp8l-current.webp, so a crash leaves its input.
+decoded is kept in /tmp/fuzz-vp8l-current-<pid>.webp, so a crash leaves its input.
 
     PYTHONPATH=. .venv/bin/python scripts/fuzz_vp8l.py [cases] [seed]
     PYTHONPATH=. .venv/bin/python scripts/fuzz_vp8l.py --minimise FILE
@@ -45,7 +45,7 @@ from tests.support import images
 from tests.support import vp8l_writer as w
 
 LARGE = 1 << 22  # pixels: libwebp and the comparison each hold the whole frame
-CURRENT = "/tmp/fuzz-vp8l-current.webp"
+CURRENT = f"/tmp/fuzz-vp8l-current-{os.getpid()}.webp"
 
 
 def _pillow_corpus() -> list[bytes]:

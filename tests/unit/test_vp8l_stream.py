@@ -137,6 +137,21 @@ def test_a_stream_under_8_bytes(size):
     assert same(w.riff(payload)) is None
 
 
+def test_the_smallest_streams():
+    # 1x1 with 1-bit simple codes: 63 bits, 8 bytes; the bit reader's first
+    # fill takes 8 bytes, cut ones too.
+    for argb in (0x01000101, 0x00010000, 0x01010101):
+        payload = Image(1, 1, Pixels([Lit.argb(argb)])).vp8l()
+        assert len(payload) == 8
+        assert same(w.riff(payload)) == (1, 1, Image(1, 1, Pixels([Lit.argb(argb)])).rgba())
+        for cut in range(8):
+            same(w.riff(payload[:cut]))
+            same(w.riff(payload[:cut] + b"\0" * (8 - cut)))
+    one = Image(1, 1, Pixels([Lit.argb(0x01000101)]))
+    cut = w.riff(one.vp8l()[:7])  # bits 56-62 hold a 1 (the alpha code's symbol)
+    assert same(cut) is None
+
+
 def test_trailing_bytes_after_the_chunk():
     im = _image(7, 5, 3)
     assert decoded(im, trailing=b"\xff" * 9)
