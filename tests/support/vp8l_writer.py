@@ -20,6 +20,7 @@ under 1 gives 1.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass, field
 
@@ -43,17 +44,24 @@ class Bits:
     """Bits written least significant first, as the VP8L reader takes them."""
 
     def __init__(self) -> None:
-        self.value = 0
+        self.out = bytearray()
+        self.acc = 0  # bits not yet a whole byte
+        self.pending = 0
         self.count = 0
 
     def put(self, value: int, n: int) -> None:
         if value < 0 or value >= 1 << n:
             raise ValueError(f"{value} does not fit in {n} bits")
-        self.value |= value << self.count
+        self.acc |= value << self.pending
+        self.pending += n
         self.count += n
+        while self.pending >= 8:
+            self.out.append(self.acc & 0xFF)
+            self.acc >>= 8
+            self.pending -= 8
 
     def bytes(self) -> bytes:
-        return self.value.to_bytes((self.count + 7) // 8, "little")
+        return bytes(self.out) + (bytes([self.acc]) if self.pending else b"")
 
 
 def prefix(value: int) -> tuple[int, int, int]:
@@ -181,24 +189,22 @@ class Code:
             last = max(s for s, n in self.lengths.items() if n)
             lengths = lengths[: last + 1]
         tokens: list[tuple[int, int]] = []
-        i = 0
-        while i < len(lengths):
-            n = lengths[i]
-            run = 1
-            while i + run < len(lengths) and lengths[i + run] == n:
-                run += 1
-            if n == 0 and run >= 11:
-                run = min(run, 138)
-                tokens.append((18, run - 11))
-            elif n == 0 and run >= 3:
-                tokens.append((17, run - 3))
-            elif n and run >= 4:
-                run = min(run, 7)
-                tokens += [(n, 0), (16, run - 4)]
-            else:
-                run = 1
-                tokens.append((n, 0))
-            i += run
+        for n, group in itertools.groupby(lengths):
+            run = len(list(group))
+            while run:
+                if n == 0 and run >= 11:
+                    step = min(run, 138)
+                    tokens.append((18, step - 11))
+                elif n == 0 and run >= 3:
+                    step = run
+                    tokens.append((17, run - 3))
+                elif n and run >= 4:
+                    step = min(run, 7)
+                    tokens += [(n, 0), (16, step - 4)]
+                else:
+                    step = 1
+                    tokens.append((n, 0))
+                run -= step
         if self.max_symbol is True and len(tokens) < 2:
             tokens.append((0, 0))
         return tokens
@@ -494,11 +500,11 @@ def _write_pixels(
     if count is None:  # as the decoder counts them: the largest in the entropy image
         count = max([0, *groups]) + 1
         count = max(count, len(pixels.codes or ()))
-    used_symbols = [[set() for _ in range(5)] for _ in range(count)]
+    used_symbols: dict[int, list[set[int]]] = {}
     for g, s in placed:
         if g >= count:
             continue
-        need = used_symbols[g]
+        need = used_symbols.setdefault(g, [set() for _ in range(5)])
         need[GREEN].add(_green_symbol(s))
         if isinstance(s, Lit):
             need[RED].add(s.r)
@@ -508,7 +514,7 @@ def _write_pixels(
             need[DIST].add(prefix(s.code)[0])
     alphabets = (NUM_LITERALS + NUM_LENGTHS + (1 << pixels.cache_bits if pixels.cache_bits else 0),)
     alphabets += (NUM_LITERALS, NUM_LITERALS, NUM_LITERALS, NUM_DISTANCES)
-    written = []
+    written, unused = [], (_UNUSED, _UNUSED.table())
     for g in range(count):
         given = pixels.codes[g] if pixels.codes and g < len(pixels.codes) else []
         given = [*given, *[None] * (5 - len(given))]
@@ -516,9 +522,9 @@ def _write_pixels(
         for j in range(5):
             code = given[j]
             if code is None:
-                code = _default_code(used_symbols[g][j])
+                code = _default_code(used_symbols[g][j]) if g in used_symbols else _UNUSED
             code.write(bits, alphabets[j])
-            codes.append((code, code.table()))
+            codes.append(unused if code is _UNUSED else (code, code.table()))
         written.append(codes)
     for g, s in placed:
         codes = written[g]
@@ -540,10 +546,13 @@ def _write_pixels(
             bits.put(extra, n)
 
 
+_UNUSED = Code.simple_of(0)
+
+
 def _default_code(symbols: set[int]) -> Code:
     """One symbol under 256: the simple form; else a normal code (balanced)."""
     if not symbols:
-        return Code.simple_of(0)
+        return _UNUSED
     if len(symbols) <= 2 and max(symbols) < NUM_LITERALS:
         return Code.simple_of(*sorted(symbols))
     return Code.of(symbols)

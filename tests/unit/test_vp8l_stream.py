@@ -311,13 +311,22 @@ def test_meta_codes_with_group_numbers_libwebp_remaps():
     # every group's codes but keeps only those used.
     width, height = 8, 4
     symbols = _lits(_random(width * height, 6))
-    for groups in ([0, 1500], [1001, 3], [5, 5]):
+    for groups in ([0, 1500], [1001, 3], [5, 5], [0, 65535]):
         image = w.group_image(groups)
         assert decoded(Image(width, height, Pixels(symbols, meta=(2, image))))
     # An unused group's codes must still be valid.
     bad = Code({0: 1, 1: 2})  # incomplete
     pixels = Pixels(symbols, meta=(2, w.group_image([0, 2])), codes=[[], [bad], []])
     assert same(Image(width, height, pixels).riff()) is None
+
+
+def test_meta_codes_in_thousands_of_groups():
+    # More than libwebp's encoder writes (MAX_HUFF_IMAGE_SIZE, 2,600), all used.
+    width, height = 256, 176  # 2,816 blocks of 4x4, each its own group
+    rng = random.Random(2)
+    symbols = _lits(rng.getrandbits(32) for _ in range(width * height))
+    image = w.group_image(list(range(64 * 44)))
+    assert decoded(Image(width, height, Pixels(symbols, meta=(2, image))))
 
 
 def test_meta_group_image_with_a_cache_and_copies():
