@@ -11,6 +11,7 @@ import concurrent.futures
 import io
 import json
 import re
+import tarfile
 import time
 
 import httpx
@@ -122,6 +123,21 @@ def test_first_deploy_serves_and_converts(target, trees, source, report):
     assert target.sh("stat -c '%a %U %G' /etc/img2pdf/env") == "640 root img2pdf"
     env = target.sh("cat /etc/img2pdf/env")
     assert f"PORT={target.port}" in env and "ALLOW_PRIVATE_SOURCE_URLS=1" in env
+
+
+def test_release_builds_its_own_vp8l_decoder(target, trees):
+    release = "/opt/img2pdf/releases/r1"
+    library = f"{release}/app/engine/native/libvp8l.so"
+    # The checkout's library (scripts/test.sh built it) is in the tree, but never shipped.
+    assert (trees["r1"] / "app/engine/native/libvp8l.so").is_file()
+    with tarfile.open(target.workdir / "img2pdf-r1.tar.gz") as shipped:
+        assert [n for n in shipped.getnames() if n.endswith(".so")] == []
+
+    # Root's, readable by all, current: it reports the sha256 of the release's vp8l.c.
+    assert target.sh(f"stat -c '%a %U %G' {library}") == "644 root root"
+    assert target.sh(f"{release}/scripts/build_native.sh --check && echo current") == "current"
+    # Freestanding: gcc's own headers and ld were enough; libc's headers are not installed.
+    assert target.machine.run("dpkg -s libc6-dev", check=False).returncode != 0
 
 
 def test_unit_sandbox_scores_ok(target, report):
