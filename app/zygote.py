@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection
 
 from PIL import Image
 
-from app.engine import vips
+from app.engine import vips, vp8l
 from app.engine.convert import convert_to_pdf
 from app.engine.inspect import inspect_image
 from app.engine.pillow_warnings import take_warning_count
@@ -54,6 +54,7 @@ def _samples() -> list[bytes]:
 def warm() -> None:
     vips.configure()
     Image.init()
+    vp8l.available()  # maps the lossless WebP decoder (and checks its build) once, here
     for data in _samples():
         # A codec missing on this machine only costs its warm-up.
         with contextlib.suppress(Exception):

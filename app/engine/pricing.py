@@ -14,7 +14,8 @@ Python 3.11, x86_64; the child's copy of the source comes on top:
     GIF (any first frame)         stream           1.0 B/px (Pillow's indices, /Indexed)
     WebP, still, lossy            stream           69 MB at 40 MP RGB (a 32 MiB band);
                                                    RGBA 115 MB address space (alpha planes)
-    WebP, still, lossless         stream           4.26 B/px (libwebp's ARGB frame)
+    WebP, still, lossless         stream           4.26 B/px (libwebp's ARGB frame);
+                                  (app.engine.vp8l) MEASURED_VP8L
     WebP, animated: first frame   stream           78 MB at 40 MP lossy RGB (bands, as still)
     JPEG, EXIF mirrored           embed-jpeg        ~0 at 40 MP (verbatim; was 8.0 B/px)
     BMP 1/8/24/32-bit, alpha      bmp               0.7-1.1 MB at 40 MP (strips)
@@ -40,6 +41,7 @@ WebP gets its own per-pixel floor: its decoder dominates every route.
 
 from __future__ import annotations
 
+from app.engine import vp8l
 from app.engine.facts import ImageInfo
 from app.engine.jp2_bands import Plan, band_rows
 from app.engine.webp import LOSSLESS_BAND_BYTES, LOSSY_BAND_BYTES
@@ -107,9 +109,15 @@ def _jpeg_coefficient_bytes(width: int, height: int, components: int) -> int:
 
 
 def webp_decoder_bytes(width: int, height: int, lossless: bool, alpha: bool) -> int:
-    """What libwebp keeps while app.engine.webp decodes a still WebP in bands:
-    one band (at most the whole image) and the decoder's whole-height planes."""
+    """What the decoder keeps while app.engine.webp decodes a still WebP in bands:
+    one band (at most the whole image) and libwebp's whole-height planes; or, for
+    a lossless image when app.engine.vp8l is built, its arena (all of it: the
+    arena is address space, which the child's RLIMIT_AS counts)."""
     pixels = width * height
+    if lossless and vp8l.available():
+        bands = 4 if alpha else 3
+        rows = vp8l.band_rows(width, bands)
+        return min(rows, height) * width * bands + vp8l.arena_bytes(width, height, rows)
     band = min(LOSSLESS_BAND_BYTES if lossless else LOSSY_BAND_BYTES, pixels * 4)
     planes = _WEBP_LOSSLESS_FRAME if lossless else (_WEBP_ALPHA_PLANE if alpha else 0.0)
     return int(band + planes * pixels)

@@ -13,8 +13,9 @@ What each band costs, from libwebp 1.6's source (src/dec/):
   the number of bands: fewer, taller bands trade memory for speed. With alpha,
   the alpha plane is kept down to the crop's bottom (1 B/px at the last band).
 - lossless (VP8L): backward references reach up to a million pixels back, and
-  the decoder keeps the whole ARGB frame (4 B/px) whatever the crop; the bands
-  only spare the output copy.
+  the decoder keeps the whole ARGB frame (4 B/px) whatever the crop; so a
+  lossless image goes to the project's own decoder (app.engine.vp8l), which
+  keeps only that window, when it is built; libwebp stays the fallback.
 
 Each band is decoded with two extra rows above and below, dropped after: the
 fancy upsampler mirrors the chroma at a crop's first and last rows, where the
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from app.engine import clib, vips
+from app.engine import clib, vips, vp8l
 from app.engine.png_strips import BadData, _up
 
 # Decoded bytes per band: lossy bands re-decode from the top, so they are tall
@@ -228,15 +229,11 @@ def webp_strips(data: bytes, width: int, height: int, alpha: bool, lossless: boo
         raise BadData("libwebp not available")
     data = data if isinstance(data, bytes) else bytes(data)  # ctypes passes bytes uncopied
     bands = 4 if alpha else 3
-    rows = band_rows(width, bands, lossless)
     step = max(1, vips.STRIP_BYTES // (width * bands))
     last_colour = last_alpha = None
-    for y0 in range(0, height, rows):
-        y1 = min(height, y0 + rows)
-        top, bottom = max(0, y0 - _OVERLAP), min(height, y1 + _OVERLAP)
-        band = _decode(lib, data, width, top, bottom, bands, lossless)
-        for a in range(y0 - top, y1 - top, step):
-            b = min(y1 - top, a + step)
+    for band in _bands(lib, data, width, height, bands, lossless):
+        for a in range(0, len(band), step):
+            b = min(len(band), a + step)
             colour = vips.np.ascontiguousarray(band[a:b, :, :3]).reshape(b - a, -1)
             colour_out = _up(colour, last_colour)
             last_colour = colour[-1].copy()
@@ -246,6 +243,32 @@ def webp_strips(data: bytes, width: int, height: int, alpha: bool, lossless: boo
                 alpha_out = _up(mask, last_alpha)
                 last_alpha = mask[-1].copy()
             yield colour_out, alpha_out
+        del band
+
+
+def _bands(lib, data: bytes, width: int, height: int, bands: int, lossless: bool, wide=0):
+    """The image's rows top to bottom, in bands of (rows, width, bands) uint8 (as
+    many rows as a band `wide` pixels wide holds): a lossless image from
+    app.engine.vp8l when it is built (its window, not the frame), else libwebp
+    cropped to each band (plus `_OVERLAP` rows each side)."""
+    wide = max(width, wide)
+    payload = vp8l.stream(data) if lossless and vp8l.available() else None
+    if payload is not None:
+        with vp8l.Decoder(payload, width, height, bands, vp8l.band_rows(wide, bands)) as rows:
+            done = 0
+            while done < height:
+                band = rows.rows(rows.max_rows)
+                if not len(band):
+                    raise BadData("WebP image data unreadable")
+                done += len(band)
+                yield band
+        return
+    step = band_rows(wide, bands, lossless)
+    for y0 in range(0, height, step):
+        y1 = min(height, y0 + step)
+        top, bottom = max(0, y0 - _OVERLAP), min(height, y1 + _OVERLAP)
+        band = _decode(lib, data, width, top, bottom, bands, lossless)
+        yield band[y0 - top : y1 - top]
         del band
 
 
@@ -400,7 +423,6 @@ def frame_strips(frame: FirstFrame):
     bands = 4 if frame.alpha else 3
     width = frame.canvas_width
     step = max(1, vips.STRIP_BYTES // (width * bands))
-    rows = band_rows(max(width, frame.width), bands, frame.lossless)
     last = [None, None]
 
     def strip(block):
@@ -419,12 +441,9 @@ def frame_strips(frame: FirstFrame):
             yield strip(np.zeros((min(step, count - y), width, bands), np.uint8))
 
     yield from blank(frame.top)
-    for y0 in range(0, frame.height, rows):
-        y1 = min(frame.height, y0 + rows)
-        top, bottom = max(0, y0 - _OVERLAP), min(frame.height, y1 + _OVERLAP)
-        band = _decode(lib, frame.still, frame.width, top, bottom, bands, frame.lossless)
-        for a in range(y0 - top, y1 - top, step):
-            b = min(y1 - top, a + step)
+    for band in _bands(lib, frame.still, frame.width, frame.height, bands, frame.lossless, width):
+        for a in range(0, len(band), step):
+            b = min(len(band), a + step)
             if frame.width == width:
                 yield strip(band[a:b])
                 continue

@@ -155,8 +155,8 @@ def test_cpu_limit_signal_is_a_timeout_answer(sandbox):
 
 
 def test_conversion_over_its_reservation_is_stopped_by_the_kernel(sandbox):
-    # libwebp decodes a lossless WebP into a whole ARGB frame: 16 MB here; 4 MB
-    # cannot do. (An 8-bit alpha PNG, an interlaced one and an uncompressed,
+    # A lossless WebP's decoder maps its arena (~33 MB here, app.engine.vp8l)
+    # at once; 4 MB cannot do. (An 8-bit alpha PNG, an interlaced one and an uncompressed,
     # 16-bit or RLE BMP now convert in less: split, decoded in bands, written in
     # strips.)
     data = images.encode(images.banded_gradient(2000, 2000, "RGBA"), "WEBP", lossless=True)

@@ -445,7 +445,9 @@ def test_many_tiles_keep_pillow_past_the_codec_work_bound():
     assert jp2_bands.plan(past) is None
     info = inspect_image(past, 10**9)
     assert info.route == "pillow-flatten"
-    assert convert_to_pdf(past, info) == today(past)
+    got, want = convert_to_pdf(past, info), today(past)  # /ID differs across a second
+    assert page(got) == page(want)
+    assert np.array_equal(streams(got)[0], streams(want)[0])
 
 
 def test_bands_across_many_tiles_count_each_tile_they_cut(monkeypatch):

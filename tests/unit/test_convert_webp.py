@@ -17,7 +17,7 @@ import pikepdf
 import pytest
 from PIL import Image
 
-from app.engine import webp
+from app.engine import vp8l, webp
 from app.engine.convert import convert_to_pdf
 from app.engine.inspect import inspect_image
 from app.engine.pricing import estimate_peak_bytes, webp_decoder_bytes
@@ -96,9 +96,10 @@ def test_band_rows_are_even_and_fill_the_budget():
     assert webp.band_rows(10**9, 4, lossless=False) == 2
 
 
-def test_forty_megapixel_estimate_prices_the_band_not_a_frame():
-    """Lossy: the band and (with alpha) libwebp's alpha planes; lossless: its
-    ARGB frame (4 B/px), which no crop avoids."""
+def test_forty_megapixel_estimate_prices_the_band_not_a_frame(monkeypatch):
+    """Lossy: the band and (with alpha) libwebp's alpha planes; lossless: the
+    VP8L decoder's arena (its window), or without it libwebp's ARGB frame
+    (4 B/px), which no crop avoids."""
     lossy = encode(photo(64, 48, "RGB"), "RGB")
     lossy_alpha = encode(photo(64, 48, "RGBA"), "RGBA")
     lossless = encode(photo(64, 48, "RGBA"), "RGBA", lossless=True)
@@ -111,7 +112,13 @@ def test_forty_megapixel_estimate_prices_the_band_not_a_frame():
         big = replace(info, width=7302, height=5477, decoder_bytes=decoder)
         estimates.append(estimate_peak_bytes(big, 20 * mb))
     assert estimates[0] < 100 * mb  # was 1.3 GB (32 B/px)
-    assert estimates[0] < estimates[1] < estimates[2] < 260 * mb
+    assert estimates[0] < estimates[1] < 260 * mb
+    assert vp8l.available()
+    arena = vp8l.arena_bytes(7302, 5477, vp8l.band_rows(7302, 4))
+    assert arena < webp_decoder_bytes(7302, 5477, True, True) < arena + 3 * mb
+    assert estimates[2] < 140 * mb  # was 237 MB (libwebp's frame)
+    monkeypatch.setattr(vp8l, "_lib", False)  # not built: libwebp's frame again
+    assert webp_decoder_bytes(7302, 5477, True, True) > 4 * 7302 * 5477
 
 
 def test_an_icc_profile_and_the_exif_orientation_are_kept():
