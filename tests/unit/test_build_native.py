@@ -3,7 +3,8 @@
 Each test builds into its own tree (the scripts, and the decoder source or a stand-in)
 so the checkout's library is never touched. The library's properties are read from the
 ELF file with binutils, as a loader would see them: nothing undefined (no libc), no
-executable stack, BIND_NOW and RELRO, only `vp8l_*` exported.
+executable stack, BIND_NOW and RELRO, only `vp8l_*` exported. The binding
+(app.engine.vp8l) is pointed at such trees to show it refuses a stale library.
 """
 
 from __future__ import annotations
@@ -146,6 +147,30 @@ def test_an_executable_stack_note_in_the_source_is_overridden(tmp_path):
         ln for ln in tool("readelf", "-lW", str(tree / LIBRARY)).splitlines() if "GNU_STACK" in ln
     ]
     assert len(stack) == 1 and " RW " in stack[0] and "RWE" not in stack[0], stack
+
+
+@pytest.mark.parametrize("behind", [b"", b"\n"])
+def test_the_binding_uses_only_a_library_of_its_very_source(tmp_path, monkeypatch, behind):
+    """app.engine.vp8l next to the real source, the library built from that source or
+    from one byte more: the first is used, the second (stale) and a missing one are not,
+    so lossless WebP goes to libwebp."""
+    from app.engine import vp8l
+
+    tree = make_tree(tmp_path)
+    source = tree / "app/engine/native/vp8l.c"
+    real = source.read_bytes()
+    source.write_bytes(real + behind)
+    assert run(tree).returncode == 0
+    source.write_bytes(real)
+    monkeypatch.setattr(vp8l, "SOURCE", source)
+    monkeypatch.setattr(vp8l, "LIBRARY", tree / LIBRARY)
+    monkeypatch.setattr(vp8l, "_lib", None)
+    assert vp8l.available() is (behind == b"")
+    assert (run(tree, "--check").returncode == 0) is (behind == b"")  # the script agrees
+
+    monkeypatch.setattr(vp8l, "LIBRARY", tree / "app/engine/native/libmissing.so")
+    monkeypatch.setattr(vp8l, "_lib", None)
+    assert not vp8l.available()
 
 
 # --- building: atomic, idempotent, checked ------------------------------------------------------
