@@ -13,6 +13,16 @@ if [[ ! -x "$VENV/bin/gunicorn" ]]; then
 fi
 cd "$ROOT"
 
+# The streaming VP8L decoder: built when missing or stale and a compiler is there (on the
+# VM the deploy builds it into the read-only release). Without it lossless WebP is decoded
+# by libwebp, so the service starts either way.
+build_native() { PYTHON="$VENV/bin/python" scripts/build_native.sh "$@"; }
+if native_compiler >/dev/null; then
+  build_native || log "the VP8L decoder did not build: lossless WebP falls back to libwebp"
+elif ! build_native --check 2>/dev/null; then
+  log "no C compiler ('${CC:-cc}'): lossless WebP falls back to libwebp"
+fi
+
 # glibc keeps freed arenas: without these a worker's RSS climbs far above its live data.
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-131072}"

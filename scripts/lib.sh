@@ -59,6 +59,28 @@ ensure_venv() {
   echo "$want" >"$stamp"
 }
 
+# --- the native decoder (scripts/build_native.sh) ---------------------------------------
+
+# native_compiler: the C compiler named by CC (default cc), as a path; fails when there is none.
+native_compiler() {
+  command -v "${CC:-cc}" 2>/dev/null
+}
+
+# native_current LIBRARY SHA256: LIBRARY loads and its vp8l_source_id() is SHA256, the check
+# app/engine/vp8l.py makes before using it (PYTHON, default python3, loads it).
+native_current() {
+  [[ -f "$1" ]] || return 1
+  "${PYTHON:-python3}" - "$1" "$2" 2>/dev/null <<'PY'
+import ctypes, sys
+try:
+    source_id = ctypes.CDLL(sys.argv[1]).vp8l_source_id
+except (OSError, AttributeError):
+    sys.exit(1)
+source_id.restype = ctypes.c_char_p
+sys.exit(source_id() != sys.argv[2].encode())
+PY
+}
+
 # --- where the tests run: the host's answers, as key=value lines ------------------------
 # Every function takes a filesystem root (default /), so the tests point them at fixture
 # trees shaped like GitHub's ubuntu-24.04 runner, Debian 12, and a hybrid-cgroup box.

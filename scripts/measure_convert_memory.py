@@ -269,6 +269,10 @@ SAMPLES = {
     "webp rgba lossy": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", quality=80),
     "webp rgb lossy": lambda w, h: _save(_photo(w, h), "WEBP", quality=80),
     "webp rgba lossless": lambda w, h: _save(_photo(w, h, "RGBA"), "WEBP", lossless=True),
+    "webp rgb lossless": lambda w, h: _save(_photo(w, h), "WEBP", lossless=True),
+    "webp animated lossless": lambda w, h: _save(
+        _photo(w, h, "RGBA"), "WEBP", save_all=True, append_images=[_photo(w, h)], lossless=True
+    ),
     "webp animated lossy": lambda w, h: _save(
         _photo(w, h), "WEBP", save_all=True, append_images=[_photo(w, h, "L").convert("RGB")]
     ),

@@ -16,6 +16,7 @@ APT_PACKAGES=(
   poppler-utils qpdf shellcheck curl rsync openssh-client openssh-server
   debootstrap systemd-container iproute2 acl
   debian-archive-keyring
+  gcc binutils
 )
 
 # What this host is (scripts/lib.sh: detect_environment), and what follows from it.
@@ -56,6 +57,8 @@ ensure_venv "$ROOT/.venv" "$(find_service_python)" config/requirements.txt confi
 ensure_venv "$ROOT/.venv-ansible" "$(find_controller_python)" config/requirements-ansible.txt
 export PATH="$ROOT/.venv/bin:$ROOT/.venv-ansible/bin:$PATH"
 export ANSIBLE_VENV="$ROOT/.venv-ansible"
+# The streaming VP8L decoder, before any suite: the tests use it, so a failed build fails the run.
+PYTHON="$ROOT/.venv/bin/python" scripts/build_native.sh || die "scripts/build_native.sh failed"
 
 declare -A RESULT=()
 failed=0

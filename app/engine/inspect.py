@@ -138,6 +138,7 @@ def _inspect_webp_frame(frame, shape: structure.Structure, max_pixels: int) -> I
     if width * height > max_pixels:
         raise ImageTooLarge()
     decoder = webp_decoder_bytes(frame.width, frame.height, frame.lossless, frame.frame_alpha)
+    decoder += len(frame.still)  # the frame's chunks, copied into a still WebP of their own
     mode = "RGBA" if frame.alpha else "RGB"
     info = ImageInfo("webp", width, height, mode, shape.frames, "stream", decoder)
     return replace(info, webp_bands=True)

@@ -21,8 +21,9 @@ sends what libvips can decode to "stream". `inspect_image` records the route
     PNG 16-bit, alpha, interlaced (any     stream       streamed._split_png + png_strips,
       depth), palette + tRNS                            or adam7, or libvips strips;
                                                         pdfwriter writes the PDF
-    WebP, still (any orientation)          stream       webp.webp_strips (libwebp, cropped
-                                                        bands); inspect/convert skip Pillow
+    WebP, still (any orientation)          stream       webp.webp_strips (lossy: libwebp,
+                                                        cropped bands; lossless: vp8l's
+                                                        rows); inspect/convert skip Pillow
     WebP, animated (first frame)           stream       webp.frame_strips (its frame as a
                                                         still, in bands); no Pillow
     TIFF, WebP the frame walk leaves,      stream       streamed._stream (libvips strips)

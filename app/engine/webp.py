@@ -342,7 +342,8 @@ def _u24(data, at: int) -> int:
 
 def _frame_image(data, start: int, end: int):
     """(lossless, alpha, the frame's image chunks) of an ANMF payload's chunks
-    [start, end), or None when they are not ALPH + VP8 or one VP8L."""
+    [start, end) (a view, not a copy), or None when they are not ALPH + VP8 or
+    one VP8L."""
     chunks = []
     pos = start
     while pos + 8 <= end:
@@ -358,9 +359,9 @@ def _frame_image(data, start: int, end: int):
         if len(header) < 5 or header[0] != 0x2F:
             return None
         alpha = bool(int.from_bytes(header[1:5], "little") >> 28 & 1)
-        return True, alpha, data[chunks[0][1] : min(chunks[0][2], end)]
+        return True, alpha, memoryview(data)[chunks[0][1] : min(chunks[0][2], end)]
     if kinds in ([b"VP8 "], [b"ALPH", b"VP8 "]):
-        return False, len(kinds) == 2, data[chunks[0][1] : min(chunks[-1][2], end)]
+        return False, len(kinds) == 2, memoryview(data)[chunks[0][1] : min(chunks[-1][2], end)]
     return None
 
 
@@ -404,8 +405,8 @@ def first_frame(data) -> FirstFrame | None:
     alpha = bool(flags & _VP8X_ALPHA) or any_alpha
     header = struct.pack("<4sIB3x", b"VP8X", 10, _VP8X_ALPHA if frame_alpha else 0)
     header += (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
-    body = b"WEBP" + header + bytes(chunks)
-    still = b"RIFF" + struct.pack("<I", len(body)) + body
+    riff = struct.pack("<4sI4s", b"RIFF", 4 + len(header) + len(chunks), b"WEBP")
+    still = b"".join((riff, header, chunks))  # one copy of the frame's chunks (not three)
     return FirstFrame(
         canvas_width, canvas_height, left, top, width, height, alpha, lossless, frame_alpha, still
     )

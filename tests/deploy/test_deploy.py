@@ -11,6 +11,7 @@ import concurrent.futures
 import io
 import json
 import re
+import tarfile
 import time
 
 import httpx
@@ -122,6 +123,52 @@ def test_first_deploy_serves_and_converts(target, trees, source, report):
     assert target.sh("stat -c '%a %U %G' /etc/img2pdf/env") == "640 root img2pdf"
     env = target.sh("cat /etc/img2pdf/env")
     assert f"PORT={target.port}" in env and "ALLOW_PRIVATE_SOURCE_URLS=1" in env
+
+
+def test_release_builds_its_own_vp8l_decoder(target, trees):
+    release = "/opt/img2pdf/releases/r1"
+    library = f"{release}/app/engine/native/libvp8l.so"
+    # The checkout's library (scripts/test.sh built it) is in the tree, but never shipped.
+    assert (trees["r1"] / "app/engine/native/libvp8l.so").is_file(), "run scripts/test.sh"
+    with tarfile.open(target.workdir / "img2pdf-r1.tar.gz") as shipped:
+        assert [n for n in shipped.getnames() if n.endswith(".so")] == []
+
+    # Root's, readable by all, current: it reports the sha256 of the release's vp8l.c.
+    assert target.sh(f"stat -c '%a %U %G' {library}") == "644 root root"
+    assert target.sh(f"{release}/scripts/build_native.sh --check && echo current") == "current"
+    # Freestanding: gcc's own headers and ld were enough; libc's headers are not installed.
+    assert target.machine.run("dpkg -s libc6-dev", check=False).returncode != 0
+    # The binding takes it, as the service's user, with the release's venv.
+    check = "from app.engine import vp8l; print(vp8l.available())"
+    took = target.sh(
+        f"cd {release} && runuser -u img2pdf -- env PYTHONDONTWRITEBYTECODE=1 "
+        f".venv/bin/python -c '{check}'"
+    )
+    assert took == "True"
+
+
+def test_running_service_maps_the_vp8l_decoder(target, source, report):
+    """The unit's sandbox (ProtectSystem=strict, the system-call filter) lets the service
+    map the release's library executable: after a lossless WebP, some process of the
+    service has it mapped r-x from the release, and no mapping of it is writable."""
+    url = source.add_bytes("/lossless.webp", images.webp(640, 480), "image/webp")
+    answer = convert(target.base_url, url)
+    assert answer.status_code == 200, answer.text
+    assert httpx.get(answer.json()["converted_url"], timeout=30).content.startswith(b"%PDF-")
+
+    library = "/opt/img2pdf/releases/r1/app/engine/native/libvp8l.so"
+    pids = target.sh("pgrep -u img2pdf").split()
+    maps = {
+        pid: target.sh(f"grep -F libvp8l.so /proc/{pid}/maps || true", check=False).splitlines()
+        for pid in pids
+    }
+    mapping = {pid: lines for pid, lines in maps.items() if lines}
+    report("service processes mapping libvp8l.so", f"{len(mapping)} of {len(pids)}", "")
+    assert mapping, f"no process of the service maps libvp8l.so: {pids}"
+    for lines in mapping.values():
+        assert {line.split()[-1] for line in lines} == {library}, lines
+        perms = {line.split()[1] for line in lines}
+        assert "r-xp" in perms and not any("w" in p and "x" in p for p in perms), lines
 
 
 def test_unit_sandbox_scores_ok(target, report):

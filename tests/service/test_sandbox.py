@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from app.engine.pricing import estimate_peak_bytes
 from app.engine.routes import low_memory_variant
@@ -428,3 +429,29 @@ def test_an_interlaced_png_under_eight_rows_pays_for_its_own_rows(width, height,
         assert need <= (height * 700 * width) // 8 + 24 * 1024 * 1024
         assert job.convert_size(info, need) > 0
         assert 0 < job.peak_rss <= need, job.peak_rss
+
+
+def test_a_forty_megapixel_lossless_webp_converts_in_a_fraction_of_libwebps_frame(sandbox):
+    """libwebp needed its 4 B/px ARGB frame (171 MB at 40 MP), over the 120 MB goal;
+    app.engine.vp8l keeps a window, so 100 MB of reservation is plenty, and the
+    estimate the service reserves stays under 140 MB."""
+    width, height = 7302, 5477
+    gradient = Image.linear_gradient("L").resize((width, height))
+    im = Image.merge(
+        "RGBA",
+        [
+            gradient,
+            gradient.transpose(Image.Transpose.ROTATE_90).resize((width, height)),
+            gradient,
+            gradient.point(lambda v: v | 1),
+        ],
+    )
+    data = images.encode(im, "WEBP", lossless=True, method=0)
+    assert len(data) < 20 * 1024 * 1024  # what the service accepts
+    with sandbox.job(data) as job:
+        info = job.inspect(MAX_PIXELS)
+        assert (info.width, info.height) == (width, height)
+        assert estimate_peak_bytes(info, len(data)) < 140 * 1024 * 1024
+    pdf = convert(sandbox, data, reserve=100 * 1024 * 1024)  # libwebp's frame: 160 MB
+    assert pdf.startswith(b"%PDF-")
+    assert zygote_children() == []
