@@ -635,3 +635,15 @@ def test_pillow_lossless_output(method, source):
         data = images.encode(im, "WEBP", lossless=True, method=method, quality=quality, exact=exact)
         assert vp8l.stream(data) is not None
         assert same(data) is not None
+
+
+@pytest.mark.parametrize(
+    ("source", "method"), [(_screenshot, 0), (_screenshot, 4), (_alpha, 0), (_photo, 1)]
+)
+def test_pillow_output_past_the_window(source, method):
+    # 3.3 MP: the decoder's window moves (twice the farthest reach and a band)
+    # while real references, far ones included, still point into it.
+    data = images.encode(source(2048, 1600, 9), "WEBP", lossless=True, method=method, quality=40)
+    width, height, rgba = same(data)
+    expected = np.frombuffer(rgba, np.uint8).reshape(height, width, 4)
+    assert np.array_equal(_rows(data, 4, 64), expected)
