@@ -8,11 +8,14 @@ import io
 import struct
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from app.engine import vp8l, webp
 from app.engine.convert import convert_to_pdf
 from app.engine.inspect import inspect_image
+from tests.support import images
+from tests.unit.test_convert_webp_animated import animated, assert_as_before
 
 
 def libwebp_rgba(data: bytes) -> bytes | None:
@@ -73,3 +76,21 @@ def test_raw_vp8l_the_service_takes_for_a_lossless_chunk_converts():
     assert vp8l.decode_rgba(data) == (4, 4, expected)
     pdf = convert_to_pdf(data, inspect_image(data, 10**8))
     assert pdf.startswith(b"%PDF")
+
+
+# An animated WebP whose first ANMF header gives another size than the frame's
+# bitstream: libwebp's demux takes the bitstream's (demux.c, SetFrameInfo), and
+# libvips composes that; the banded route built its still from the ANMF size,
+# which WebPDecode then refused (canvas and image sizes differ).
+
+
+@pytest.mark.parametrize("params", [{"lossless": True}, {"quality": 80}], ids=["VP8L", "VP8"])
+@pytest.mark.parametrize("shrink", [1, 2, 15])
+def test_first_frame_takes_its_size_from_its_bitstream(params, shrink):
+    data = bytearray(animated(images.photo(16, 12, 1), images.photo(16, 12, 2), **params))
+    at = data.find(b"ANMF") + 8
+    assert int.from_bytes(data[at + 6 : at + 9], "little") == 15  # 16 wide
+    data[at + 6 : at + 9] = (15 - shrink).to_bytes(3, "little")
+    frame = webp.first_frame(bytes(data))
+    assert (frame.width, frame.height) == (16, 12)
+    assert_as_before(bytes(data))
