@@ -98,8 +98,9 @@ def arena_bytes(width: int, height: int, max_rows: int) -> int:
 
 def stream(data) -> memoryview | None:
     """What libwebp's VP8L decoder reads of a still WebP: from the VP8L chunk's
-    payload to the end of `data` (not the chunk's size). None when the first
-    image chunk is not VP8L. BadData where WebPDecode (which has all the data)
+    payload to the end of `data` (not the chunk's size), or from the first byte
+    after "WEBP" when a file without VP8X has a bare VP8L bitstream there. None
+    when the first image is not VP8L. BadData where WebPDecode (which has all the data)
     refuses the container (src/dec/webp_dec.c: ParseRIFF, ParseVP8X,
     ParseOptionalChunks, ParseVP8Header)."""
     view = memoryview(data)
@@ -142,7 +143,10 @@ def stream(data) -> memoryview | None:
     if fourcc == b"VP8 ":
         return None
     if fourcc != b"VP8L":
-        raise BadData("WebP image chunk unknown")
+        # No chunk header (only without VP8X): ParseVP8Header takes the data
+        # itself as a VP8L bitstream when it has the signature, else as VP8.
+        raw = view[pos:]
+        return raw if raw[0] == 0x2F and not raw[4] >> 5 else None
     if length > riff - 12 or length > size - pos - 8:
         raise BadData("WebP VP8L chunk larger than its data")
     payload = view[pos + 8 :]

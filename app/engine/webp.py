@@ -321,7 +321,8 @@ class FirstFrame:
     fill the canvas (libvips 8.18 here: a one-frame animation too); else RGB.
     The frame's ANMF payload (libwebp's src/demux/demux.c, ParseAnimationFrame:
     24-bit X/2, Y/2, width-1, height-1, duration, a flags byte, then ALPH and
-    VP8 or a VP8L chunk) is wrapped as a still WebP (`still`) for `_decode`.
+    VP8 or a VP8L chunk) is wrapped as a still WebP (`still`) for `_decode`;
+    its size is its bitstream's, as demux's (the ANMF width and height are not).
     """
 
     canvas_width: int
@@ -365,6 +366,24 @@ def _frame_image(data, start: int, end: int):
     return None
 
 
+def _image_size(lossless: bool, chunks) -> tuple[int, int] | None:
+    """A frame's size as its bitstream gives it (the VP8L header, or the VP8
+    key frame's after any ALPH chunk): libwebp's demux takes that one, whatever
+    the ANMF header says (src/demux/demux.c, SetFrameInfo). None if unreadable."""
+    pos = 0
+    if not lossless and bytes(chunks[:4]) == b"ALPH":
+        size = struct.unpack_from("<I", chunks, 4)[0]
+        pos = 8 + size + (size & 1)
+    head = bytes(chunks[pos + 8 : pos + 18])
+    if lossless:
+        bits = int.from_bytes(head[1:5], "little")
+        return (bits & 0x3FFF) + 1, (bits >> 14 & 0x3FFF) + 1
+    if len(head) < 10 or head[3:6] != b"\x9d\x01\x2a":
+        return None
+    width, height = (int.from_bytes(head[i : i + 2], "little") & 0x3FFF for i in (6, 8))
+    return (width, height) if width and height else None
+
+
 def first_frame(data) -> FirstFrame | None:
     """The first frame of an animated WebP when it can be decoded in bands: None
     for a still WebP, a frame past the canvas, frame data this module does not
@@ -388,10 +407,10 @@ def first_frame(data) -> FirstFrame | None:
             if size < 16 or start + size > end:
                 return None
             left, top = 2 * _u24(data, start), 2 * _u24(data, start + 3)
-            width, height = _u24(data, start + 6) + 1, _u24(data, start + 9) + 1
             image = _frame_image(data, start + 16, start + size)
-            if image is None:
+            if image is None or (size_ := _image_size(image[0], image[2])) is None:
                 return None
+            width, height = size_  # not the ANMF header's (see _image_size)
             if left + width > canvas_width or top + height > canvas_height:
                 return None  # demux refuses a frame past the canvas
             fills = (left, top, width, height) == (0, 0, canvas_width, canvas_height)
