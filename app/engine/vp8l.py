@@ -152,11 +152,15 @@ def stream(data) -> memoryview | None:
     payload = view[pos + 8 :]
     if len(payload) < 5 or payload[0] != 0x2F or payload[4] >> 5:
         raise BadData("WebP VP8L header unreadable")
-    if vp8x:
-        bits = int.from_bytes(payload[1:5], "little")
-        if ((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1) != canvas:
-            raise BadData("WebP canvas and image sizes differ")
+    if vp8x and size_of(payload) != canvas:
+        raise BadData("WebP canvas and image sizes differ")
     return payload
+
+
+def size_of(payload) -> tuple[int, int]:
+    """(width, height) from a VP8L header (its signature byte, then 14 bits each)."""
+    bits = int.from_bytes(payload[1:5], "little")
+    return (bits & 0x3FFF) + 1, (bits >> 14 & 0x3FFF) + 1
 
 
 class Decoder:
@@ -225,8 +229,7 @@ def decode_rgba(data) -> tuple[int, int, bytes]:
     payload = stream(data)
     if payload is None:
         raise BadData("not a lossless WebP")
-    bits = int.from_bytes(payload[1:5], "little")
-    width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    width, height = size_of(payload)
     out = bytearray()
     with Decoder(payload, width, height, 4, band_rows(width, 4)) as decoder:
         while block := decoder.rows(decoder.max_rows).tobytes():

@@ -376,8 +376,7 @@ def _image_size(lossless: bool, chunks) -> tuple[int, int] | None:
         pos = 8 + size + (size & 1)
     head = bytes(chunks[pos + 8 : pos + 18])
     if lossless:
-        bits = int.from_bytes(head[1:5], "little")
-        return (bits & 0x3FFF) + 1, (bits >> 14 & 0x3FFF) + 1
+        return vp8l.size_of(head)
     if len(head) < 10 or head[3:6] != b"\x9d\x01\x2a":
         return None
     width, height = (int.from_bytes(head[i : i + 2], "little") & 0x3FFF for i in (6, 8))
