@@ -738,3 +738,22 @@ def libwebp_rgba(data: bytes) -> tuple[int, int, bytes] | None:
     if webp._decode_into(lib, data, band, 0) != 0:
         return None
     return found.width, found.height, band.tobytes()
+
+
+# Three pixels whose green, red, blue and alpha codes take each form below.
+CODE_FORM_PIXELS = [Lit(255, 7, 1, 9), Lit(255, 7, 0, 9), Lit(255, 7, 1, 9)]
+
+
+def code_forms() -> list[list]:
+    """Codes for green, red, blue, alpha (None: the writer's own) in each form the
+    format has, for CODE_FORM_PIXELS: simple ones of one or two symbols, 1-bit or
+    8-bit first; normal ones with max_symbol, 256 lengths of 8, 4 of 2."""
+    return [
+        # simple: two symbols with a 1-bit first, one 8-bit symbol
+        [Code.simple_of(0, 1), Code.simple_of(7), Code.simple_of(9), Code.simple_of(255)],
+        # simple: an 8-bit first symbol (the larger first), a symbol twice (one symbol)
+        [Code.simple_of(1, 0, wide=True), Code.simple_of(7, 7), None, None],
+        # normal: max_symbol, a code of 256 lengths of 8, of 4 lengths of 2
+        [Code.of([0, 1], max_symbol=True), Code.of([7, 200]), Code.of([9], max_symbol=True)],
+        [Code({0: 2, 1: 2, 2: 2, 3: 2}), Code({s: 8 for s in range(256)}), None, None],
+    ]

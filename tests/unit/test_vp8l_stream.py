@@ -340,16 +340,12 @@ def test_meta_group_image_with_a_cache_and_copies():
 
 
 def test_prefix_code_forms():
-    pixels = [Lit(255, 7, 1, 9), Lit(255, 7, 0, 9), Lit(255, 7, 1, 9)]
     forms = [
-        [Code.simple_of(0, 1), Code.simple_of(7), Code.simple_of(9), Code.simple_of(255)],
-        [Code.simple_of(1, 0, wide=True), Code.simple_of(7, 7), None, None],
-        [Code.of([0, 1], max_symbol=True), Code.of([7, 200]), Code.of([9], max_symbol=True)],
-        [Code({0: 2, 1: 2, 2: 2, 3: 2}), Code({s: 8 for s in range(256)}), None, None],
+        *w.code_forms(),
         [Code({0: 1, 1: 1}, max_symbol=280), Code({0: 1, 7: 15} | _deep(7))],
     ]
     for codes in forms:
-        assert decoded(Image(3, 1, Pixels(pixels, codes=[codes])))
+        assert decoded(Image(3, 1, Pixels(w.CODE_FORM_PIXELS, codes=[codes])))
     one = [Lit(255, 7, 1, 9)] * 3
     assert decoded(Image(3, 1, Pixels(one, codes=[[Code.simple_of(1, wide=False)]])))
 

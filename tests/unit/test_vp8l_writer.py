@@ -173,19 +173,8 @@ def test_meta_groups_no_symbol_uses_still_have_codes():
 
 
 def test_prefix_code_forms():
-    # codes: green, red, blue, alpha (distance: unused)
-    pixels = [Lit(255, 7, 1, 9), Lit(255, 7, 0, 9), Lit(255, 7, 1, 9)]
-    forms = [
-        # simple: two symbols with a 1-bit first, one 8-bit symbol
-        [Code.simple_of(0, 1), Code.simple_of(7), Code.simple_of(9), Code.simple_of(255)],
-        # simple: an 8-bit first symbol (the larger first), a symbol twice (one symbol)
-        [Code.simple_of(1, 0, wide=True), Code.simple_of(7, 7), None, None],
-        # normal: max_symbol, a code of 256 lengths of 8, of 4 lengths of 2
-        [Code.of([0, 1], max_symbol=True), Code.of([7, 200]), Code.of([9], max_symbol=True)],
-        [Code({0: 2, 1: 2, 2: 2, 3: 2}), Code({s: 8 for s in range(256)}), None, None],
-    ]
-    for codes in forms:
-        assert decodes_as_stated(Image(3, 1, Pixels(pixels, codes=[codes])))
+    for codes in w.code_forms():
+        assert decodes_as_stated(Image(3, 1, Pixels(w.CODE_FORM_PIXELS, codes=[codes])))
     one = [Lit(255, 7, 1, 9)] * 3
     assert decodes_as_stated(Image(3, 1, Pixels(one, codes=[[Code.simple_of(1, wide=False)]])))
 
